@@ -1,0 +1,1 @@
+//! The virtio-balloon device and the memory manager.

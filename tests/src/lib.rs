@@ -1,0 +1,1 @@
+//! Runs scenario folders through the harness and checks their results.

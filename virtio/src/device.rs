@@ -1,0 +1,54 @@
+//! The interface between a virtio device model and the transport that exposes it.
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::{GuestMemoryMmap, VirtioInterrupt};
+
+/// One queue handed to a device at activation, with the eventfd the guest's notifications
+/// arrive on (an ioeventfd on the transport's QueueNotify register).
+pub struct QueueEvent {
+    pub queue: Queue,
+    pub event: EventFd,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("the driver set up {got} queues, the device needs {want}")]
+    QueueCount { want: usize, got: usize },
+    #[error("the device could not start: {0}")]
+    Backend(String),
+}
+
+/// A virtio device model (balloon, block, vsock, ...).
+///
+/// The transport owns the register file and the queues until the driver sets DRIVER_OK; then it
+/// calls `activate` and the device owns the queues. A device processes its queues on the VMM
+/// event loop, never on a vCPU thread, so `activate` only hands the queues over and wakes the
+/// loop (typically through an eventfd the device registered as an event-manager subscriber).
+pub trait VirtioDevice: Send {
+    /// The virtio device ID (5 for the balloon, 2 for block, 19 for vsock).
+    fn device_type(&self) -> u32;
+    /// The maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits the device offers (VIRTIO_F_VERSION_1 included).
+    fn avail_features(&self) -> u64;
+    /// Feature bits the driver accepted (a subset of `avail_features`).
+    fn set_acked_features(&mut self, features: u64);
+    /// Reads device config space at `offset`; bytes past the end read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes device config space; writes to read-only or missing fields are ignored.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Hands the driver's queues to the device.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<VirtioInterrupt>,
+        queues: Vec<QueueEvent>,
+    ) -> Result<(), ActivateError>;
+    /// The driver reset the device: drop the queues and go back to the pre-activation state.
+    /// Returns false if the device cannot be reset (the transport then sets NEEDS_RESET).
+    fn reset(&mut self) -> bool;
+}
