@@ -17,7 +17,10 @@ pub struct VirtioInterrupt {
 
 impl VirtioInterrupt {
     pub fn new(irqfd: EventFd) -> Self {
-        Self { status: AtomicU32::new(0), irqfd }
+        Self {
+            status: AtomicU32::new(0),
+            irqfd,
+        }
     }
 
     /// The eventfd registered with KVM as the device's irqfd.

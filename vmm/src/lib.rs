@@ -1,4 +1,13 @@
 //! ballast: a KVM virtual machine monitor that keeps every VM inside a memory limit.
 
+pub mod acpi;
+pub mod api_socket;
+pub mod boot;
+pub mod cli;
+pub mod config;
+pub mod control;
 pub mod devices;
 pub mod layout;
+pub mod runner;
+pub mod signals;
+pub mod vstate;

@@ -34,7 +34,9 @@ impl Bus {
         if len == 0 {
             return Err(BusError::ZeroLength(base));
         }
-        let end = base.checked_add(len).ok_or(BusError::Overlap { base, len })?;
+        let end = base
+            .checked_add(len)
+            .ok_or(BusError::Overlap { base, len })?;
         let overlaps = self
             .ranges
             .range(..end)
@@ -100,7 +102,8 @@ mod tests {
     #[test]
     fn dispatches_by_range_and_rejects_overlap() {
         let mut bus = Bus::new();
-        bus.insert(Arc::new(Mutex::new(Echo(10))), 0x3f8, 8).unwrap();
+        bus.insert(Arc::new(Mutex::new(Echo(10))), 0x3f8, 8)
+            .unwrap();
         assert!(bus.insert(Arc::new(Mutex::new(Echo(0))), 0x3fc, 8).is_err());
         assert!(bus.insert(Arc::new(Mutex::new(Echo(0))), 0x3f0, 9).is_err());
         bus.insert(Arc::new(Mutex::new(Echo(0))), 0x400, 1).unwrap();

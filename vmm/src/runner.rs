@@ -1,0 +1,200 @@
+//! Builds the VM from a `VmConfig` and runs it until the guest powers off or reboots, a vCPU
+//! fails, or the host asks ballast to stop.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ballast_balloon::{Balloon, BalloonError};
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use vm_superio::I8042Device;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::signal::Killable;
+
+use crate::acpi::{create_acpi_tables, AcpiError, VirtioMmioInfo};
+use crate::api_socket::{self, ApiSocketError};
+use crate::boot::{self, BootError};
+use crate::config::{self, ConfigError, VmConfig};
+use crate::control::Control;
+use crate::devices::acpi_pm::AcpiPmDevice;
+use crate::devices::bus::{Bus, BusError};
+use crate::devices::legacy::i8042::{I8042, I8042_PORT_RANGE};
+use crate::devices::legacy::serial::{SerialDevice, SerialInput, SERIAL_PORT_RANGE};
+use crate::devices::legacy::EventFdTrigger;
+use crate::devices::virtio_mmio::{self, VirtioMmioError};
+use crate::layout::{ACPI_PM_PORT, COM1_PORT, I8042_PORT, SERIAL_IRQ};
+use crate::signals;
+use crate::vstate::exit::{ExitState, VmExit};
+use crate::vstate::memory::{create_guest_memory, MemoryError};
+use crate::vstate::vcpu::{kick_signal, Vcpu};
+use crate::vstate::vm::{open_kvm, Vm, VmError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Kvm(#[from] VmError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    ApiSocket(#[from] ApiSocketError),
+    #[error("cannot set up ACPI tables: {0}")]
+    Acpi(#[from] AcpiError),
+    #[error("cannot set up the balloon device: {0}")]
+    Balloon(#[from] BalloonError),
+    #[error("cannot attach a virtio device: {0}")]
+    VirtioMmio(#[from] VirtioMmioError),
+    #[error("cannot place a device: {0}")]
+    Bus(#[from] BusError),
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot register the in-kernel interrupt for {what}: {source}")]
+    Irq {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("event loop failed: {0:?}")]
+    EventLoop(event_manager::Error),
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
+    move |source| RunError::Io { what, source }
+}
+
+fn eventfd() -> Result<EventFd, RunError> {
+    EventFd::new(EFD_NONBLOCK).map_err(io("create an eventfd"))
+}
+
+type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// Runs the VM to its end and returns why it ended.
+pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
+    // Before any thread exists, so every thread inherits the blocked signals.
+    let signals = signals::termination_signalfd().map_err(io("watch SIGINT/SIGTERM"))?;
+    signals::install_kick_handler().map_err(RunError::Signal)?;
+    config::validate_memory(config.mem_size, config::host_memory_bytes())?;
+
+    let kvm = open_kvm()?;
+    let num_vcpus = config::validate_vcpus(config.vcpus, kvm.get_max_vcpus() as u64)?;
+    let _api_listener = config
+        .api_sock
+        .as_deref()
+        .map(api_socket::bind)
+        .transpose()?;
+
+    let mut vm = Vm::new(&kvm)?;
+    let mem = create_guest_memory(config.mem_size)?;
+    vm.register_memory(&mem)?;
+    let kernel = boot::load_kernel(&mem, &config.kernel)?;
+    let initrd = match &config.initrd {
+        Some(path) => Some(boot::load_initrd(&mem, config.mem_size, &kernel, path)?),
+        None => None,
+    };
+
+    let exit = Arc::new(ExitState::new().map_err(io("create the exit eventfd"))?);
+
+    // Legacy devices on the port-I/O bus.
+    let mut pio = Bus::new();
+    let serial_irq = eventfd()?;
+    vm.fd()
+        .register_irqfd(&serial_irq, SERIAL_IRQ)
+        .map_err(|source| RunError::Irq {
+            what: "the serial port",
+            source,
+        })?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        EventFdTrigger(serial_irq),
+        Box::new(std::io::stdout()),
+    )));
+    pio.insert(serial.clone(), COM1_PORT, SERIAL_PORT_RANGE)?;
+    let i8042_reset = eventfd()?;
+    let i8042 = I8042(I8042Device::new(EventFdTrigger(
+        i8042_reset.try_clone().map_err(io("clone an eventfd"))?,
+    )));
+    pio.insert(Arc::new(Mutex::new(i8042)), I8042_PORT, I8042_PORT_RANGE)?;
+    let (pm_poweroff, pm_reset) = (eventfd()?, eventfd()?);
+    let pm = AcpiPmDevice::new(
+        pm_poweroff.try_clone().map_err(io("clone an eventfd"))?,
+        pm_reset.try_clone().map_err(io("clone an eventfd"))?,
+    );
+    pio.insert(Arc::new(Mutex::new(pm)), ACPI_PM_PORT, 1)?;
+
+    // virtio devices on the MMIO bus.
+    let mut mmio = Bus::new();
+    let balloon = Arc::new(Mutex::new(Balloon::new(config.balloon)?));
+    let slots = [virtio_mmio::attach(
+        vm.fd(),
+        &mut mmio,
+        &mem,
+        balloon.clone(),
+        0,
+    )?];
+
+    let acpi_devices: Vec<VirtioMmioInfo> = slots
+        .iter()
+        .map(|s| VirtioMmioInfo {
+            base: s.base,
+            size: s.size,
+            irq: s.irq,
+        })
+        .collect();
+    let rsdp = create_acpi_tables(&mem, num_vcpus, &acpi_devices)?;
+    let mmio_cmdline: Vec<_> = slots.iter().map(|s| (s.base, s.size, s.irq)).collect();
+    let cmdline = boot::build_cmdline(&config.cmdline, &mmio_cmdline)?;
+    boot::write_boot_params(&mem, config.mem_size, &kernel, &cmdline, initrd, Some(rsdp))?;
+
+    let mut events = EventManager::<Subscriber>::new().map_err(RunError::EventLoop)?;
+    events.add_subscriber(Arc::new(Mutex::new(Control {
+        exit: exit.clone(),
+        poweroff: pm_poweroff,
+        reset: vec![pm_reset, i8042_reset],
+        signals,
+        wake: exit.event().try_clone().map_err(io("clone an eventfd"))?,
+    })));
+    events.add_subscriber(Arc::new(Mutex::new(SerialInput::new(serial))));
+    events.add_subscriber(balloon);
+
+    let vcpus = (0..num_vcpus)
+        .map(|id| Vcpu::new(&kvm, &vm, id, num_vcpus, kernel.entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut handles = Vec::with_capacity(vcpus.len());
+    for vcpu in vcpus {
+        match vcpu.start(pio.clone(), mmio.clone(), exit.clone()) {
+            Ok(h) => handles.push(h),
+            Err(source) => {
+                exit.request(VmExit::Failure(format!(
+                    "cannot start a vCPU thread: {source}"
+                )));
+                break;
+            }
+        }
+    }
+
+    while !exit.is_stopping() {
+        if let Err(e) = events.run_with_timeout(500) {
+            exit.request(VmExit::Failure(format!("event loop failed: {e:?}")));
+        }
+    }
+    stop_vcpus(handles);
+    Ok(exit.reason().unwrap_or(VmExit::Poweroff))
+}
+
+/// Kicks every vCPU thread out of KVM_RUN until it has seen the stop and ended.
+fn stop_vcpus(handles: Vec<JoinHandle<()>>) {
+    for handle in handles {
+        while !handle.is_finished() {
+            // The thread may be between its stop check and KVM_RUN; so kick until it is gone.
+            let _ = handle.kill(kick_signal());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = handle.join();
+    }
+}

@@ -1,0 +1,8 @@
+//! The KVM side of the VM: guest memory, the VM file descriptor, the vCPUs.
+
+pub mod cpuid;
+pub mod exit;
+pub mod memory;
+pub mod regs;
+pub mod vcpu;
+pub mod vm;
