@@ -51,4 +51,9 @@ pub trait VirtioDevice: Send {
     /// The driver reset the device: drop the queues and go back to the pre-activation state.
     /// Returns false if the device cannot be reset (the transport then sets NEEDS_RESET).
     fn reset(&mut self) -> bool;
+    /// True once the device found its queues broken beyond use; the transport then shows
+    /// DEVICE_NEEDS_RESET to the driver instead of the VMM stopping.
+    fn needs_reset(&self) -> bool {
+        false
+    }
 }

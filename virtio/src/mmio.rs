@@ -193,6 +193,9 @@ impl MmioTransport {
             );
             return;
         }
+        if offset == regs::STATUS {
+            self.note_device_breakage();
+        }
         match self.read_register(offset) {
             Some(value) => data.copy_from_slice(&value.to_le_bytes()),
             None => refuse!(self, "read of unknown or write-only register {offset:#x}"),
@@ -235,6 +238,14 @@ impl MmioTransport {
                 self,
                 "write of {value:#x} to unknown or read-only register {offset:#x}"
             ),
+        }
+    }
+
+    /// A device that broke while running (a corrupt queue) asks for a reset; the driver learns
+    /// it from DEVICE_NEEDS_RESET in Status (the device raised the config interrupt itself).
+    fn note_device_breakage(&mut self) {
+        if self.status & DRIVER_OK != 0 && lock(&self.device).needs_reset() {
+            self.status |= NEEDS_RESET;
         }
     }
 

@@ -34,6 +34,7 @@ struct FakeDevice {
     fail_activate: bool,
     resets: usize,
     refuse_reset: bool,
+    broken: bool,
 }
 
 impl VirtioDevice for FakeDevice {
@@ -81,6 +82,10 @@ impl VirtioDevice for FakeDevice {
         }
         self.activated = Some(queues);
         Ok(())
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.broken
     }
 
     fn reset(&mut self) -> bool {
@@ -460,6 +465,19 @@ fn device_activation_failure_sets_needs_reset() {
     h.write(STATUS, 0);
     assert_eq!(h.status(), 0);
     assert_eq!(h.device.lock().unwrap().resets, 0);
+}
+
+#[test]
+fn a_device_broken_while_running_shows_needs_reset() {
+    let mut h = Harness::new(&[16], FEATURES);
+    assert_eq!(h.bring_up(VERSION_1, 1), LIVE);
+    h.device.lock().unwrap().broken = true;
+    assert_eq!(h.status(), LIVE | NEEDS_RESET);
+    // The driver's answer is a reset, which brings the device back.
+    h.device.lock().unwrap().broken = false;
+    h.write(STATUS, 0);
+    assert_eq!(h.status(), 0);
+    assert_eq!(h.device.lock().unwrap().resets, 1);
 }
 
 #[test]
