@@ -1,0 +1,347 @@
+//! The block device: what it offers, its config space, activation and reset.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use log::{error, info, warn};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_F_SIZE_MAX,
+};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::QueueT;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use ballast_virtio::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+
+use super::io::DiskImage;
+use super::metrics::BlockMetrics;
+use super::request::DiskLimits;
+use super::{BlockConfig, QUEUE_SIZE, SECTOR_SIZE, SEG_MAX, SIZE_MAX, VIRTIO_BLK_ID_BYTES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error(
+        "disk image {} does not exist (build one from a folder with \
+         resources/build-disk-image.sh DIR OUT.img, or make an empty one with \
+         `truncate -s 1G IMAGE`)",
+        path.display()
+    )]
+    NotFound { path: PathBuf },
+    #[error(
+        "cannot open disk image {} for writing: {source} (add `,readonly=on` to give the guest \
+         a read-only disk)",
+        path.display()
+    )]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open disk image {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "disk image {} is neither a regular file nor a block device",
+        path.display()
+    )]
+    NotAnImage { path: PathBuf },
+    #[error("cannot find the size of disk image {}: {source}", path.display())]
+    Size {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "disk image {} is {size} bytes, less than one 512-byte sector, so the guest would get \
+         an empty disk (grow it with `truncate -s 1G IMAGE`)",
+        path.display()
+    )]
+    TooSmall { path: PathBuf, size: u64 },
+    #[error(
+        "disk image {} is in use by another process (ballast locks a writable image \
+         exclusively and a read-only one shared{}); two writers would corrupt it",
+        path.display(),
+        if *read_only { "; some process has it open for writing" } else { "" }
+    )]
+    Locked { path: PathBuf, read_only: bool },
+    #[error("cannot create the block device's eventfd: {0}")]
+    EventFd(#[source] io::Error),
+}
+
+/// `virtio_blk_config` up to and including `blk_size` (virtio 1.2, 5.2.4): capacity (le64),
+/// size_max (le32), seg_max (le32), geometry (4 bytes, zero: GEOMETRY is not offered), blk_size
+/// (le32). The fields after it belong to features that are not offered and read as zero.
+pub(super) const CONFIG_SPACE_SIZE: usize = 24;
+pub(super) const CAPACITY_OFFSET: usize = 0;
+pub(super) const SIZE_MAX_OFFSET: usize = 8;
+pub(super) const SEG_MAX_OFFSET: usize = 12;
+pub(super) const BLK_SIZE_OFFSET: usize = 20;
+
+fn config_space(capacity_sectors: u64) -> [u8; CONFIG_SPACE_SIZE] {
+    let mut bytes = [0u8; CONFIG_SPACE_SIZE];
+    bytes[CAPACITY_OFFSET..CAPACITY_OFFSET + 8].copy_from_slice(&capacity_sectors.to_le_bytes());
+    bytes[SIZE_MAX_OFFSET..SIZE_MAX_OFFSET + 4].copy_from_slice(&SIZE_MAX.to_le_bytes());
+    bytes[SEG_MAX_OFFSET..SEG_MAX_OFFSET + 4].copy_from_slice(&SEG_MAX.to_le_bytes());
+    bytes[BLK_SIZE_OFFSET..BLK_SIZE_OFFSET + 4]
+        .copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+    bytes
+}
+
+/// What the device owns between `activate` and `reset`.
+pub(super) struct ActiveQueue {
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) interrupt: Arc<VirtioInterrupt>,
+    pub(super) queue: QueueEvent,
+    /// Whether the event loop has registered the queue's eventfd.
+    pub(super) registered: bool,
+}
+
+/// A virtio-blk device backed by a raw image file.
+///
+/// The VMM creates it with `Block::new`, wraps it in `Arc<Mutex<_>>`, registers that with the
+/// event manager (which calls `init`) and hands it to the virtio-mmio transport. Requests are
+/// processed only on the event loop, in `process` (see `event_handler.rs`).
+pub struct Block {
+    config: BlockConfig,
+    pub(super) disk: DiskImage,
+    /// The image path, for log messages.
+    pub(super) label: String,
+    avail_features: u64,
+    acked_features: u64,
+    queue_sizes: [u16; 1],
+    config_space: [u8; CONFIG_SPACE_SIZE],
+    config_write_logged: bool,
+    /// Wakes the event loop after `activate` or `reset` (both run on a vCPU thread) so it can
+    /// register or unregister the queue's eventfd.
+    pub(super) activate_evt: EventFd,
+    pub(super) active: Option<ActiveQueue>,
+    /// Eventfds of a reset activation that are still registered with the event loop.
+    pub(super) retired_events: Vec<EventFd>,
+    pub(super) metrics: Arc<BlockMetrics>,
+    pub(super) broken: bool,
+}
+
+impl Block {
+    /// Opens the disk image `config` names. Errors say what the user can do about them (missing
+    /// file, no write permission, an image in use by another VM, an empty image).
+    pub fn new(config: BlockConfig) -> Result<Self, BlockError> {
+        let disk = DiskImage::open(&config)?;
+        let mut avail_features = (1u64 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_SIZE_MAX)
+            | (1 << VIRTIO_BLK_F_BLK_SIZE);
+        if config.read_only {
+            avail_features |= 1 << VIRTIO_BLK_F_RO;
+        }
+        let label = disk.path().display().to_string();
+        info!(
+            "virtio-blk {label}: {} sectors ({} MiB){}",
+            disk.capacity_sectors(),
+            (disk.capacity_sectors() * SECTOR_SIZE) >> 20,
+            if config.read_only { ", read-only" } else { "" }
+        );
+        Ok(Block {
+            config_space: config_space(disk.capacity_sectors()),
+            config,
+            disk,
+            label,
+            avail_features,
+            acked_features: 0,
+            queue_sizes: [QUEUE_SIZE],
+            config_write_logged: false,
+            activate_evt: EventFd::new(EFD_NONBLOCK).map_err(BlockError::EventFd)?,
+            active: None,
+            retired_events: Vec::new(),
+            metrics: Arc::new(BlockMetrics::default()),
+            broken: false,
+        })
+    }
+
+    pub fn config(&self) -> &BlockConfig {
+        &self.config
+    }
+
+    /// The disk's size in 512-byte sectors (the image size rounded down).
+    pub fn capacity_sectors(&self) -> u64 {
+        self.disk.capacity_sectors()
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.disk.read_only()
+    }
+
+    /// The device ID the guest reads with GET_ID (`/sys/block/vdX/serial`), without its NUL
+    /// padding.
+    pub fn serial(&self) -> String {
+        let serial = self.disk.serial();
+        let len = serial
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(VIRTIO_BLK_ID_BYTES);
+        String::from_utf8_lossy(&serial[..len]).into_owned()
+    }
+
+    pub fn metrics(&self) -> &Arc<BlockMetrics> {
+        &self.metrics
+    }
+
+    pub fn is_activated(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// The device hit a queue error it cannot recover from: the transport should set
+    /// DEVICE_NEEDS_RESET in the status register (a config-change interrupt was raised to tell
+    /// the driver). Cleared by `reset`.
+    pub fn needs_reset(&self) -> bool {
+        self.broken
+    }
+
+    pub(super) fn limits(&self) -> DiskLimits {
+        DiskLimits {
+            capacity_sectors: self.disk.capacity_sectors(),
+            read_only: self.disk.read_only(),
+        }
+    }
+
+    /// Stops processing the queue after a failure that leaves it in an unknown state, and tells
+    /// the driver through a config-change interrupt (virtio 1.2, 2.1.2).
+    pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
+        if self.broken {
+            return;
+        }
+        self.broken = true;
+        self.metrics.queue_errors.inc();
+        error!("virtio-blk {}: {why}; the device needs a reset", self.label);
+        if let Some(active) = &self.active {
+            if let Err(e) = active.interrupt.signal_config_change() {
+                self.metrics.interrupt_errors.inc();
+                error!(
+                    "virtio-blk {}: cannot raise the config-change interrupt for NEEDS_RESET: {e}",
+                    self.label
+                );
+            }
+        }
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.broken
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.avail_features
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        let unoffered = features & !self.avail_features;
+        if unoffered != 0 {
+            warn!(
+                "virtio-blk {}: the driver acked features {unoffered:#x} that were not offered; \
+                 ignored",
+                self.label
+            );
+        }
+        self.acked_features = features & self.avail_features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = offset
+                .checked_add(i as u64)
+                .and_then(|pos| usize::try_from(pos).ok())
+                .and_then(|pos| self.config_space.get(pos).copied())
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // Every field is the device's (`wce` would be the driver's, but CONFIG_WCE is not
+        // offered).
+        if !self.config_write_logged {
+            self.config_write_logged = true;
+            warn!(
+                "virtio-blk {}: the driver wrote {} bytes of read-only config space at offset \
+                 {offset}; ignored (further ones are not logged)",
+                self.label,
+                data.len()
+            );
+        }
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<VirtioInterrupt>,
+        queues: Vec<QueueEvent>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::Backend(
+                "the block device is already active".to_string(),
+            ));
+        }
+        let got = queues.len();
+        let Ok([mut queue]) = <[QueueEvent; 1]>::try_from(queues) else {
+            return Err(ActivateError::QueueCount { want: 1, got });
+        };
+        if !queue.queue.is_valid(&mem) {
+            return Err(ActivateError::Backend(
+                "the request queue is not ready or does not fit in guest RAM".to_string(),
+            ));
+        }
+        queue
+            .queue
+            .set_event_idx(self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0);
+        self.broken = false;
+        self.active = Some(ActiveQueue {
+            mem,
+            interrupt,
+            queue,
+            registered: false,
+        });
+        // The event loop registers the queue's eventfd; this thread is a vCPU's.
+        self.activate_evt
+            .write(1)
+            .map_err(|e| ActivateError::Backend(format!("cannot wake the event loop: {e}")))?;
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        if let Some(active) = self.active.take() {
+            if active.registered {
+                // Still in the event loop's epoll set: keep it open until the loop removes it.
+                self.retired_events.push(active.queue.event);
+            }
+        }
+        self.acked_features = 0;
+        self.broken = false;
+        if !self.retired_events.is_empty() {
+            if let Err(e) = self.activate_evt.write(1) {
+                self.metrics.event_errors.inc();
+                error!(
+                    "virtio-blk {}: cannot wake the event loop after a reset: {e}",
+                    self.label
+                );
+            }
+        }
+        true
+    }
+}
