@@ -1,0 +1,44 @@
+# ballast: the two commands.
+#   make demo    boot a guest under ballast and show what it sees
+#   make test    unit tests, then every end-to-end scenario (BALLAST_E2E=1)
+#   make images  fetch the Debian kernel and busybox, build the base images
+# On a machine without hardware virtualisation the guests boot inside an L1 test
+# host under QEMU's TCG with nested SVM (tests/harness/run-scenario.sh says which).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+APT_PACKAGES := qemu-system-x86 busybox-static cpio e2fsprogs
+IMAGES := target/images
+
+.PHONY: all demo test unit-test e2e images ballast deps
+all: test
+
+# Debian packages, installed only when missing (CI runs as root on a fresh machine).
+deps:
+	@. resources/lib.sh && ensure_apt $(APT_PACKAGES)
+
+# The static ballast (and ballast-agent) that go into images.
+ballast: deps
+	@tests/harness/build-ballast.sh
+
+images: deps
+	@resources/build-guest-initramfs.sh -o $(IMAGES)/guest.cpio.gz
+	@tests/harness/build-l1-initramfs.sh -o $(IMAGES)/l1.cpio.gz
+	@eval "$$(resources/fetch.sh)" && echo "kernel: $$BALLAST_KERNEL" && \
+		echo "images: $(IMAGES)/guest.cpio.gz $(IMAGES)/l1.cpio.gz (bases cached in $${BALLAST_CACHE:-$$HOME/.cache/ballast}/images)"
+
+demo: deps ballast images
+	@tests/harness/run-scenario.sh --stream tests/scenarios/demo
+
+test: unit-test e2e
+
+# nextest when installed (doc tests then run apart: nextest does not run them).
+unit-test:
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace && cargo test --workspace --doc; \
+	else \
+		cargo test --workspace; \
+	fi
+
+# One scenario at a time, its console log path and mode printed (--nocapture).
+e2e: deps ballast images
+	BALLAST_E2E=1 cargo test -p ballast-e2e --test e2e -- --nocapture --test-threads=1

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the initramfs of the L1 test host:  build-l1-initramfs.sh [--payload DIR] -o OUT.cpio.gz
+#
+# Base segment (cached in $BALLAST_CACHE/images): busybox, the KVM module chain,
+# the guest kernel as /guest/bzImage, /init (tests/harness/l1-init).
+# Second segment: the contents of DIR as they are, as run-scenario.sh lays them out:
+#   bin/ballast, etc/ballast/{timeout,cmdline}, scenarios/N/{initrd.cpio.gz,args}
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+res="$here/../../resources"
+# shellcheck source=resources/lib.sh
+. "$res/lib.sh"
+
+payload='' out=''
+while [ $# -gt 0 ]; do
+    case $1 in
+    --payload) payload=$2; shift 2 ;;
+    -o) out=$2; shift 2 ;;
+    *) die "usage: $0 [--payload DIR] -o OUT.cpio.gz" ;;
+    esac
+done
+[ -n "$out" ] || die "-o OUT.cpio.gz is required"
+
+l1_base() {
+    local m
+    busybox_root "$1"
+    for m in virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm arch/x86/kvm/kvm-amd; do
+        copy_module "$m" "$1/lib/modules"
+    done
+    install -D -m 644 "$BALLAST_KERNEL" "$1/guest/bzImage"
+    install -m 755 "$here/l1-init" "$1/init"
+}
+
+ensure_fetched
+key=$(cache_key "${BASH_SOURCE[0]}" "$res/lib.sh" "$here/l1-init" "$BALLAST_KERNEL" "$BALLAST_BUSYBOX")
+base=$(cached_image l1-base "$key" l1_base)
+append_segment "$base" "$payload" "$out"
+log "wrote $out"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# A stand-in for `ballast run` backed by QEMU's microvm (TCG unless KVM works), so
+# scenarios can be checked against a known-good VMM:
+#   BALLAST_E2E_MODE=direct tests/harness/run-scenario.sh --ballast tests/harness/qemu-as-ballast.sh DIR
+# Takes the `ballast run` options the scenarios use: --kernel --initrd --cmdline
+# --vcpus --memory. Like ballast, it attaches a virtio-balloon device over virtio-mmio.
+# (No -nodefaults: without the default PC speaker port 0x61 the kernel cannot
+# calibrate the TSC against PIT channel 2 under TCG, and hangs early in boot.)
+set -euo pipefail
+[ "${1:-}" = run ] || { echo "usage: $0 run --kernel K --initrd I --cmdline C [--vcpus N] [--memory SIZE]" >&2; exit 2; }
+shift
+kernel='' initrd='' cmdline='' vcpus=1 memory=256M
+while [ $# -gt 0 ]; do
+    case $1 in
+    --kernel) kernel=$2; shift 2 ;;
+    --initrd) initrd=$2; shift 2 ;;
+    --cmdline) cmdline=$2; shift 2 ;;
+    --vcpus) vcpus=$2; shift 2 ;;
+    --memory) memory=$2; shift 2 ;;
+    *) echo "$0: ignoring $1" >&2; shift ;;
+    esac
+done
+accel=tcg
+if grep -qw -e vmx -e svm /proc/cpuinfo && { : <>/dev/kvm; } 2>/dev/null; then
+    accel=kvm
+else
+    # Under TCG on a busy host the guest fails to calibrate its TSC against the
+    # PIT and then hangs for good: hand it the host's clock rate instead.
+    khz=$(awk -F': ' '/^cpu MHz/ {printf "%d", $2 * 1000; exit}' /proc/cpuinfo)
+    cmdline="$cmdline tsc_early_khz=$khz lpj=$((khz * 4))" # lpj: HZ=250 in Debian's kernel
+fi
+exec qemu-system-x86_64 -M microvm,acpi=on -accel "$accel" -smp "$vcpus" -m "$memory" \
+    -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
+    -nographic -no-reboot -device virtio-balloon-device
