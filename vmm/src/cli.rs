@@ -26,6 +26,63 @@ pub enum Command {
     /// ballast is stopped with Ctrl-C / SIGTERM; 1 when a vCPU fails (the reason is printed);
     /// 2 when the VM cannot be set up.
     Run(RunArgs),
+    /// Show a running VM's state, memory and balloon.
+    Status(ClientArgs),
+    /// Set or clear a running VM's memory limit.
+    Limit {
+        #[command(subcommand)]
+        action: LimitCommand,
+    },
+    /// Resize a running VM's balloon.
+    Balloon {
+        #[command(subcommand)]
+        action: BalloonCommand,
+    },
+    /// Pause a running VM: every vCPU leaves the guest until `ballast resume`.
+    Pause(ClientArgs),
+    /// Resume a paused VM.
+    Resume(ClientArgs),
+    /// Shut a VM down; its `ballast run` exits with status 0.
+    Shutdown(ClientArgs),
+}
+
+/// How the client subcommands reach a running ballast.
+///
+/// Exit status: 0 on success; 1 when ballast refused or failed the request (its message is
+/// printed); 2 when ballast could not be reached.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The API socket of the `ballast run` to talk to (its --api-sock).
+    #[arg(long, env = "BALLAST_API_SOCK")]
+    pub api_sock: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitCommand {
+    /// Set the limit: a size with a K, M or G suffix (a bare number is MiB), in whole MiB.
+    Set {
+        #[arg(value_parser = parse_mib_arg)]
+        size_mib: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove the limit.
+    Clear(ClientArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BalloonCommand {
+    /// Set the balloon's target size: a size with a K, M or G suffix (a bare number is MiB), in
+    /// whole MiB.
+    Set {
+        #[arg(value_parser = parse_balloon_arg)]
+        size_mib: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -45,7 +102,8 @@ pub struct RunArgs {
     /// Number of vCPUs, one host thread each.
     #[arg(long, default_value_t = 2)]
     pub vcpus: u64,
-    /// Unix socket for the REST API (created with mode 0600).
+    /// Unix socket for the REST API (created with mode 0600; the routes are in vmm/openapi.yaml,
+    /// and `ballast status`, `ballast limit`, ... talk to it).
     #[arg(long)]
     pub api_sock: Option<PathBuf>,
     /// Balloon options: deflate_on_oom=on|off,free_page_reporting=on|off,stats_polling_interval_s=N
@@ -55,6 +113,22 @@ pub struct RunArgs {
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
+}
+
+/// A size in whole MiB: the API's unit.
+pub fn parse_mib_arg(s: &str) -> Result<u64, String> {
+    let bytes = parse_size_arg(s)?;
+    if bytes % (1 << 20) != 0 {
+        return Err(format!(
+            "{s} is not a whole number of MiB; sizes are set in MiB (e.g. 512M, 1G)"
+        ));
+    }
+    Ok(bytes >> 20)
+}
+
+fn parse_balloon_arg(s: &str) -> Result<u32, String> {
+    let mib = parse_mib_arg(s)?;
+    u32::try_from(mib).map_err(|_| format!("{s} is too large for a balloon"))
 }
 
 impl RunArgs {
@@ -69,5 +143,46 @@ impl RunArgs {
             api_sock: self.api_sock,
             balloon: self.balloon,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_sizes_are_whole_mib() {
+        assert_eq!(parse_mib_arg("512M"), Ok(512));
+        assert_eq!(parse_mib_arg("1G"), Ok(1024));
+        assert_eq!(parse_mib_arg("256"), Ok(256));
+        assert_eq!(parse_mib_arg("2048K"), Ok(2));
+        assert!(parse_mib_arg("1536K")
+            .unwrap_err()
+            .contains("whole number of MiB"));
+        assert!(parse_mib_arg("lots").is_err());
+        assert!(parse_balloon_arg("8192T")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli =
+            Cli::try_parse_from(["ballast", "limit", "set", "512M", "--api-sock", "/s"]).unwrap();
+        match cli.command {
+            Command::Limit {
+                action: LimitCommand::Set { size_mib, client },
+            } => {
+                assert_eq!(size_mib, 512);
+                assert_eq!(client.api_sock, PathBuf::from("/s"));
+                assert!(!client.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["ballast", "pause", "--api-sock", "/s", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Pause(ClientArgs { json: true, .. })
+        ));
     }
 }

@@ -1,9 +1,11 @@
 //! ballast: a KVM virtual machine monitor that keeps every VM inside a memory limit.
 
 pub mod acpi;
+pub mod api;
 pub mod api_socket;
 pub mod boot;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod devices;

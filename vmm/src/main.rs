@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use ballast::cli::{Cli, Command};
+use ballast::cli::{Cli, Command, RunArgs};
 use ballast::runner;
 use clap::Parser;
 
@@ -10,17 +10,23 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => match runner::run(args.into_config()) {
-            Ok(exit) => {
-                if let ballast::vstate::exit::VmExit::Failure(reason) = &exit {
-                    eprintln!("ballast: the VM failed: {reason}");
-                }
-                ExitCode::from(exit.exit_code() as u8)
+        Command::Run(args) => run_vm(args),
+        // Every other subcommand talks to a running ballast over its API socket.
+        command => ballast::client::commands::run(command).unwrap_or(ExitCode::FAILURE),
+    }
+}
+
+fn run_vm(args: RunArgs) -> ExitCode {
+    match runner::run(args.into_config()) {
+        Ok(exit) => {
+            if let ballast::vstate::exit::VmExit::Failure(reason) = &exit {
+                eprintln!("ballast: the VM failed: {reason}");
             }
-            Err(e) => {
-                eprintln!("ballast: error: {e}");
-                ExitCode::from(2)
-            }
-        },
+            ExitCode::from(exit.exit_code() as u8)
+        }
+        Err(e) => {
+            eprintln!("ballast: error: {e}");
+            ExitCode::from(2)
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! Builds the VM from a `VmConfig` and runs it until the guest powers off or reboots, a vCPU
 //! fails, or the host asks ballast to stop.
 
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ballast_balloon::{Balloon, BalloonError};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -12,6 +13,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
 use crate::acpi::{create_acpi_tables, AcpiError, VirtioMmioInfo};
+use crate::api::handler::{ApiHandler, VmHandles};
+use crate::api::server::ApiServer;
 use crate::api_socket::{self, ApiSocketError};
 use crate::boot::{self, BootError};
 use crate::config::{self, ConfigError, VmConfig};
@@ -26,7 +29,7 @@ use crate::layout::{ACPI_PM_PORT, COM1_PORT, I8042_PORT, SERIAL_IRQ};
 use crate::signals;
 use crate::vstate::exit::{ExitState, VmExit};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
-use crate::vstate::vcpu::{kick_signal, Vcpu};
+use crate::vstate::vcpu::{kick_signal, Vcpu, VcpuPause};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +87,8 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
 
     let kvm = open_kvm()?;
     let num_vcpus = config::validate_vcpus(config.vcpus, kvm.get_max_vcpus() as u64)?;
-    let _api_listener = config
+    // Bound early, so a taken socket is refused before any VM is built; served once it runs.
+    let api_listener = config
         .api_sock
         .as_deref()
         .map(api_socket::bind)
@@ -160,14 +164,25 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         wake: exit.event().try_clone().map_err(io("clone an eventfd"))?,
     })));
     events.add_subscriber(Arc::new(Mutex::new(SerialInput::new(serial))));
-    events.add_subscriber(balloon);
+    events.add_subscriber(balloon.clone());
 
     let vcpus = (0..num_vcpus)
         .map(|id| Vcpu::new(&kvm, &vm, id, num_vcpus, kernel.entry))
         .collect::<Result<Vec<_>, _>>()?;
+    // The API's channel exists before the vCPUs run, so failing to make it fails the launch.
+    let api = match (api_listener, &config.api_sock) {
+        (Some(listener), Some(path)) => Some((
+            listener,
+            path.clone(),
+            crate::api::channel().map_err(io("create the API channel"))?,
+        )),
+        _ => None,
+    };
+    let pause = Arc::new(VcpuPause::new());
+    let started = Instant::now();
     let mut handles = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
-        match vcpu.start(pio.clone(), mmio.clone(), exit.clone()) {
+        match vcpu.start_pausable(pio.clone(), mmio.clone(), exit.clone(), pause.clone()) {
             Ok(h) => handles.push(h),
             Err(source) => {
                 exit.request(VmExit::Failure(format!(
@@ -178,12 +193,45 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         }
     }
 
+    let api_server = match api {
+        Some((listener, path, (sender, receiver))) => {
+            let vm_handles = VmHandles {
+                exit: exit.clone(),
+                pause: pause.clone(),
+                vcpu_threads: handles.iter().map(|h| h.as_pthread_t()).collect(),
+                mem: mem.clone(),
+                mem_size: config.mem_size,
+                balloon: balloon.clone(),
+                started,
+            };
+            events.add_subscriber(Arc::new(Mutex::new(ApiHandler::new(receiver, vm_handles))));
+            match ApiServer::start(listener, path, sender) {
+                Ok(server) => Some(server),
+                Err(source) => {
+                    exit.request(VmExit::Failure(format!(
+                        "cannot start the API server: {source}"
+                    )));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+
     while !exit.is_stopping() {
         if let Err(e) = events.run_with_timeout(500) {
             exit.request(VmExit::Failure(format!("event loop failed: {e:?}")));
         }
     }
+    // Parked vCPUs wait on the pause, not in KVM_RUN: wake them so they see the stop.
+    pause.release_for_stop();
     stop_vcpus(handles);
+    // Dropping the event loop drops the API handler and its channel: requests still waiting are
+    // answered "the VM has stopped" by the API thread, which then writes what is in flight.
+    drop(events);
+    if let Some(server) = api_server {
+        server.shutdown();
+    }
     Ok(exit.reason().unwrap_or(VmExit::Poweroff))
 }
 

@@ -5,3 +5,4 @@ pub mod block;
 pub mod bus;
 pub mod legacy;
 pub mod virtio_mmio;
+pub mod vsock;

@@ -1,8 +1,10 @@
 //! A vCPU: its CPUID, MSRs, local APIC and (for the boot vCPU) registers, and the thread that
 //! runs it, dispatching port-I/O and MMIO exits to the buses.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_msr_entry, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
@@ -87,18 +89,29 @@ impl Vcpu {
         Ok(Self { id, fd })
     }
 
-    /// Starts the vCPU on its own thread.
+    /// Starts the vCPU on its own thread, in a VM that is never paused.
     pub fn start(
         self,
         pio: Bus,
         mmio: Bus,
         exit: Arc<ExitState>,
     ) -> std::io::Result<JoinHandle<()>> {
+        self.start_pausable(pio, mmio, exit, Arc::new(VcpuPause::new()))
+    }
+
+    /// Starts the vCPU on its own thread; it parks outside KVM_RUN while `pause` asks it to.
+    pub fn start_pausable(
+        self,
+        pio: Bus,
+        mmio: Bus,
+        exit: Arc<ExitState>,
+        pause: Arc<VcpuPause>,
+    ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name(format!("vcpu{}", self.id))
             .spawn(move || {
                 let id = self.id;
-                if let Err(reason) = self.run(&pio, &mmio, &exit) {
+                if let Err(reason) = self.run(&pio, &mmio, &exit, &pause) {
                     exit.request(reason);
                 }
                 log::debug!("vCPU {id} stopped");
@@ -106,8 +119,18 @@ impl Vcpu {
     }
 
     /// Runs until the VM stops; returns the reason when this vCPU is the one that saw it.
-    fn run(mut self, pio: &Bus, mmio: &Bus, exit: &ExitState) -> Result<(), VmExit> {
+    fn run(
+        mut self,
+        pio: &Bus,
+        mmio: &Bus,
+        exit: &ExitState,
+        pause: &VcpuPause,
+    ) -> Result<(), VmExit> {
         while !exit.is_stopping() {
+            if pause.is_requested() {
+                pause.park(exit);
+                continue;
+            }
             match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {
                     if !pio.read(u64::from(port), data) {
@@ -183,6 +206,137 @@ impl Vcpu {
             "KVM internal error on vCPU {} at rip {rip:#x}: {what} (suberror {suberror})",
             self.id
         )
+    }
+}
+
+/// Pausing the VM: every vCPU thread leaves KVM_RUN (kicked by `kick_signal()`) and waits on a
+/// condition variable until the VM is resumed or stops.
+#[derive(Debug, Default)]
+pub struct VcpuPause {
+    /// Read by the vCPU threads after every exit, without the lock.
+    requested: AtomicBool,
+    state: Mutex<PauseState>,
+    /// The vCPUs wait on it while parked.
+    resume: Condvar,
+    /// The pauser waits on it for the vCPUs to park.
+    parked_changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PauseState {
+    paused: bool,
+    parked: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PauseError {
+    #[error("the VM is already paused")]
+    AlreadyPaused,
+    #[error("the VM is not paused")]
+    NotPaused,
+    #[error(
+        "only {parked} of {total} vCPUs stopped within {waited_ms} ms; the VM was left running"
+    )]
+    Timeout {
+        parked: usize,
+        total: usize,
+        waited_ms: u128,
+    },
+}
+
+/// How long a parked vCPU sleeps between checks that the VM is still alive, in case a stop's
+/// wake-up is missed.
+const PARK_RECHECK: Duration = Duration::from_millis(200);
+/// How often the pauser kicks the vCPUs that have not parked yet: a kick that lands just before
+/// a thread enters KVM_RUN is lost, so it is repeated.
+const KICK_INTERVAL: Duration = Duration::from_millis(2);
+
+impl VcpuPause {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PauseState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Whether a pause has completed and no resume came since.
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Asks every vCPU thread in `threads` to park, kicks them out of KVM_RUN, and waits up to
+    /// `timeout` for all of them. On a timeout the vCPUs are resumed: a failed pause changes
+    /// nothing.
+    pub fn pause(&self, threads: &[libc::pthread_t], timeout: Duration) -> Result<(), PauseError> {
+        let mut state = self.lock();
+        if state.paused {
+            return Err(PauseError::AlreadyPaused);
+        }
+        state.paused = true;
+        self.requested.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        while state.parked < threads.len() {
+            if start.elapsed() >= timeout {
+                let parked = state.parked;
+                drop(state);
+                // Undo the request; it cannot fail, the pause was recorded above.
+                let _ = self.resume();
+                return Err(PauseError::Timeout {
+                    parked,
+                    total: threads.len(),
+                    waited_ms: start.elapsed().as_millis(),
+                });
+            }
+            for &thread in threads {
+                // SAFETY: `thread` belongs to a vCPU thread that is not joined yet (the runner
+                // joins them only after the event loop, which runs this, has ended); a thread
+                // that has already returned is still a valid target until it is joined.
+                unsafe { libc::pthread_kill(thread, kick_signal()) };
+            }
+            state = self
+                .parked_changed
+                .wait_timeout(state, KICK_INTERVAL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Lets the parked vCPUs go back to the guest.
+    pub fn resume(&self) -> Result<(), PauseError> {
+        let mut state = self.lock();
+        if !state.paused {
+            return Err(PauseError::NotPaused);
+        }
+        state.paused = false;
+        self.requested.store(false, Ordering::SeqCst);
+        self.resume.notify_all();
+        Ok(())
+    }
+
+    /// Wakes the parked vCPUs when the VM stops, so they see the stop and end.
+    pub fn release_for_stop(&self) {
+        let _ = self.resume();
+    }
+
+    /// Called by a vCPU thread outside KVM_RUN: waits while the VM is paused and not stopping.
+    fn park(&self, exit: &ExitState) {
+        let mut state = self.lock();
+        state.parked += 1;
+        self.parked_changed.notify_all();
+        while state.paused && !exit.is_stopping() {
+            state = self
+                .resume
+                .wait_timeout(state, PARK_RECHECK)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        state.parked -= 1;
     }
 }
 

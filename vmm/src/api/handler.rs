@@ -1,0 +1,467 @@
+//! The VMM side of the API: an event-loop subscriber that takes each `ApiRequest` off the channel
+//! when the API's eventfd fires, answers it against the VM's real state, and sends the answer
+//! back on the request's own channel. It never waits for the API thread.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ballast_balloon::device::PAGES_PER_MIB;
+use ballast_balloon::Balloon;
+use ballast_virtio::GuestMemoryMmap;
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use vmm_sys_util::epoll::EventSet;
+
+use super::residency::Residency;
+use super::{
+    ApiError, ApiMessage, ApiReceiver, ApiReply, ApiRequest, ApiResult, BalloonInfo,
+    BalloonStatistics, BalloonStatsUpdate, BalloonUpdate, MemoryInfo, MemoryLimitUpdate,
+    MemoryState, VmAction, VmInfo, VmState, VmmMetrics,
+};
+use crate::vstate::exit::{ExitState, VmExit};
+use crate::vstate::vcpu::VcpuPause;
+
+/// How long a pause may wait for every vCPU to leave the guest. The event loop waits with it, so
+/// it is short; vCPUs normally park within a few milliseconds of their kick.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the API acts on.
+pub struct VmHandles {
+    pub exit: Arc<ExitState>,
+    pub pause: Arc<VcpuPause>,
+    /// The vCPU threads, to kick them out of KVM_RUN on a pause.
+    pub vcpu_threads: Vec<libc::pthread_t>,
+    pub mem: GuestMemoryMmap,
+    pub mem_size: u64,
+    pub balloon: Arc<Mutex<Balloon>>,
+    /// When the vCPUs started.
+    pub started: Instant,
+}
+
+pub struct ApiHandler {
+    receiver: ApiReceiver,
+    vm: VmHandles,
+    /// The memory limit in MiB. The memory manager will own it; until then the API keeps it.
+    limit_mib: Option<u64>,
+    residency: Residency,
+}
+
+impl ApiHandler {
+    pub fn new(receiver: ApiReceiver, vm: VmHandles) -> Self {
+        Self {
+            receiver,
+            vm,
+            limit_mib: None,
+            residency: Residency::default(),
+        }
+    }
+
+    fn balloon(&self) -> MutexGuard<'_, Balloon> {
+        self.vm.balloon.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn memory_mib(&self) -> u64 {
+        self.vm.mem_size >> 20
+    }
+
+    /// Answers one request. Every check comes before any change, so a refused request changes
+    /// nothing.
+    pub fn handle(&mut self, request: ApiRequest) -> ApiResult {
+        match request {
+            ApiRequest::GetVm => Ok(ApiReply::Vm(self.vm_info())),
+            ApiRequest::VmAction(action) => self.vm_action(action),
+            ApiRequest::GetBalloon => Ok(ApiReply::Balloon(self.balloon_info())),
+            ApiRequest::UpdateBalloon(update) => self.update_balloon(update),
+            ApiRequest::GetBalloonStats => self.balloon_stats(),
+            ApiRequest::UpdateBalloonStats(update) => self.update_balloon_stats(update),
+            ApiRequest::SetMemoryLimit(update) => self.set_limit(update),
+            ApiRequest::GetMemory => Ok(ApiReply::Memory(self.memory_info()?)),
+            ApiRequest::GetMetrics => self.metrics(),
+        }
+    }
+
+    fn vm_state(&self) -> VmState {
+        if self.vm.exit.is_stopping() {
+            VmState::Stopped
+        } else if self.vm.pause.is_paused() {
+            VmState::Paused
+        } else {
+            VmState::Running
+        }
+    }
+
+    fn vm_info(&self) -> VmInfo {
+        VmInfo {
+            state: self.vm_state(),
+            vcpus: self.vm.vcpu_threads.len() as u32,
+            memory_mib: self.memory_mib(),
+            uptime_ms: self.vm.started.elapsed().as_millis() as u64,
+            ballast_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    fn vm_action(&mut self, action: VmAction) -> ApiResult {
+        match action {
+            VmAction::Shutdown => {
+                log::info!("shutdown requested through the API");
+                self.vm
+                    .exit
+                    .request(VmExit::Stopped("the API's Shutdown action".into()));
+            }
+            _ if self.vm.exit.is_stopping() => return Err(ApiError::Stopping),
+            VmAction::Pause => {
+                let start = Instant::now();
+                self.vm.pause.pause(&self.vm.vcpu_threads, PAUSE_TIMEOUT)?;
+                log::info!(
+                    "VM paused through the API ({} vCPUs parked in {} µs)",
+                    self.vm.vcpu_threads.len(),
+                    start.elapsed().as_micros()
+                );
+            }
+            VmAction::Resume => {
+                self.vm.pause.resume()?;
+                log::info!("VM resumed through the API");
+            }
+        }
+        Ok(ApiReply::Done)
+    }
+
+    fn balloon_info(&self) -> BalloonInfo {
+        let balloon = self.balloon();
+        let config = balloon.config();
+        BalloonInfo {
+            amount_mib: balloon.target_pages() / PAGES_PER_MIB,
+            deflate_on_oom: config.deflate_on_oom,
+            stats_polling_interval_s: balloon.stats_interval(),
+            free_page_reporting: config.free_page_reporting,
+            actual_mib: balloon.actual_pages() / PAGES_PER_MIB,
+            actual_pages: balloon.actual_pages(),
+        }
+    }
+
+    fn update_balloon(&mut self, update: BalloonUpdate) -> ApiResult {
+        let memory_mib = self.memory_mib();
+        if u64::from(update.amount_mib) > memory_mib {
+            return Err(ApiError::BalloonTooBig {
+                amount_mib: update.amount_mib,
+                memory_mib,
+            });
+        }
+        self.balloon().set_target_mib(update.amount_mib)?;
+        log::info!("balloon target set to {} MiB", update.amount_mib);
+        Ok(ApiReply::Done)
+    }
+
+    fn balloon_stats(&self) -> ApiResult {
+        let balloon = self.balloon();
+        // Whether the device has a statistics queue at all is fixed at launch.
+        if balloon.config().stats_polling_interval_s == 0 {
+            return Err(ApiError::StatsNotEnabled);
+        }
+        Ok(ApiReply::BalloonStats(Box::new(BalloonStatistics::new(
+            balloon.target_pages(),
+            balloon.actual_pages(),
+            balloon.latest_stats(),
+        ))))
+    }
+
+    fn update_balloon_stats(&mut self, update: BalloonStatsUpdate) -> ApiResult {
+        let mut balloon = self.balloon();
+        // As Firecracker: the statistics queue is negotiated at boot, so statistics can be
+        // neither turned on nor off later; only a non-zero interval may change.
+        if balloon.config().stats_polling_interval_s == 0 {
+            return Err(ApiError::StatsCannotEnable);
+        }
+        if update.stats_polling_interval_s == 0 {
+            return Err(ApiError::StatsCannotDisable);
+        }
+        balloon.set_stats_interval(update.stats_polling_interval_s)?;
+        log::info!(
+            "balloon statistics interval set to {} s",
+            update.stats_polling_interval_s
+        );
+        Ok(ApiReply::Done)
+    }
+
+    fn set_limit(&mut self, update: MemoryLimitUpdate) -> ApiResult {
+        let memory_mib = self.memory_mib();
+        match update.limit_mib {
+            Some(0) => return Err(ApiError::LimitZero),
+            Some(limit_mib) if limit_mib > memory_mib => {
+                return Err(ApiError::LimitAboveMemory {
+                    limit_mib,
+                    memory_mib,
+                })
+            }
+            Some(limit_mib) => log::info!("memory limit set to {limit_mib} MiB"),
+            None => log::info!("memory limit removed"),
+        }
+        self.limit_mib = update.limit_mib;
+        Ok(ApiReply::Done)
+    }
+
+    fn memory_info(&mut self) -> Result<MemoryInfo, ApiError> {
+        let resident_bytes = self.residency.resident_bytes(&self.vm.mem)?;
+        let (target_pages, actual_pages) = {
+            let balloon = self.balloon();
+            (balloon.target_pages(), balloon.actual_pages())
+        };
+        let (state, state_reason) = limit_state(resident_bytes, self.limit_mib);
+        Ok(MemoryInfo {
+            memory_mib: self.memory_mib(),
+            limit_mib: self.limit_mib,
+            resident_bytes,
+            balloon_target_mib: target_pages / PAGES_PER_MIB,
+            balloon_actual_mib: actual_pages / PAGES_PER_MIB,
+            dirty_rate_bytes_per_s: None,
+            working_set_bytes: None,
+            guest: None,
+            state,
+            state_reason,
+        })
+    }
+
+    fn metrics(&mut self) -> ApiResult {
+        let memory = self.memory_info()?;
+        let balloon = self.balloon();
+        let metrics = VmmMetrics {
+            vm: self.vm_info(),
+            balloon_target_pages: balloon.target_pages(),
+            balloon_actual_pages: balloon.actual_pages(),
+            balloon: balloon.metrics().snapshot(),
+            memory,
+        };
+        Ok(ApiReply::Metrics(Box::new(metrics)))
+    }
+
+    /// Answers every request waiting on the channel.
+    fn drain(&mut self) {
+        while let Ok(ApiMessage { request, reply }) = self.receiver.rx.try_recv() {
+            log::debug!("API request {request:?}");
+            let result = self.handle(request);
+            if let Err(e) = &result {
+                log::debug!("API request refused: {e}");
+            }
+            // The client may have gone; its answer is then dropped.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Within or over the limit, from host residency alone. The memory manager refines this with
+/// `reclaiming` and `guest_unresponsive`.
+pub fn limit_state(resident_bytes: u64, limit_mib: Option<u64>) -> (MemoryState, Option<String>) {
+    match limit_mib {
+        Some(limit) if resident_bytes > limit << 20 => (
+            MemoryState::OverLimit,
+            Some(format!(
+                "{:.1} MiB of guest RAM is resident on the host, above the {limit} MiB limit",
+                resident_bytes as f64 / (1 << 20) as f64
+            )),
+        ),
+        _ => (MemoryState::WithinLimit, None),
+    }
+}
+
+impl MutEventSubscriber for ApiHandler {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new_raw(
+            self.receiver.wake.as_raw_fd(),
+            EventSet::IN,
+        )) {
+            // Without it no request would ever be answered; stop rather than hang clients.
+            self.vm.exit.request(VmExit::Failure(format!(
+                "cannot watch the API's eventfd: {e:?}"
+            )));
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.fd() == self.receiver.wake.as_raw_fd() {
+            // Reset the counter first: a request sent after this read wakes the loop again.
+            let _ = self.receiver.wake.read();
+            self.drain();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BalloonStatsUpdate, VmActionBody};
+    use crate::vstate::memory::create_guest_memory;
+    use crate::vstate::vcpu::PauseError;
+    use ballast_balloon::BalloonConfig;
+
+    /// A handler over real guest memory and a real balloon device, without KVM or vCPUs.
+    fn handler(balloon: &str) -> (ApiHandler, crate::api::ApiSender) {
+        let (sender, receiver) = crate::api::channel().unwrap();
+        let config: BalloonConfig = balloon.parse().unwrap();
+        let vm = VmHandles {
+            exit: Arc::new(ExitState::new().unwrap()),
+            pause: Arc::new(VcpuPause::new()),
+            vcpu_threads: Vec::new(),
+            mem: create_guest_memory(64 << 20).unwrap(),
+            mem_size: 64 << 20,
+            balloon: Arc::new(Mutex::new(Balloon::new(config).unwrap())),
+            started: Instant::now(),
+        };
+        (ApiHandler::new(receiver, vm), sender)
+    }
+
+    fn vm(h: &mut ApiHandler) -> VmInfo {
+        match h.handle(ApiRequest::GetVm).unwrap() {
+            ApiReply::Vm(info) => info,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn memory(h: &mut ApiHandler) -> MemoryInfo {
+        match h.handle(ApiRequest::GetMemory).unwrap() {
+            ApiReply::Memory(info) => info,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pause_resume_and_shutdown_follow_the_vm_state() {
+        let (mut h, _sender) = handler("");
+        assert_eq!(vm(&mut h).state, VmState::Running);
+        let pause = ApiRequest::VmAction(VmAction::Pause);
+        let resume = ApiRequest::VmAction(VmAction::Resume);
+        h.handle(pause.clone()).unwrap();
+        assert_eq!(vm(&mut h).state, VmState::Paused);
+        assert!(matches!(
+            h.handle(pause.clone()),
+            Err(ApiError::Pause(PauseError::AlreadyPaused))
+        ));
+        h.handle(resume.clone()).unwrap();
+        assert!(matches!(
+            h.handle(resume),
+            Err(ApiError::Pause(PauseError::NotPaused))
+        ));
+        h.handle(ApiRequest::VmAction(VmAction::Shutdown)).unwrap();
+        assert!(h.vm.exit.is_stopping());
+        assert_eq!(vm(&mut h).state, VmState::Stopped);
+        assert!(matches!(h.handle(pause), Err(ApiError::Stopping)));
+    }
+
+    #[test]
+    fn refused_balloon_and_limit_changes_change_nothing() {
+        let (mut h, _sender) = handler("");
+        h.handle(ApiRequest::UpdateBalloon(BalloonUpdate { amount_mib: 16 }))
+            .unwrap();
+        let err = h
+            .handle(ApiRequest::UpdateBalloon(BalloonUpdate { amount_mib: 65 }))
+            .unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert_eq!(h.balloon().target_pages(), 16 * PAGES_PER_MIB);
+
+        let limit = |limit_mib| ApiRequest::SetMemoryLimit(MemoryLimitUpdate { limit_mib });
+        h.handle(limit(Some(32))).unwrap();
+        assert!(matches!(h.handle(limit(Some(0))), Err(ApiError::LimitZero)));
+        assert!(matches!(
+            h.handle(limit(Some(65))),
+            Err(ApiError::LimitAboveMemory { .. })
+        ));
+        let info = memory(&mut h);
+        assert_eq!(info.limit_mib, Some(32));
+        assert_eq!(info.balloon_target_mib, 16);
+        assert_eq!(info.resident_bytes, 0, "nothing touched guest RAM");
+        h.handle(limit(None)).unwrap();
+        assert_eq!(memory(&mut h).limit_mib, None);
+    }
+
+    #[test]
+    fn statistics_cannot_be_switched_on_or_off() {
+        let (mut without, _s) = handler("");
+        assert!(matches!(
+            without.handle(ApiRequest::GetBalloonStats),
+            Err(ApiError::StatsNotEnabled)
+        ));
+        let every = |s| {
+            ApiRequest::UpdateBalloonStats(BalloonStatsUpdate {
+                stats_polling_interval_s: s,
+            })
+        };
+        assert!(matches!(
+            without.handle(every(5)),
+            Err(ApiError::StatsCannotEnable)
+        ));
+
+        let (mut with, _s) = handler("stats_polling_interval_s=2");
+        assert!(matches!(
+            with.handle(every(0)),
+            Err(ApiError::StatsCannotDisable)
+        ));
+        with.handle(every(7)).unwrap();
+        assert_eq!(with.balloon().stats_interval(), 7);
+        assert!(matches!(
+            with.handle(ApiRequest::GetBalloonStats),
+            Ok(ApiReply::BalloonStats(_))
+        ));
+    }
+
+    #[test]
+    fn requests_cross_the_channel_and_come_back() {
+        let (mut h, sender) = handler("");
+        // The API side on a runtime of its own thread, as the server runs it.
+        let api = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let body: VmActionBody =
+                    serde_json::from_str(r#"{"action_type":"Pause"}"#).unwrap();
+                let paused = sender.call(ApiRequest::VmAction(body.action_type)).await;
+                let info = sender.call(ApiRequest::GetVm).await;
+                (
+                    paused.map(|_| ()).map_err(|e| e.to_string()),
+                    info.map_err(|e| e.to_string()),
+                )
+            })
+        });
+        // The event loop's side: answer what arrives, woken by the eventfd.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !api.is_finished() && Instant::now() < deadline {
+            if h.receiver.wake.read().is_ok() {
+                h.drain();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (paused, info) = api.join().unwrap();
+        paused.unwrap();
+        match info.unwrap() {
+            ApiReply::Vm(vm) => assert_eq!(vm.state, VmState::Paused),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_to_a_gone_vmm_is_refused() {
+        let (h, sender) = handler("");
+        drop(h);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = runtime
+            .block_on(sender.call(ApiRequest::GetVm))
+            .unwrap_err();
+        assert!(matches!(err, ApiError::VmmGone), "{err}");
+        assert_eq!(err.status(), 409);
+    }
+
+    #[test]
+    fn over_limit_only_above_the_limit() {
+        assert_eq!(limit_state(100 << 20, None).0, MemoryState::WithinLimit);
+        assert_eq!(
+            limit_state(64 << 20, Some(64)),
+            (MemoryState::WithinLimit, None)
+        );
+        let (state, reason) = limit_state((64 << 20) + 4096, Some(64));
+        assert_eq!(state, MemoryState::OverLimit);
+        assert!(reason.unwrap().contains("above the 64 MiB limit"));
+    }
+}

@@ -1,0 +1,454 @@
+//! HTTP/1.1 on the API's Unix socket, served by hyper and routed by axum on a current-thread
+//! tokio runtime of its own thread. Each request becomes one `ApiRequest` for the VMM; the
+//! server itself only parses, limits and counts.
+//!
+//! Slow or hostile clients cannot hold the server: every connection is its own task, request
+//! headers must arrive within `HEADER_TIMEOUT` and bodies (at most `MAX_BODY_BYTES`) within
+//! `BODY_TIMEOUT`, and at most `MAX_CONNECTIONS` are served at once.
+
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{oneshot, Semaphore};
+
+use super::metrics::{self, RequestCounters};
+use super::{
+    ApiError, ApiReply, ApiRequest, ApiSender, BalloonStatsUpdate, BalloonUpdate,
+    MemoryLimitUpdate, VmActionBody,
+};
+
+/// The largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A client must send a request's headers within this time of connecting (or of its previous
+/// request), or the connection is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request's body must arrive within this time of its headers, or the answer is 408.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the socket's backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// On shutdown, how long answers already on their way may take to be written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+const JSON: &str = "application/json";
+
+/// The API server's thread. Dropping it (or `shutdown`) stops accepting, lets answers in flight
+/// finish for a moment, and removes the socket file.
+pub struct ApiServer {
+    path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Serves `listener` (bound at `path`) on a new thread, sending requests to `vmm`.
+    pub fn start(
+        listener: StdUnixListener,
+        path: PathBuf,
+        vmm: ApiSender,
+    ) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = oneshot::channel();
+        let state = AppState {
+            vmm: Arc::new(vmm),
+            counters: Arc::new(RequestCounters::default()),
+        };
+        let thread = std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || runtime.block_on(serve(listener, state, stopped)))?;
+        Ok(Self {
+            path,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the server; returns once answers in flight are written (or the grace has passed).
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+            // Nobody answers on it any more; a later `ballast run` would replace it anyway.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    vmm: Arc<ApiSender>,
+    counters: Arc<RequestCounters>,
+}
+
+/// The routes; `vmm/openapi.yaml` describes each of them, and a test checks that the two agree.
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/vm", get(get_vm))
+        .route("/vm/actions", put(put_vm_action))
+        .route("/vm/memory", get(get_memory))
+        .route("/vm/memory/limit", put(put_memory_limit))
+        .route("/balloon", get(get_balloon).patch(patch_balloon))
+        .route(
+            "/balloon/statistics",
+            get(get_balloon_stats).patch(patch_balloon_stats),
+        )
+        .route("/metrics", get(get_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn serve(listener: StdUnixListener, state: AppState, mut stop: oneshot::Receiver<()>) {
+    let listener = match tokio::net::UnixListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            log::error!("cannot serve the API socket: {e}");
+            return;
+        }
+    };
+    let app = router(state);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let timer = TokioTimer::new();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = &mut stop => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait for some to be freed.
+                    log::warn!("API: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(timer.clone())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_BODY_BYTES)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("API connection ended: {e}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        log::debug!("API: connections still open after the shutdown grace; closing them");
+    }
+}
+
+/// An HTTP error: its status and `{"fault_message": "..."}`.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "fault_message": self.message }).to_string();
+        (self.status, [(header::CONTENT_TYPE, JSON)], body).into_response()
+    }
+}
+
+/// A JSON request body: at most `MAX_BODY_BYTES`, within `BODY_TIMEOUT`, unknown fields refused
+/// by the body types themselves. The content type is not checked, so `curl -d` works as is.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, HttpError> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Err(HttpError::too_large());
+        }
+        let read = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+        let collected = tokio::time::timeout(BODY_TIMEOUT, read)
+            .await
+            .map_err(|_| {
+                HttpError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    HttpError::too_large()
+                } else {
+                    HttpError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the request body: {e}"),
+                    )
+                }
+            })?;
+        parse_body(&collected.to_bytes()).map(JsonBody)
+    }
+}
+
+/// Parses a body that must be one JSON object. Going through `Value` first keeps serde from
+/// reading a JSON array as the struct's fields in order.
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
+    let bad = |message: String| HttpError::new(StatusCode::BAD_REQUEST, message);
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
+    if !value.is_object() {
+        return Err(bad(format!(
+            "invalid request body: expected a JSON object, not {}",
+            json_kind(&value)
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| bad(format!("invalid request body: {e}")))
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, JSON)], body).into_response(),
+        Err(e) => HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the answer: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Sends `request` to the VMM and turns its answer into a response.
+async fn ask(state: &AppState, request: ApiRequest) -> Result<Response, HttpError> {
+    Ok(match state.vmm.call(request).await? {
+        ApiReply::Done => StatusCode::NO_CONTENT.into_response(),
+        ApiReply::Vm(info) => json(&info),
+        ApiReply::Balloon(info) => json(&info),
+        ApiReply::BalloonStats(stats) => json(&stats),
+        ApiReply::Memory(info) => json(&info),
+        ApiReply::Metrics(_) => {
+            return Err(HttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics answered where JSON was expected",
+            ))
+        }
+    })
+}
+
+async fn get_vm(State(s): State<AppState>) -> Result<Response, HttpError> {
+    ask(&s, ApiRequest::GetVm).await
+}
+
+async fn put_vm_action(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<VmActionBody>,
+) -> Result<Response, HttpError> {
+    ask(&s, ApiRequest::VmAction(body.action_type)).await
+}
+
+async fn get_memory(State(s): State<AppState>) -> Result<Response, HttpError> {
+    ask(&s, ApiRequest::GetMemory).await
+}
+
+async fn put_memory_limit(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<MemoryLimitUpdate>,
+) -> Result<Response, HttpError> {
+    ask(&s, ApiRequest::SetMemoryLimit(body)).await
+}
+
+async fn get_balloon(State(s): State<AppState>) -> Result<Response, HttpError> {
+    ask(&s, ApiRequest::GetBalloon).await
+}
+
+async fn patch_balloon(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<BalloonUpdate>,
+) -> Result<Response, HttpError> {
+    ask(&s, ApiRequest::UpdateBalloon(body)).await
+}
+
+async fn get_balloon_stats(State(s): State<AppState>) -> Result<Response, HttpError> {
+    ask(&s, ApiRequest::GetBalloonStats).await
+}
+
+async fn patch_balloon_stats(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<BalloonStatsUpdate>,
+) -> Result<Response, HttpError> {
+    ask(&s, ApiRequest::UpdateBalloonStats(body)).await
+}
+
+async fn get_metrics(State(s): State<AppState>) -> Result<Response, HttpError> {
+    let ApiReply::Metrics(vmm) = s.vmm.call(ApiRequest::GetMetrics).await? else {
+        return Err(HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the VMM answered the metrics request with something else",
+        ));
+    };
+    let body = metrics::render(&vmm, &s.counters.snapshot());
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+async fn not_found(uri: Uri) -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such resource: {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}; the Allow header lists what is",
+            uri.path()
+        ),
+    )
+}
+
+/// Counts every answer by method, route and status, and logs it.
+async fn count_requests(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    // Only standard methods become labels, so odd methods cannot grow the counters.
+    let method = match *req.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+        | Method::OPTIONS => req.method().as_str().to_string(),
+        _ => "other".to_string(),
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    log::debug!("API {method} {path} -> {status}");
+    s.counters.record(&method, &route, status);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MemoryLimitUpdate, VmAction};
+
+    #[test]
+    fn bodies_must_be_objects_with_known_fields() {
+        let ok: VmActionBody = parse_body(br#"{"action_type": "Resume"}"#).unwrap();
+        assert_eq!(ok.action_type, VmAction::Resume);
+        for (body, why) in [
+            (&br#"["Pause"]"#[..], "expected a JSON object, not an array"),
+            (b"", "EOF while parsing"),
+            (b"{", "EOF while parsing an object"),
+            (
+                br#"{"action_type": "Pause", "now": true}"#,
+                "unknown field `now`",
+            ),
+            (br#"{"action_type": 1}"#, "invalid type: integer `1`"),
+        ] {
+            let err = parse_body::<VmActionBody>(body).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(err.message.contains(why), "{:?}: {}", body, err.message);
+        }
+        let err = parse_body::<MemoryLimitUpdate>(b"{}").unwrap_err();
+        assert!(
+            err.message.contains("missing field `limit_mib`"),
+            "{}",
+            err.message
+        );
+    }
+}

@@ -1,0 +1,404 @@
+//! The vsock device: what it offers, its config space, activation and reset, and the API the VMM
+//! uses to create it and to open in-process connections.
+
+use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{error, info, warn};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_queue::QueueT;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
+
+use ballast_virtio::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+
+use super::host::{LocalConnector, LocalQueue};
+use super::metrics::VsockMetrics;
+use super::muxer::Muxer;
+use super::{Limits, MAX_PKT_LEN, MIN_GUEST_CID, QUEUE_SIZE};
+use crate::api_socket::{self, ApiSocketError};
+
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// The longest `_P` suffix of a guest connection's socket path (`_4294967295`).
+const MAX_PORT_SUFFIX: usize = 11;
+
+/// `--vsock-cid` and `--vsock-sock`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// The guest's CID (3 or more).
+    pub guest_cid: u64,
+    /// The host Unix socket host programs connect to; guest connections to host port P go to
+    /// `<uds_path>_P`.
+    pub uds_path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VsockError {
+    #[error(
+        "--vsock-cid {0} is reserved (0 is the hypervisor, 1 loopback, 2 the host); give the \
+         guest 3 or more"
+    )]
+    ReservedCid(u64),
+    #[error(
+        "--vsock-cid {0} is too large: CIDs are 32-bit and {max} is the largest a guest can have",
+        max = u32::MAX - 1
+    )]
+    CidTooLarge(u64),
+    #[error(
+        "--vsock-sock {} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}: \
+         choose a shorter path",
+        path.display()
+    )]
+    PathTooLong { path: PathBuf, len: usize },
+    #[error(
+        "--vsock-sock {} is taken: another process (another ballast?) is listening on it; choose \
+         another path",
+        .0.display()
+    )]
+    SocketLive(PathBuf),
+    #[error(
+        "--vsock-sock {} exists and is not a socket; choose another path or remove it",
+        .0.display()
+    )]
+    NotASocket(PathBuf),
+    #[error("cannot remove the stale vsock socket {}: {source}", path.display())]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "cannot create the vsock socket {}: {source} (does its directory exist and is it \
+         writable?)",
+        path.display()
+    )]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up the vsock device: cannot {what}: {source}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// `virtio_vsock_config` (virtio 1.2, 5.10.4): guest_cid, le64.
+const CONFIG_SPACE_SIZE: usize = 8;
+
+/// What the device owns between `activate` and `reset`.
+pub(super) struct ActiveQueues {
+    pub mem: GuestMemoryMmap,
+    pub interrupt: Arc<VirtioInterrupt>,
+    pub rx: QueueEvent,
+    pub tx: QueueEvent,
+    /// The event queue: the guest's buffers stay there, the device posts no events.
+    pub event: QueueEvent,
+    /// Whether the event loop has registered the queues' eventfds.
+    pub registered: bool,
+}
+
+/// A virtio-vsock device with a Unix socket backend (see the module documentation).
+///
+/// The VMM creates it with `Vsock::new`, wraps it in `Arc<Mutex<_>>`, registers that with the
+/// event manager (which calls `init`) and hands it to the virtio-mmio transport. Everything
+/// happens on the event loop, in `process` (see `event_handler.rs`).
+pub struct Vsock {
+    config: VsockConfig,
+    pub(super) label: String,
+    avail_features: u64,
+    acked_features: u64,
+    queue_sizes: [u16; 3],
+    config_space: [u8; CONFIG_SPACE_SIZE],
+    config_write_logged: bool,
+    /// Wakes the event loop after `activate` or `reset` (both run on a vCPU thread) so it can
+    /// register or unregister the queues' eventfds and the dropped connections' streams.
+    pub(super) activate_evt: EventFd,
+    pub(super) active: Option<ActiveQueues>,
+    /// Eventfds of a reset activation that are still registered with the event loop.
+    pub(super) retired_events: Vec<EventFd>,
+    pub(super) muxer: Muxer,
+    pub(super) local: Arc<LocalQueue>,
+    /// Fires at the muxer's next deadline (a timeout).
+    pub(super) timer: TimerFd,
+    /// What `timer` is armed for.
+    pub(super) timer_deadline: Option<Instant>,
+    pub(super) metrics: Arc<VsockMetrics>,
+    pub(super) broken: bool,
+    /// A packet's payload on its way between guest memory and a host stream.
+    pub(super) scratch: Vec<u8>,
+}
+
+impl Vsock {
+    /// Checks the guest CID and binds the host socket at `config.uds_path` (mode 0600; a stale
+    /// socket file is replaced, a live one or any other file refused). Errors say what the user
+    /// can do about them.
+    pub fn new(config: VsockConfig) -> Result<Self, VsockError> {
+        Self::with_limits(config, Limits::default())
+    }
+
+    pub(crate) fn with_limits(config: VsockConfig, limits: Limits) -> Result<Self, VsockError> {
+        if config.guest_cid < MIN_GUEST_CID {
+            return Err(VsockError::ReservedCid(config.guest_cid));
+        }
+        // u32::MAX is VMADDR_CID_ANY.
+        if config.guest_cid >= u64::from(u32::MAX) {
+            return Err(VsockError::CidTooLarge(config.guest_cid));
+        }
+        let listener = bind(&config.uds_path)?;
+        let setup = |what| move |source| VsockError::Setup { what, source };
+        listener
+            .set_nonblocking(true)
+            .map_err(setup("make the socket non-blocking"))?;
+        let local = Arc::new(LocalQueue::new().map_err(setup("create an eventfd"))?);
+        let metrics = Arc::new(VsockMetrics::default());
+        let muxer = Muxer::new(
+            config.guest_cid,
+            config.uds_path.clone(),
+            listener,
+            limits,
+            metrics.clone(),
+            local.clone(),
+        );
+        let label = muxer.label().to_string();
+        info!(
+            "{label}: guest CID {}; host programs connect here, guest connections to host port P \
+             go to {}_P",
+            config.guest_cid,
+            config.uds_path.display()
+        );
+        Ok(Vsock {
+            config_space: config.guest_cid.to_le_bytes(),
+            config,
+            label,
+            avail_features: (1u64 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX),
+            acked_features: 0,
+            queue_sizes: [QUEUE_SIZE; 3],
+            config_write_logged: false,
+            activate_evt: EventFd::new(EFD_NONBLOCK).map_err(setup("create an eventfd"))?,
+            active: None,
+            retired_events: Vec::new(),
+            muxer,
+            local,
+            timer: TimerFd::new().map_err(|e| VsockError::Setup {
+                what: "create a timerfd",
+                source: e.into(),
+            })?,
+            timer_deadline: None,
+            metrics,
+            broken: false,
+            scratch: vec![0; MAX_PKT_LEN],
+        })
+    }
+
+    pub fn config(&self) -> &VsockConfig {
+        &self.config
+    }
+
+    pub fn guest_cid(&self) -> u64 {
+        self.config.guest_cid
+    }
+
+    pub fn metrics(&self) -> &Arc<VsockMetrics> {
+        &self.metrics
+    }
+
+    pub fn is_activated(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// Open connections (host- and guest-initiated).
+    pub fn connection_count(&self) -> usize {
+        self.muxer.connection_count()
+    }
+
+    /// A handle that opens in-process connections to the guest from any thread, without this
+    /// device's lock: what the VMM's agent client keeps. See [`LocalConnector`].
+    pub fn local_connector(&self) -> LocalConnector {
+        LocalConnector::new(self.local.clone())
+    }
+
+    /// Opens an in-process connection to the guest's listener on `port`: one end of a Unix
+    /// stream pair that the device treats like a host program that connected to `--vsock-sock`
+    /// and wrote `CONNECT <port>\n`. Read `OK <host port>\n` (the guest accepted) or EOF (it
+    /// refused, did not answer within 2 s, or its driver is not up), then talk to the guest.
+    /// The connection is set up on the event loop, which must be running.
+    pub fn connect_local(&self, port: u32) -> io::Result<UnixStream> {
+        self.local_connector().connect(port)
+    }
+
+    /// Stops processing after a failure that leaves a queue in an unknown state, and tells the
+    /// driver through a config-change interrupt (virtio 1.2, 2.1.2).
+    pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
+        if self.broken {
+            return;
+        }
+        self.broken = true;
+        self.metrics.queue_errors.inc();
+        error!("{}: {why}; the device needs a reset", self.label);
+        if let Some(active) = &self.active {
+            if let Err(e) = active.interrupt.signal_config_change() {
+                self.metrics.interrupt_errors.inc();
+                error!(
+                    "{}: cannot raise the config-change interrupt for NEEDS_RESET: {e}",
+                    self.label
+                );
+            }
+        }
+    }
+}
+
+fn bind(path: &Path) -> Result<UnixListener, VsockError> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(VsockError::PathTooLong {
+            path: path.into(),
+            len,
+        });
+    }
+    if len + MAX_PORT_SUFFIX > MAX_SOCKET_PATH {
+        warn!(
+            "--vsock-sock {} is {len} bytes: guest connections to high host ports would need \
+             socket paths longer than {MAX_SOCKET_PATH} bytes and fail; a shorter path avoids it",
+            path.display()
+        );
+    }
+    // The API socket's rules: a stale file is replaced, a live socket or another file refused.
+    api_socket::bind(path).map_err(|e| match e {
+        ApiSocketError::Live(path) => VsockError::SocketLive(path),
+        ApiSocketError::NotASocket(path) => VsockError::NotASocket(path),
+        ApiSocketError::RemoveStale { path, source } => VsockError::RemoveStale { path, source },
+        ApiSocketError::Bind { path, source } => VsockError::Bind { path, source },
+    })
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.avail_features
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        let unoffered = features & !self.avail_features;
+        if unoffered != 0 {
+            warn!(
+                "{}: the driver acked features {unoffered:#x} that were not offered; ignored",
+                self.label
+            );
+        }
+        self.acked_features = features & self.avail_features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = offset
+                .checked_add(i as u64)
+                .and_then(|pos| usize::try_from(pos).ok())
+                .and_then(|pos| self.config_space.get(pos).copied())
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // guest_cid is the device's.
+        if !self.config_write_logged {
+            self.config_write_logged = true;
+            warn!(
+                "{}: the driver wrote {} bytes of read-only config space at offset {offset}; \
+                 ignored (further ones are not logged)",
+                self.label,
+                data.len()
+            );
+        }
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<VirtioInterrupt>,
+        queues: Vec<QueueEvent>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::Backend(
+                "the vsock device is already active".to_string(),
+            ));
+        }
+        let got = queues.len();
+        let Ok([mut rx, mut tx, mut event]) = <[QueueEvent; 3]>::try_from(queues) else {
+            return Err(ActivateError::QueueCount { want: 3, got });
+        };
+        let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        for (name, queue) in [("rx", &mut rx), ("tx", &mut tx), ("event", &mut event)] {
+            if !queue.queue.is_valid(&mem) {
+                return Err(ActivateError::Backend(format!(
+                    "the {name} queue is not ready or does not fit in guest RAM"
+                )));
+            }
+            queue.queue.set_event_idx(event_idx);
+        }
+        self.broken = false;
+        self.active = Some(ActiveQueues {
+            mem,
+            interrupt,
+            rx,
+            tx,
+            event,
+            registered: false,
+        });
+        self.muxer.set_active(true);
+        // The event loop registers the queues' eventfds; this thread is a vCPU's.
+        self.activate_evt
+            .write(1)
+            .map_err(|e| ActivateError::Backend(format!("cannot wake the event loop: {e}")))?;
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        if let Some(active) = self.active.take() {
+            if active.registered {
+                // Still in the event loop's epoll set: keep them open until the loop removes
+                // them.
+                self.retired_events
+                    .extend([active.rx.event, active.tx.event, active.event.event]);
+            }
+        }
+        // The guest's sockets went with its driver; the host programs read EOF.
+        self.muxer.drop_all();
+        self.acked_features = 0;
+        self.broken = false;
+        if let Err(e) = self.activate_evt.write(1) {
+            self.metrics.event_errors.inc();
+            error!(
+                "{}: cannot wake the event loop after a reset: {e}",
+                self.label
+            );
+        }
+        true
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.broken
+    }
+}
+
+#[cfg(test)]
+impl Vsock {
+    pub(super) fn muxer(&self) -> &Muxer {
+        &self.muxer
+    }
+}

@@ -1,0 +1,346 @@
+//! The connection multiplexer: the connection table, routing each guest packet to its connection
+//! (or answering it with a reset), the order in which connections get the guest's rx buffers,
+//! host connections arriving, timeouts, and keeping the event loop's epoll set in line with what
+//! each host stream waits for.
+//!
+//! A connection is keyed by (host port, guest port). Host-initiated connections get a host port
+//! from `[2^30, 2^31)`, round robin, as Firecracker does; guest-initiated ones keep the port the
+//! guest connected to.
+//!
+//! Streams leave the epoll set only through `sync`, which runs on the event loop after every
+//! event: a stream that is dropped while still registered would leave event-manager dispatching a
+//! closed (and possibly reused) fd. So an ended connection's stream waits in `retired` until then.
+
+mod accept;
+mod epoll;
+mod guest;
+mod rx;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use event_manager::EventSet;
+use log::{debug, info};
+
+use super::connection::{ConnKey, Connection, Outcome, Reset, State};
+use super::host::{Handshake, LocalQueue};
+use super::metrics::{report, Counter, VsockMetrics};
+use super::packet::Header;
+use super::Limits;
+
+/// The host ports given to host-initiated connections: `[FIRST_LOCAL_PORT, 2^31)`.
+const FIRST_LOCAL_PORT: u32 = 1 << 30;
+
+struct Entry {
+    conn: Connection,
+    /// What the stream is registered for in the epoll set, if it is.
+    registered: Option<EventSet>,
+    /// Whether the connection is in `rxq`.
+    queued: bool,
+    /// The host port came from `allocate_local_port` (host-initiated).
+    allocated_port: bool,
+}
+
+/// A stream whose connection ended, waiting for `sync` to take it out of the epoll set.
+struct Retired {
+    stream: UnixStream,
+    registered: bool,
+}
+
+enum RxItem {
+    /// The connection has something for the guest.
+    Conn(ConnKey),
+    /// A reset for a connection that does not exist (any more).
+    Rst(Header),
+}
+
+pub(super) struct Muxer {
+    guest_cid: u64,
+    uds_path: PathBuf,
+    listener: UnixListener,
+    /// Whether the listener is in the epoll set.
+    listener_registered: bool,
+    /// Accepting failed; the listener is not watched until then.
+    accept_paused_until: Option<Instant>,
+    /// The socket file's (device, inode), to remove it on drop only if it is still ours.
+    socket_id: Option<(u64, u64)>,
+    limits: Limits,
+    label: String,
+    metrics: Arc<VsockMetrics>,
+    /// The driver has activated the device (its queues exist).
+    active: bool,
+    conns: HashMap<ConnKey, Entry>,
+    by_fd: HashMap<RawFd, ConnKey>,
+    handshakes: HashMap<RawFd, Handshake>,
+    rxq: VecDeque<RxItem>,
+    queued_rst: usize,
+    local_ports: HashSet<u32>,
+    next_local_port: u32,
+    /// Guest data buffered for host programs, across all connections.
+    backlog: usize,
+    retired: Vec<Retired>,
+    local: Arc<LocalQueue>,
+}
+
+impl Muxer {
+    pub fn new(
+        guest_cid: u64,
+        uds_path: PathBuf,
+        listener: UnixListener,
+        limits: Limits,
+        metrics: Arc<VsockMetrics>,
+        local: Arc<LocalQueue>,
+    ) -> Self {
+        let socket_id = std::fs::metadata(&uds_path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        Muxer {
+            label: format!("virtio-vsock {}", uds_path.display()),
+            guest_cid,
+            uds_path,
+            listener,
+            listener_registered: false,
+            accept_paused_until: None,
+            socket_id,
+            limits,
+            metrics,
+            active: false,
+            conns: HashMap::new(),
+            by_fd: HashMap::new(),
+            handshakes: HashMap::new(),
+            rxq: VecDeque::new(),
+            queued_rst: 0,
+            local_ports: HashSet::new(),
+            next_local_port: FIRST_LOCAL_PORT,
+            backlog: 0,
+            retired: Vec::new(),
+            local,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn set_active(&mut self, active: bool) {
+        self.active = active;
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    #[cfg(test)]
+    pub fn handshake_count(&self) -> usize {
+        self.handshakes.len()
+    }
+
+    #[cfg(test)]
+    pub fn backlog(&self) -> usize {
+        self.backlog
+    }
+
+    // --- connection lifetime ---
+
+    fn insert(
+        &mut self,
+        key: ConnKey,
+        conn: Connection,
+        registered: Option<EventSet>,
+        allocated_port: bool,
+    ) {
+        self.by_fd.insert(conn.stream().as_raw_fd(), key);
+        self.conns.insert(
+            key,
+            Entry {
+                conn,
+                registered,
+                queued: false,
+                allocated_port,
+            },
+        );
+        self.requeue(key);
+    }
+
+    fn apply(&mut self, key: ConnKey, outcome: Outcome) {
+        match outcome {
+            Outcome::Keep if self.backlog > self.limits.total_backlog => {
+                let total = self.backlog;
+                self.account(key, &Reset::Backlog { total });
+                self.end(key, true);
+            }
+            Outcome::Keep => self.requeue(key),
+            Outcome::Reset(why) => {
+                self.account(key, &why);
+                self.end(key, true);
+            }
+            Outcome::Remove => {
+                let state = self.conns.get(&key).map(|e| e.conn.state());
+                if state == Some(State::LocalInit) {
+                    self.metrics.host_refused.inc();
+                    info!(
+                        "{}: the guest refused a host connection to its port {} (is anything \
+                         listening there?)",
+                        self.label, key.peer_port
+                    );
+                } else {
+                    self.metrics.closed.inc();
+                }
+                self.end(key, false);
+            }
+        }
+    }
+
+    /// Counts and logs why a connection is reset.
+    fn account(&self, key: ConnKey, why: &Reset) {
+        let what = format!(
+            "connection host port {} <-> guest port {} reset: {why}",
+            key.local_port, key.peer_port
+        );
+        let counter: Option<fn(&VsockMetrics) -> &Counter> = match why {
+            Reset::Closed => {
+                self.metrics.closed.inc();
+                debug!("{}: connection {key:?} closed", self.label);
+                return;
+            }
+            Reset::HostGone => None,
+            Reset::HostIo(_) => Some(|m| &m.host_io_errors),
+            Reset::Protocol(_) => Some(|m| &m.protocol_errors),
+            Reset::CreditOverrun { .. } => Some(|m| &m.credit_overruns),
+            Reset::Timeout(_) => Some(|m| &m.timeouts),
+            Reset::Backlog { .. } => Some(|m| &m.backlog_overflows),
+            Reset::Event(_) => Some(|m| &m.event_errors),
+        };
+        self.metrics.resets.inc();
+        if matches!(why, Reset::Timeout(_))
+            && self.conns.get(&key).map(|e| e.conn.state()) == Some(State::LocalInit)
+        {
+            self.metrics.host_refused.inc();
+        }
+        match counter {
+            Some(counter) => self.report(counter, format_args!("{what}")),
+            None => debug!("{}: {what}", self.label),
+        }
+    }
+
+    /// Ends a connection: closes the host stream (once `sync` unregistered it) and, with `rst`,
+    /// resets the guest's socket if the guest knows of the connection.
+    fn end(&mut self, key: ConnKey, rst: bool) {
+        let Some(entry) = self.conns.remove(&key) else {
+            return;
+        };
+        self.backlog -= entry.conn.backlog();
+        if entry.allocated_port {
+            self.local_ports.remove(&key.local_port);
+        }
+        self.by_fd.remove(&entry.conn.stream().as_raw_fd());
+        let guest_knows = entry.conn.guest_knows();
+        self.retire(entry.conn.into_stream(), entry.registered.is_some());
+        if rst && guest_knows {
+            self.queue_rst(self.rst_header(key.local_port, key.peer_port));
+        }
+    }
+
+    fn retire(&mut self, stream: UnixStream, registered: bool) {
+        self.retired.push(Retired { stream, registered });
+    }
+
+    /// Resets what has run out of time; host connections that never sent their line are
+    /// closed.
+    pub fn sweep(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|until| until <= now) {
+            self.accept_paused_until = None;
+        }
+        let expired: Vec<(ConnKey, Reset)> = self
+            .conns
+            .iter()
+            .filter_map(|(key, entry)| entry.conn.expired(now).map(|why| (*key, why)))
+            .collect();
+        for (key, why) in expired {
+            self.account(key, &why);
+            self.end(key, true);
+        }
+        let late: Vec<RawFd> = self
+            .handshakes
+            .iter()
+            .filter(|(_, h)| h.deadline <= now)
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in late {
+            if let Some(handshake) = self.handshakes.remove(&fd) {
+                let timeout = self.limits.handshake_timeout;
+                self.metrics.host_refused.inc();
+                self.report(
+                    |m| &m.timeouts,
+                    format_args!(
+                        "a host connection sent no CONNECT <port> line within {timeout:?}; \
+                         closed it"
+                    ),
+                );
+                self.retire(handshake.stream, handshake.registered);
+            }
+        }
+    }
+
+    /// When `sweep` next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let conns = self.conns.values().filter_map(|e| e.conn.deadline());
+        let handshakes = self.handshakes.values().map(|h| h.deadline);
+        conns
+            .chain(handshakes)
+            .chain(self.accept_paused_until)
+            .min()
+    }
+
+    /// The driver reset the device: every connection ends (host programs read EOF; the guest's
+    /// sockets are gone with its driver), and nothing more goes to the old queues.
+    pub fn drop_all(&mut self) {
+        let dropped = self.conns.len();
+        for (_, entry) in self.conns.drain() {
+            self.retired.push(Retired {
+                stream: entry.conn.into_stream(),
+                registered: entry.registered.is_some(),
+            });
+        }
+        if dropped > 0 {
+            info!(
+                "{}: the driver reset the device; dropped {dropped} connections",
+                self.label
+            );
+        }
+        self.metrics.dropped_by_reset.add(dropped as u64);
+        self.by_fd.clear();
+        self.local_ports.clear();
+        self.rxq.clear();
+        self.queued_rst = 0;
+        self.backlog = 0;
+        self.active = false;
+    }
+
+    /// The fds `sync` has yet to unregister: nothing may close them before it does.
+    #[cfg(test)]
+    pub fn retired_count(&self) -> usize {
+        self.retired.len()
+    }
+
+    fn report(&self, counter: fn(&VsockMetrics) -> &Counter, message: std::fmt::Arguments<'_>) {
+        report(counter(&self.metrics), &self.label, message);
+    }
+}
+
+impl Drop for Muxer {
+    fn drop(&mut self) {
+        // Remove the socket file, unless another process has replaced it since.
+        let ours = std::fs::symlink_metadata(&self.uds_path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if ours.is_some() && ours == self.socket_id {
+            let _ = std::fs::remove_file(&self.uds_path);
+        }
+    }
+}
