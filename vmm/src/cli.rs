@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use ballast_balloon::BalloonConfig;
+
+use crate::devices::block::BlockConfig;
+use crate::devices::vsock::VsockConfig;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_size, VmConfig, DEFAULT_CMDLINE};
@@ -109,6 +112,16 @@ pub struct RunArgs {
     /// Balloon options: deflate_on_oom=on|off,free_page_reporting=on|off,stats_polling_interval_s=N
     #[arg(long, default_value = "")]
     pub balloon: BalloonConfig,
+    /// A raw disk image, PATH[,readonly=on]; repeat for more disks. The first is /dev/vda.
+    #[arg(long = "disk", value_name = "PATH[,readonly=on]")]
+    pub disks: Vec<BlockConfig>,
+    /// Unix socket of the guest's vsock device: a host program connects and writes
+    /// `CONNECT <port>`; guest connections to the host's port P reach `PATH_P`.
+    #[arg(long)]
+    pub vsock_sock: Option<PathBuf>,
+    /// The guest's vsock context ID (3 or more).
+    #[arg(long, default_value_t = 3, requires = "vsock_sock")]
+    pub vsock_cid: u64,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -142,6 +155,11 @@ impl RunArgs {
             vcpus: self.vcpus,
             api_sock: self.api_sock,
             balloon: self.balloon,
+            disks: self.disks,
+            vsock: self.vsock_sock.map(|uds_path| VsockConfig {
+                guest_cid: self.vsock_cid,
+                uds_path,
+            }),
         }
     }
 }

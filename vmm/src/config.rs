@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use ballast_balloon::BalloonConfig;
 
+use crate::devices::block::BlockConfig;
+use crate::devices::vsock::VsockConfig;
+
 /// The command line Linux gets unless the user gives one: the console on COM1, reboot through the
 /// i8042 (which ballast turns into a clean exit), and no waiting after a panic.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
@@ -17,6 +20,9 @@ pub struct VmConfig {
     pub vcpus: u64,
     pub api_sock: Option<PathBuf>,
     pub balloon: BalloonConfig,
+    /// Disks in the order the guest sees them (/dev/vda first).
+    pub disks: Vec<BlockConfig>,
+    pub vsock: Option<VsockConfig>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

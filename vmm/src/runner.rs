@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ballast_balloon::{Balloon, BalloonError};
+use ballast_virtio::VirtioDevice;
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use vm_superio::I8042Device;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -20,11 +21,13 @@ use crate::boot::{self, BootError};
 use crate::config::{self, ConfigError, VmConfig};
 use crate::control::Control;
 use crate::devices::acpi_pm::AcpiPmDevice;
+use crate::devices::block::{Block, BlockError};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::legacy::i8042::{I8042, I8042_PORT_RANGE};
 use crate::devices::legacy::serial::{SerialDevice, SerialInput, SERIAL_PORT_RANGE};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio_mmio::{self, VirtioMmioError};
+use crate::devices::vsock::{Vsock, VsockError};
 use crate::layout::{ACPI_PM_PORT, COM1_PORT, I8042_PORT, SERIAL_IRQ};
 use crate::signals;
 use crate::vstate::exit::{ExitState, VmExit};
@@ -48,6 +51,10 @@ pub enum RunError {
     Acpi(#[from] AcpiError),
     #[error("cannot set up the balloon device: {0}")]
     Balloon(#[from] BalloonError),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
     #[error("cannot attach a virtio device: {0}")]
     VirtioMmio(#[from] VirtioMmioError),
     #[error("cannot place a device: {0}")]
@@ -77,6 +84,10 @@ fn eventfd() -> Result<EventFd, RunError> {
 }
 
 type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// A virtio device is both the transport's device and an event-loop subscriber.
+trait VirtioSubscriber: VirtioDevice + MutEventSubscriber + Send {}
+impl<T: VirtioDevice + MutEventSubscriber + Send> VirtioSubscriber for T {}
 
 /// Runs the VM to its end and returns why it ended.
 pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
@@ -134,13 +145,24 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     // virtio devices on the MMIO bus.
     let mut mmio = Bus::new();
     let balloon = Arc::new(Mutex::new(Balloon::new(config.balloon)?));
-    let slots = [virtio_mmio::attach(
-        vm.fd(),
-        &mut mmio,
-        &mem,
-        balloon.clone(),
-        0,
-    )?];
+    let mut virtio: Vec<Arc<Mutex<dyn VirtioSubscriber>>> = vec![balloon.clone()];
+    for disk in &config.disks {
+        virtio.push(Arc::new(Mutex::new(Block::new(disk.clone())?)));
+    }
+    if let Some(vsock) = &config.vsock {
+        virtio.push(Arc::new(Mutex::new(Vsock::new(vsock.clone())?)));
+    }
+    let mut slots = Vec::with_capacity(virtio.len());
+    for (index, device) in virtio.iter().enumerate() {
+        let device: Arc<Mutex<dyn VirtioDevice>> = device.clone();
+        slots.push(virtio_mmio::attach(
+            vm.fd(),
+            &mut mmio,
+            &mem,
+            device,
+            index as u32,
+        )?);
+    }
 
     let acpi_devices: Vec<VirtioMmioInfo> = slots
         .iter()
@@ -164,7 +186,10 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         wake: exit.event().try_clone().map_err(io("clone an eventfd"))?,
     })));
     events.add_subscriber(Arc::new(Mutex::new(SerialInput::new(serial))));
-    events.add_subscriber(balloon.clone());
+    for device in virtio {
+        let subscriber: Subscriber = device;
+        events.add_subscriber(subscriber);
+    }
 
     let vcpus = (0..num_vcpus)
         .map(|id| Vcpu::new(&kvm, &vm, id, num_vcpus, kernel.entry))
