@@ -1,0 +1,597 @@
+//! Finding the files whose page cache `deactivate_file` may drop.
+//!
+//! The kernel has no list of cached files for user space, so the agent looks where cache is:
+//! files processes have open or mapped (/proc/PID/fd, /proc/PID/maps), then a walk of the
+//! disk-backed filesystems. Both are bounded in time and in files examined; files with no
+//! cached pages are forgotten at once, so memory grows only with files that hold cache.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use log::debug;
+
+use super::{micros_since, Deadline};
+use crate::cache::CacheCounter;
+use crate::proc::{self, maps, mounts};
+use crate::protocol::{CandidateReport, BIG_THRESHOLD_PAGES};
+
+/// Where and how long to look.
+#[derive(Debug, Clone)]
+pub struct CandidateConfig {
+    /// When not empty, only files under these directories are candidates, whether found open,
+    /// mapped or by the walk, and only these are walked. Canonical paths.
+    pub scan_roots: Vec<PathBuf>,
+    /// Time for the whole search per request, counting included.
+    pub budget: Duration,
+    /// Files and directories looked at, at most.
+    pub max_examined: u64,
+}
+
+impl Default for CandidateConfig {
+    fn default() -> Self {
+        CandidateConfig {
+            scan_roots: Vec::new(),
+            budget: Duration::from_millis(200),
+            max_examined: 100_000,
+        }
+    }
+}
+
+/// A file holding page cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// A path that reopens it: its name, or /proc/PID/fd/N for an open file that was deleted.
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub cached_pages: u64,
+    /// Some process has it open or mapped.
+    pub in_use: bool,
+}
+
+impl Candidate {
+    pub fn is_big(&self) -> bool {
+        self.cached_pages >= BIG_THRESHOLD_PAGES
+    }
+}
+
+/// The result of a search.
+#[derive(Debug, Default)]
+pub struct Candidates {
+    pub files: Vec<Candidate>,
+    pub report: CandidateReport,
+}
+
+/// Opens a regular file without side effects: `O_PATH` first (opening a device node or a FIFO
+/// could do something, e.g. a watchdog device reboots on close), checks what it is, then
+/// reopens that same inode for real through /proc/self/fd. `follow` allows a symlink as the
+/// last component (needed for /proc/PID/fd/N).
+pub fn open_regular(path: &Path, follow: bool) -> io::Result<(File, fs::Metadata)> {
+    let mut flags = libc::O_PATH;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)?;
+    let meta = handle.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&handle)
+        ))?;
+    Ok((file, meta))
+}
+
+/// Whether the file lives in memory (tmpfs, ramfs, hugetlbfs): nothing to drop there.
+fn is_memory_backed(file: &File) -> bool {
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: the descriptor is open for the life of `file`; `stat` is writable memory of the
+    // right type, filled by the kernel on success and read only then.
+    let ret = unsafe { libc::fstatfs(std::os::fd::AsRawFd::as_raw_fd(file), stat.as_mut_ptr()) };
+    if ret != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded, so it initialised `stat`.
+    let stat = unsafe { stat.assume_init() };
+    mounts::is_memory_backed_magic(stat.f_type as u32)
+}
+
+/// Whether `path` is a directory on a disk-backed filesystem.
+fn is_disk_backed_dir(path: &Path) -> bool {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path)
+    {
+        Ok(dir) => !is_memory_backed(&dir),
+        Err(_) => false,
+    }
+}
+
+struct Search<'a> {
+    config: &'a CandidateConfig,
+    counter: CacheCounter,
+    deadline: Deadline,
+    /// (dev, ino) → index in `files`, so a file found twice counts once.
+    known: HashMap<(u64, u64), usize>,
+    files: Vec<Candidate>,
+    examined: u64,
+    complete: bool,
+}
+
+impl Search<'_> {
+    /// Checks the bounds; once one is hit the search is incomplete and stops.
+    fn exhausted(&mut self) -> bool {
+        if self.examined >= self.config.max_examined || self.deadline.passed() {
+            self.complete = false;
+        }
+        !self.complete
+    }
+
+    fn under_roots(&self, path: &Path) -> bool {
+        self.config.scan_roots.is_empty()
+            || self
+                .config
+                .scan_roots
+                .iter()
+                .any(|root| path.starts_with(root))
+    }
+
+    /// Looks at one file; `from_process` for files found through /proc (open or mapped),
+    /// which may live anywhere, so their filesystem is checked.
+    fn consider(&mut self, path: PathBuf, follow: bool, from_process: bool) {
+        self.examined += 1;
+        let Ok((file, meta)) = open_regular(&path, follow) else {
+            return;
+        };
+        let key = (meta.dev(), meta.ino());
+        if let Some(&index) = self.known.get(&key) {
+            self.files[index].in_use |= from_process;
+            return;
+        }
+        if from_process && is_memory_backed(&file) {
+            return;
+        }
+        let cached_pages = match self.counter.count(&file, 0, meta.len()) {
+            Ok(pages) => pages,
+            Err(e) => {
+                debug!("cannot count cached pages of {}: {e}", path.display());
+                return;
+            }
+        };
+        if cached_pages == 0 {
+            return;
+        }
+        self.known.insert(key, self.files.len());
+        self.files.push(Candidate {
+            path,
+            dev: key.0,
+            ino: key.1,
+            cached_pages,
+            in_use: from_process,
+        });
+    }
+
+    /// Files the processes have open or mapped.
+    fn processes(&mut self) {
+        let own = std::process::id() as i32;
+        let Ok(pids) = proc::pids() else { return };
+        for pid in pids {
+            if pid == own {
+                continue;
+            }
+            if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) {
+                for fd in fds.flatten() {
+                    if self.exhausted() {
+                        return;
+                    }
+                    let Ok(target) = fs::read_link(fd.path()) else {
+                        continue;
+                    };
+                    // Sockets, pipes and anon inodes read as "socket:[123]" and the like.
+                    if !target.is_absolute() {
+                        continue;
+                    }
+                    let deleted = target
+                        .as_os_str()
+                        .as_encoded_bytes()
+                        .ends_with(b" (deleted)");
+                    if deleted {
+                        // Only its open descriptor reaches it; it has no place under a root.
+                        if self.config.scan_roots.is_empty() {
+                            self.consider(fd.path(), true, true);
+                        }
+                    } else if self.under_roots(&target) {
+                        self.consider(target, false, true);
+                    }
+                }
+            }
+            if let Ok(paths) = maps::mapped_files(pid) {
+                for path in paths {
+                    if self.exhausted() {
+                        return;
+                    }
+                    if self.under_roots(&path) {
+                        self.consider(path, false, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Goes on with the walk: depth first, staying on each root's filesystem (the others are
+    /// roots of their own when they qualify), never following symlinks. Stops at the search's
+    /// bounds with its place kept in `state`; a walk that reaches its end starts over at the
+    /// next request.
+    fn walk(&mut self, state: &mut SearchState) {
+        let walk = state.walk.get_or_insert_with(|| Walk::new(self.config));
+        let finished = loop {
+            if self.exhausted() {
+                break false;
+            }
+            let Some(mut dir) = walk.pending.pop() else {
+                let Some(root) = walk.roots.get(walk.next_root).cloned() else {
+                    break true;
+                };
+                walk.next_root += 1;
+                if !is_disk_backed_dir(&root) {
+                    debug!("not walking {}: not a directory on a disk", root.display());
+                    continue;
+                }
+                if let Ok(meta) = fs::symlink_metadata(&root) {
+                    if meta.is_dir() && walk.first_visit(&meta) {
+                        walk.pending.push(PendingDir {
+                            path: root,
+                            dev: meta.dev(),
+                            done: 0,
+                        });
+                    }
+                }
+                continue;
+            };
+            let Ok(entries) = fs::read_dir(&dir.path) else {
+                continue;
+            };
+            let mut stopped = false;
+            for entry in entries.skip(dir.done) {
+                if self.exhausted() {
+                    stopped = true;
+                    break;
+                }
+                dir.done += 1;
+                let Ok(entry) = entry else { continue };
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_file() {
+                    self.consider(entry.path(), false, false);
+                } else if kind.is_dir() {
+                    self.examined += 1;
+                    if let Ok(meta) = entry.metadata() {
+                        if meta.dev() == dir.dev && walk.first_visit(&meta) {
+                            walk.pending.push(PendingDir {
+                                path: entry.path(),
+                                dev: dir.dev,
+                                done: 0,
+                            });
+                        }
+                    }
+                }
+            }
+            if stopped {
+                // Resumed first next time, past the entries already seen.
+                walk.pending.push(dir);
+            }
+        };
+        if finished {
+            state.walk = None;
+        }
+    }
+}
+
+/// The most files remembered from one request to the next; re-counting them costs about
+/// 10 µs each.
+const MAX_REMEMBERED: usize = 2000;
+
+/// The most directories remembered as visited in one walk (against bind mounts showing a tree
+/// twice); past it the walk just goes on, bounded by time.
+const MAX_VISITED: usize = 200_000;
+
+/// What the search keeps from one request to the next: where the walk stopped, so the next
+/// request goes on from there instead of walking the same first directories again; and the
+/// files that held cache, which the next request looks at first.
+#[derive(Debug, Default)]
+pub struct SearchState {
+    walk: Option<Walk>,
+    remembered: Vec<Candidate>,
+}
+
+impl SearchState {
+    /// Remembers the files that may still hold cache, the biggest at most [`MAX_REMEMBERED`].
+    pub fn remember(&mut self, files: impl IntoIterator<Item = Candidate>) {
+        let mut files: Vec<Candidate> = files.into_iter().collect();
+        files.sort_by_key(|c| std::cmp::Reverse(c.cached_pages));
+        files.truncate(MAX_REMEMBERED);
+        self.remembered = files;
+    }
+}
+
+#[derive(Debug)]
+struct Walk {
+    roots: Vec<PathBuf>,
+    next_root: usize,
+    /// Directories still to read, the next on top.
+    pending: Vec<PendingDir>,
+    visited: HashSet<(u64, u64)>,
+}
+
+#[derive(Debug)]
+struct PendingDir {
+    path: PathBuf,
+    /// The filesystem the walk stays on.
+    dev: u64,
+    /// Entries already looked at (a directory too big for one request is resumed).
+    done: usize,
+}
+
+impl Walk {
+    /// A walk over the scan roots, or over every disk-backed filesystem.
+    fn new(config: &CandidateConfig) -> Walk {
+        let roots = if config.scan_roots.is_empty() {
+            match mounts::read() {
+                Ok(mounts) => mounts
+                    .into_iter()
+                    .filter(|m| m.is_disk_backed())
+                    .map(|m| m.mount_point)
+                    .collect(),
+                Err(e) => {
+                    debug!("cannot read /proc/mounts: {e}");
+                    Vec::new()
+                }
+            }
+        } else {
+            config.scan_roots.clone()
+        };
+        Walk {
+            roots,
+            next_root: 0,
+            pending: Vec::new(),
+            visited: HashSet::new(),
+        }
+    }
+
+    fn first_visit(&mut self, meta: &fs::Metadata) -> bool {
+        self.visited.len() >= MAX_VISITED || self.visited.insert((meta.dev(), meta.ino()))
+    }
+}
+
+/// Finds the candidate files and counts their cached pages: first the files remembered from
+/// the last request, then the files processes have open or mapped, then the walk, until done
+/// or out of bounds.
+pub fn gather(
+    config: &CandidateConfig,
+    counter: CacheCounter,
+    state: &mut SearchState,
+) -> Candidates {
+    let start = Instant::now();
+    let mut search = Search {
+        config,
+        counter,
+        deadline: Deadline::after(config.budget),
+        known: HashMap::new(),
+        files: Vec::new(),
+        examined: 0,
+        complete: true,
+    };
+    for file in std::mem::take(&mut state.remembered) {
+        if search.exhausted() {
+            break;
+        }
+        let follow = file.path.starts_with("/proc");
+        search.consider(file.path, follow, false);
+    }
+    search.processes();
+    search.walk(state);
+    let files = search.files;
+    let report = CandidateReport {
+        files: files.len() as u64,
+        big_files: files.iter().filter(|c| c.is_big()).count() as u64,
+        small_files: files.iter().filter(|c| !c.is_big()).count() as u64,
+        in_use_files: files.iter().filter(|c| c.in_use).count() as u64,
+        cached_pages: files.iter().map(|c| c.cached_pages).sum(),
+        examined: search.examined,
+        complete: search.complete,
+        elapsed_us: micros_since(start),
+    };
+    Candidates { files, report }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page_size;
+    use crate::testutil::TempDir;
+    use std::io::{Read, Write};
+
+    fn write_cached(path: &Path, pages: u64) {
+        let mut f = File::create(path).unwrap();
+        f.write_all(&vec![1u8; (pages * page_size()) as usize])
+            .unwrap();
+        f.sync_all().unwrap();
+        let mut sink = Vec::new();
+        File::open(path).unwrap().read_to_end(&mut sink).unwrap();
+    }
+
+    fn config(root: &Path) -> CandidateConfig {
+        CandidateConfig {
+            scan_roots: vec![root.canonicalize().unwrap()],
+            ..CandidateConfig::default()
+        }
+    }
+
+    #[test]
+    fn finds_files_under_the_root_only_and_counts_them() {
+        let dir = TempDir::new("candidates");
+        if !dir.disk_backed() {
+            return;
+        }
+        fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+        write_cached(&dir.path().join("big"), 64);
+        write_cached(&dir.path().join("sub/deeper/small"), 2);
+        File::create(dir.path().join("empty")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        let found = gather(
+            &config(dir.path()),
+            CacheCounter::detect(),
+            &mut SearchState::default(),
+        );
+        let mut names: Vec<_> = found
+            .files
+            .iter()
+            .map(|c| c.path.file_name().unwrap().to_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["big", "small"]);
+        assert!(found.report.complete);
+        assert_eq!(found.report.big_files, 1);
+        assert_eq!(found.report.small_files, 1);
+        let big = found.files.iter().find(|c| c.is_big()).unwrap();
+        assert!(big.cached_pages >= 60);
+    }
+
+    #[test]
+    fn an_open_file_is_in_use() {
+        let dir = TempDir::new("candidates-open");
+        if !dir.disk_backed() {
+            return;
+        }
+        let path = dir.path().join("held");
+        write_cached(&path, 4);
+        // Held open by a child process (our own descriptors are never looked at).
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(File::open(&path).unwrap())
+            .spawn()
+            .unwrap();
+        let found = gather(
+            &config(dir.path()),
+            CacheCounter::detect(),
+            &mut SearchState::default(),
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found.files.len(), 1);
+        assert!(found.files[0].in_use);
+    }
+
+    #[test]
+    fn bounds_stop_the_search() {
+        let dir = TempDir::new("candidates-bound");
+        if !dir.disk_backed() {
+            return;
+        }
+        for i in 0..20 {
+            write_cached(&dir.path().join(format!("f{i}")), 1);
+        }
+        let mut cfg = config(dir.path());
+        cfg.max_examined = 5;
+        let found = gather(&cfg, CacheCounter::detect(), &mut SearchState::default());
+        assert!(!found.report.complete);
+        assert!(found.files.len() <= 5);
+        cfg.max_examined = 1000;
+        cfg.budget = Duration::ZERO;
+        assert!(
+            !gather(&cfg, CacheCounter::detect(), &mut SearchState::default())
+                .report
+                .complete
+        );
+    }
+
+    #[test]
+    fn the_walk_resumes_where_it_stopped() {
+        let dir = TempDir::new("candidates-resume");
+        if !dir.disk_backed() {
+            return;
+        }
+        let mut all = std::collections::BTreeSet::new();
+        for sub in ["a", "b", "c/d"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+            for i in 0..10 {
+                let path = dir.path().join(sub).join(format!("f{i}"));
+                write_cached(&path, 1);
+                all.insert(path.canonicalize().unwrap());
+            }
+        }
+        let mut cfg = config(dir.path());
+        cfg.max_examined = 8;
+        let mut state = SearchState::default();
+        let mut found = std::collections::BTreeSet::new();
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            assert!(rounds < 50, "the walk never finished");
+            let round = gather(&cfg, CacheCounter::detect(), &mut state);
+            found.extend(round.files.into_iter().map(|c| c.path));
+            if round.report.complete {
+                break;
+            }
+        }
+        assert!(rounds >= 4, "{rounds} rounds for 30 files, 8 at a time");
+        assert_eq!(found, all);
+        // A finished walk starts over.
+        cfg.max_examined = 1000;
+        assert_eq!(
+            gather(&cfg, CacheCounter::detect(), &mut state).files.len(),
+            30
+        );
+    }
+
+    #[test]
+    fn remembered_files_are_looked_at_first() {
+        let dir = TempDir::new("candidates-remember");
+        if !dir.disk_backed() {
+            return;
+        }
+        fs::create_dir_all(dir.path().join("deep/er")).unwrap();
+        for i in 0..5 {
+            write_cached(&dir.path().join(format!("other{i}")), 1);
+        }
+        let path = dir.path().join("deep/er/cached");
+        write_cached(&path, 64);
+        let mut cfg = config(dir.path());
+        let mut state = SearchState::default();
+        let first = gather(&cfg, CacheCounter::detect(), &mut state);
+        state.remember(first.files);
+        cfg.max_examined = 1;
+        let found = gather(&cfg, CacheCounter::detect(), &mut state);
+        assert_eq!(found.files.len(), 1);
+        assert_eq!(found.files[0].path, path.canonicalize().unwrap());
+    }
+
+    #[test]
+    fn open_regular_refuses_what_is_not_a_regular_file() {
+        assert!(open_regular(Path::new("/dev/null"), false).is_err());
+        assert!(open_regular(Path::new("/"), false).is_err());
+        let dir = TempDir::new("candidates-link");
+        if !dir.disk_backed() {
+            return;
+        }
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        assert!(open_regular(&link, false).is_err());
+    }
+}
