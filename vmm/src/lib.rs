@@ -1,6 +1,7 @@
 //! ballast: a KVM virtual machine monitor that keeps every VM inside a memory limit.
 
 pub mod acpi;
+pub mod agent;
 pub mod api;
 pub mod api_socket;
 pub mod boot;

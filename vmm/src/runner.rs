@@ -14,6 +14,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
 use crate::acpi::{create_acpi_tables, AcpiError, VirtioMmioInfo};
+use crate::agent::{
+    AgentLink, VsockDialer, AGENT_PORT, BOOT_GRACE, REQUEST_TIMEOUT, STATS_INTERVAL,
+};
 use crate::api::handler::{ApiHandler, VmHandles};
 use crate::api::server::ApiServer;
 use crate::api_socket::{self, ApiSocketError};
@@ -149,8 +152,12 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     for disk in &config.disks {
         virtio.push(Arc::new(Mutex::new(Block::new(disk.clone())?)));
     }
+    // The guest agent is reached through the VMM's own end of the vsock device.
+    let mut agent = None;
     if let Some(vsock) = &config.vsock {
-        virtio.push(Arc::new(Mutex::new(Vsock::new(vsock.clone())?)));
+        let vsock = Vsock::new(vsock.clone())?;
+        agent = Some(vsock.local_connector());
+        virtio.push(Arc::new(Mutex::new(vsock)));
     }
     let mut slots = Vec::with_capacity(virtio.len());
     for (index, device) in virtio.iter().enumerate() {
@@ -218,6 +225,22 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         }
     }
 
+    let agent = match agent {
+        Some(connector) => Some(
+            AgentLink::start(
+                VsockDialer {
+                    connector,
+                    port: AGENT_PORT,
+                },
+                STATS_INTERVAL,
+                REQUEST_TIMEOUT,
+                BOOT_GRACE,
+            )
+            .map_err(io("start the guest agent link"))?,
+        ),
+        None => None,
+    };
+
     let api_server = match api {
         Some((listener, path, (sender, receiver))) => {
             let vm_handles = VmHandles {
@@ -228,6 +251,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
                 mem_size: config.mem_size,
                 balloon: balloon.clone(),
                 started,
+                agent: agent.as_ref().map(AgentLink::shared_status),
             };
             events.add_subscriber(Arc::new(Mutex::new(ApiHandler::new(receiver, vm_handles))));
             match ApiServer::start(listener, path, sender) {

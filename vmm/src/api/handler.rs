@@ -14,10 +14,11 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::residency::Residency;
 use super::{
-    ApiError, ApiMessage, ApiReceiver, ApiReply, ApiRequest, ApiResult, BalloonInfo,
-    BalloonStatistics, BalloonStatsUpdate, BalloonUpdate, MemoryInfo, MemoryLimitUpdate,
-    MemoryState, VmAction, VmInfo, VmState, VmmMetrics,
+    AgentInfo, ApiError, ApiMessage, ApiReceiver, ApiReply, ApiRequest, ApiResult, BalloonInfo,
+    BalloonStatistics, BalloonStatsUpdate, BalloonUpdate, GuestMemoryStats, MemoryInfo,
+    MemoryLimitUpdate, MemoryState, VmAction, VmInfo, VmState, VmmMetrics,
 };
+use crate::agent::{AgentState, AgentStatus};
 use crate::vstate::exit::{ExitState, VmExit};
 use crate::vstate::vcpu::VcpuPause;
 
@@ -36,6 +37,8 @@ pub struct VmHandles {
     pub balloon: Arc<Mutex<Balloon>>,
     /// When the vCPUs started.
     pub started: Instant,
+    /// The guest agent link's status, when the VM has a vsock device.
+    pub agent: Option<Arc<Mutex<AgentStatus>>>,
 }
 
 pub struct ApiHandler {
@@ -206,7 +209,22 @@ impl ApiHandler {
             let balloon = self.balloon();
             (balloon.target_pages(), balloon.actual_pages())
         };
-        let (state, state_reason) = limit_state(resident_bytes, self.limit_mib);
+        let (mut state, mut state_reason) = limit_state(resident_bytes, self.limit_mib);
+        let agent = self
+            .vm
+            .agent
+            .as_ref()
+            .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        if let Some(a) = agent
+            .as_ref()
+            .filter(|a| a.state == AgentState::Unresponsive)
+        {
+            state = MemoryState::GuestUnresponsive;
+            state_reason = Some(format!(
+                "the guest agent does not answer: {}",
+                a.reason.as_deref().unwrap_or("no reason known")
+            ));
+        }
         Ok(MemoryInfo {
             memory_mib: self.memory_mib(),
             limit_mib: self.limit_mib,
@@ -215,9 +233,10 @@ impl ApiHandler {
             balloon_actual_mib: actual_pages / PAGES_PER_MIB,
             dirty_rate_bytes_per_s: None,
             working_set_bytes: None,
-            guest: None,
+            guest: agent.as_ref().and_then(guest_stats),
             state,
             state_reason,
+            agent: agent.as_ref().map(agent_info),
         })
     }
 
@@ -250,6 +269,26 @@ impl ApiHandler {
 
 /// Within or over the limit, from host residency alone. The memory manager refines this with
 /// `reclaiming` and `guest_unresponsive`.
+/// The guest's memory as its agent last reported it, in bytes.
+fn guest_stats(agent: &AgentStatus) -> Option<GuestMemoryStats> {
+    let m = &agent.stats.as_ref()?.meminfo;
+    Some(GuestMemoryStats {
+        file_bytes: m.file_kib()? << 10,
+        anon_bytes: m.anon_kib()? << 10,
+        free_bytes: m.mem_free_kib? << 10,
+        swap_total_bytes: m.swap_total_kib.unwrap_or(0) << 10,
+    })
+}
+
+fn agent_info(agent: &AgentStatus) -> AgentInfo {
+    AgentInfo {
+        state: agent.state.as_str().to_string(),
+        reason: agent.reason.clone(),
+        stats_age_ms: agent.stats_at.map(|t| t.elapsed().as_millis() as u64),
+        failures: agent.failures,
+    }
+}
+
 pub fn limit_state(resident_bytes: u64, limit_mib: Option<u64>) -> (MemoryState, Option<String>) {
     match limit_mib {
         Some(limit) if resident_bytes > limit << 20 => (
@@ -305,6 +344,7 @@ mod tests {
             mem_size: 64 << 20,
             balloon: Arc::new(Mutex::new(Balloon::new(config).unwrap())),
             started: Instant::now(),
+            agent: None,
         };
         (ApiHandler::new(receiver, vm), sender)
     }

@@ -221,6 +221,7 @@ mod tests {
                 dirty_rate_bytes_per_s: None,
                 working_set_bytes: None,
                 guest: None,
+                agent: None,
                 state: MemoryState::WithinLimit,
                 state_reason: None,
             },

@@ -233,8 +233,7 @@ pub enum MemoryState {
     GuestUnresponsive,
 }
 
-/// The guest's own account of its memory, from the guest agent. Filled by the memory manager;
-/// `null` until then.
+/// The guest's own account of its memory, from the guest agent's last `stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuestMemoryStats {
@@ -265,6 +264,20 @@ pub struct MemoryInfo {
     pub state: MemoryState,
     /// Why the state is what it is, when it is not `within_limit`.
     pub state_reason: Option<String>,
+    /// The guest agent link: `null` when the VM has no vsock device.
+    pub agent: Option<AgentInfo>,
+}
+
+/// What the VMM knows of the guest agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentInfo {
+    /// `connecting` (the guest is booting), `ready` or `unresponsive`.
+    pub state: String,
+    pub reason: Option<String>,
+    /// Age of the guest statistics in `guest`, when there are any.
+    pub stats_age_ms: Option<u64>,
+    pub failures: u64,
 }
 
 /// The VMM's part of `GET /metrics`.

@@ -150,6 +150,26 @@ pub fn format_status(vm: &VmInfo, memory: &MemoryInfo, balloon: &BalloonInfo) ->
     if let Some(rate) = memory.dirty_rate_bytes_per_s {
         line("dirty rate", format!("{}/s", mib(rate)));
     }
+    if let Some(agent) = &memory.agent {
+        let reason = agent
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        line("guest agent", format!("{}{reason}", agent.state));
+    }
+    if let Some(guest) = &memory.guest {
+        line(
+            "guest memory",
+            format!(
+                "file {}, anon {}, free {}, swap {}",
+                mib(guest.file_bytes),
+                mib(guest.anon_bytes),
+                mib(guest.free_bytes),
+                mib(guest.swap_total_bytes)
+            ),
+        );
+    }
     line(
         "balloon",
         format!(
@@ -247,6 +267,7 @@ mod tests {
             guest: None,
             state: MemoryState::OverLimit,
             state_reason: Some("why".into()),
+            agent: None,
         };
         let balloon = BalloonInfo {
             amount_mib: 64,

@@ -1,0 +1,188 @@
+//! The link against the real agent's request handler, served over a Unix socket pair, and
+//! against peers that misbehave.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast_agent::agent::{Agent, AgentConfig};
+use ballast_agent::server::serve_connection;
+
+use super::*;
+
+/// Hands out connections to a peer made by `serve` on a thread per connection.
+struct PairDialer<F: Fn(UnixStream) + Send + Sync + 'static> {
+    serve: Arc<F>,
+    dials: Arc<AtomicUsize>,
+}
+
+impl<F: Fn(UnixStream) + Send + Sync + 'static> AgentDialer for PairDialer<F> {
+    fn dial(&mut self, _timeout: Duration) -> Result<UnixStream, String> {
+        self.dials.fetch_add(1, Ordering::SeqCst);
+        let (ours, theirs) = UnixStream::pair().map_err(|e| e.to_string())?;
+        let serve = self.serve.clone();
+        std::thread::spawn(move || serve(theirs));
+        Ok(ours)
+    }
+}
+
+struct NoAgent;
+impl AgentDialer for NoAgent {
+    fn dial(&mut self, _timeout: Duration) -> Result<UnixStream, String> {
+        Err("no agent listening in the guest (connection refused)".into())
+    }
+}
+
+fn wait_for(link: &AgentLink, what: &str, pred: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = link.status();
+        if pred(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn real_agent(stream: UnixStream) {
+    let agent = Agent::new(AgentConfig::default());
+    let mut stream = stream;
+    let _ = serve_connection(&mut stream, &agent);
+}
+
+const FAST: Duration = Duration::from_millis(50);
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+#[test]
+fn the_real_agent_answers_and_its_stats_arrive() {
+    let dials = Arc::new(AtomicUsize::new(0));
+    let dialer = PairDialer {
+        serve: Arc::new(real_agent),
+        dials: dials.clone(),
+    };
+    let link = AgentLink::start(dialer, FAST, Duration::from_secs(2), Duration::ZERO).unwrap();
+    let status = wait_for(&link, "stats", |s| s.stats.is_some());
+    assert_eq!(status.state, AgentState::Ready);
+    let stats = status.stats.unwrap();
+    assert!(stats.meminfo.mem_total_kib.unwrap() > 0);
+    assert_eq!(
+        status.hello.unwrap().protocol_version,
+        ballast_agent::PROTOCOL_VERSION
+    );
+    // Stats keep coming on the same connection.
+    let first = status.stats_at.unwrap();
+    wait_for(&link, "fresher stats", |s| s.stats_at.unwrap() > first);
+    assert_eq!(dials.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_absent_agent_is_connecting_during_boot_then_unresponsive() {
+    let booting = AgentLink::start(NoAgent, FAST, TIMEOUT, Duration::from_secs(3600)).unwrap();
+    let s = wait_for(&booting, "a failed dial", |s| s.failures > 0);
+    assert_eq!(s.state, AgentState::Connecting);
+    drop(booting);
+
+    let link = AgentLink::start(NoAgent, FAST, TIMEOUT, Duration::ZERO).unwrap();
+    let s = wait_for(&link, "unresponsive", |s| {
+        s.state == AgentState::Unresponsive
+    });
+    assert!(s.reason.unwrap().contains("no agent listening"));
+}
+
+#[test]
+fn nonsense_and_silence_mark_it_unresponsive_without_blocking() {
+    let nonsense = PairDialer {
+        serve: Arc::new(|mut s: UnixStream| {
+            let _ = s.write_all(b"this is not json\n{\"id\": \"x\"}\n");
+            std::thread::sleep(Duration::from_secs(1));
+        }),
+        dials: Arc::new(AtomicUsize::new(0)),
+    };
+    let link = AgentLink::start(nonsense, FAST, TIMEOUT, Duration::ZERO).unwrap();
+    let s = wait_for(&link, "unresponsive", |s| {
+        s.state == AgentState::Unresponsive
+    });
+    assert!(s.hello.is_none());
+
+    // A peer that accepts and never answers: the request times out.
+    let silent = PairDialer {
+        serve: Arc::new(|s: UnixStream| {
+            std::thread::sleep(Duration::from_secs(2));
+            drop(s);
+        }),
+        dials: Arc::new(AtomicUsize::new(0)),
+    };
+    let started = Instant::now();
+    let link = AgentLink::start(silent, FAST, TIMEOUT, Duration::ZERO).unwrap();
+    let s = wait_for(&link, "unresponsive", |s| {
+        s.state == AgentState::Unresponsive
+    });
+    assert!(s.reason.unwrap().contains("did not answer"));
+    // Reading the status never waited for the guest.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Stopping the link does not wait for the silent peer either.
+    let stop = Instant::now();
+    drop(link);
+    assert!(stop.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_restarted_agent_is_reached_again() {
+    let dials = Arc::new(AtomicUsize::new(0));
+    let seen = dials.clone();
+    // The first agent answers hello and one stats, then goes away (a guest reboot).
+    let serve = move |stream: UnixStream| {
+        if seen.load(Ordering::SeqCst) == 1 {
+            let agent = Agent::new(AgentConfig::default());
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut stream = stream;
+            for _ in 0..2 {
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+                let reply = ballast_agent::server::reply_to(
+                    ballast_agent::line::Line::Complete(line.trim_end().as_bytes().to_vec()),
+                    &agent,
+                )
+                .unwrap();
+                stream
+                    .write_all(&ballast_agent::protocol::encode_reply(&reply))
+                    .unwrap();
+            }
+        } else {
+            real_agent(stream)
+        }
+    };
+    let link = AgentLink::start(
+        PairDialer {
+            serve: Arc::new(serve),
+            dials: dials.clone(),
+        },
+        FAST,
+        TIMEOUT,
+        Duration::ZERO,
+    )
+    .unwrap();
+    let s = wait_for(&link, "the second connection", |s| {
+        s.connects >= 2 && s.state == AgentState::Ready
+    });
+    assert!(s.failures >= 1);
+    assert!(dials.load(Ordering::SeqCst) >= 2);
+}
+
+#[test]
+fn the_vsock_handshake_line_is_checked() {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    b.write_all(b"OK 1073741824\n").unwrap();
+    assert!(worker::read_ok_line(&mut a, TIMEOUT).is_ok());
+    b.write_all(b"NO\n").unwrap();
+    assert!(worker::read_ok_line(&mut a, TIMEOUT).is_err());
+    drop(b);
+    let err = worker::read_ok_line(&mut a, TIMEOUT).unwrap_err();
+    assert!(err.contains("no agent listening"), "{err}");
+}
