@@ -141,33 +141,44 @@ impl AgentClient<UnixStream> {
         let mut stream = UnixStream::connect(path)?;
         stream.set_timeout(Some(timeout))?;
         stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
-        // Byte by byte: nothing after the acknowledgement may be consumed here.
-        let mut ack = Vec::new();
-        let mut byte = [0u8; 1];
-        while ack.len() < 64 {
-            match stream.read(&mut byte) {
-                Ok(0) => return Err(ClientError::Closed),
-                Ok(_) if byte[0] == b'\n' => break,
-                Ok(_) => ack.push(byte[0]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(ClientError::Timeout(timeout))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !ack.starts_with(b"OK ") {
-            return Err(ClientError::Protocol(format!(
-                "the vsock socket answered {:?} to CONNECT {port} (is the agent listening on that port?)",
-                String::from_utf8_lossy(&ack)
-            )));
-        }
+        read_hybrid_ack(&mut stream, port, timeout)?;
         Ok(AgentClient::new(stream))
     }
+}
+
+/// Reads the `OK <host port>` line that answers `CONNECT <port>` on a hybrid vsock socket (or
+/// on the VMM's own end of its vsock device). EOF instead means nothing listens on the port in
+/// the guest. Reads byte by byte: nothing after the acknowledgement may be consumed here.
+pub fn read_hybrid_ack(
+    stream: &mut UnixStream,
+    port: u32,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let mut ack = Vec::new();
+    let mut byte = [0u8; 1];
+    while ack.len() < 64 {
+        match stream.read(&mut byte) {
+            Ok(0) => return Err(ClientError::Closed),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => ack.push(byte[0]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ClientError::Timeout(timeout))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !ack.starts_with(b"OK ") {
+        return Err(ClientError::Protocol(format!(
+            "the vsock socket answered {:?} to CONNECT {port} (is the agent listening on that port?)",
+            String::from_utf8_lossy(&ack)
+        )));
+    }
+    Ok(())
 }
 
 impl<S: AgentStream> AgentClient<S> {

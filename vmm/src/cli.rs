@@ -47,6 +47,45 @@ pub enum Command {
     Resume(ClientArgs),
     /// Shut a VM down; its `ballast run` exits with status 0.
     Shutdown(ClientArgs),
+    /// Talk to the guest agent directly, through the VM's hybrid vsock socket (`CONNECT 52`);
+    /// prints the agent's reply as JSON.
+    Agent {
+        #[command(subcommand)]
+        action: AgentCommand,
+        #[command(flatten)]
+        vsock: AgentArgs,
+    },
+}
+
+/// How `ballast agent` reaches the guest agent.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The VM's --vsock-sock.
+    #[arg(long, env = "BALLAST_VSOCK_SOCK", global = true)]
+    pub vsock_sock: Option<PathBuf>,
+    /// The agent's vsock port.
+    #[arg(long, default_value_t = 52, global = true)]
+    pub port: u32,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 5, global = true)]
+    pub timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AgentCommand {
+    /// The agent's version and what the guest can do (swap, memory.reclaim, cachestat).
+    Hello,
+    /// The guest's memory statistics (meminfo, vmstat, PSI).
+    Stats,
+    /// Drop clean page cache: big files first, then small ones, up to PAGES guest pages.
+    DeactivateFile { pages: u64 },
+    /// Deactivate anonymous memory of big processes first, up to PAGES (only with swap).
+    DeactivateAnon {
+        pages: u64,
+        /// Page out now (MADV_PAGEOUT) rather than only deactivate (MADV_COLD).
+        #[arg(long)]
+        urgent: bool,
+    },
 }
 
 /// How the client subcommands reach a running ballast.

@@ -91,7 +91,7 @@ impl AgentDialer for VsockDialer {
             .connector
             .connect(self.port)
             .map_err(|e| format!("cannot open a vsock connection: {e}"))?;
-        worker::read_ok_line(&mut stream, timeout)?;
+        worker::read_ok_line(&mut stream, self.port, timeout)?;
         Ok(stream)
     }
 }

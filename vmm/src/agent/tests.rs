@@ -179,10 +179,10 @@ fn a_restarted_agent_is_reached_again() {
 fn the_vsock_handshake_line_is_checked() {
     let (mut a, mut b) = UnixStream::pair().unwrap();
     b.write_all(b"OK 1073741824\n").unwrap();
-    assert!(worker::read_ok_line(&mut a, TIMEOUT).is_ok());
+    assert!(worker::read_ok_line(&mut a, 52, TIMEOUT).is_ok());
     b.write_all(b"NO\n").unwrap();
-    assert!(worker::read_ok_line(&mut a, TIMEOUT).is_err());
+    assert!(worker::read_ok_line(&mut a, 52, TIMEOUT).is_err());
     drop(b);
-    let err = worker::read_ok_line(&mut a, TIMEOUT).unwrap_err();
+    let err = worker::read_ok_line(&mut a, 52, TIMEOUT).unwrap_err();
     assert!(err.contains("no agent listening"), "{err}");
 }

@@ -1,18 +1,15 @@
 //! The link's thread: connect, `hello`, then `stats` every interval; on any failure mark the
 //! agent unresponsive and reconnect with a backoff.
 
-use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ballast_agent::AgentClient;
+use ballast_agent::{read_hybrid_ack, AgentClient, ClientError};
 
 use super::{AgentDialer, AgentState, AgentStatus};
 
-/// The longest `OK <port>` line the vsock device writes, with room to spare.
-const MAX_OK_LINE: usize = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(super) struct Worker {
@@ -113,27 +110,17 @@ impl Worker {
 
 /// Consumes the `OK <port>\n` line of the hybrid vsock handshake. EOF instead means nothing
 /// listens on the port in the guest (or the driver is not up yet).
-pub(super) fn read_ok_line(stream: &mut UnixStream, timeout: Duration) -> Result<(), String> {
+pub(super) fn read_ok_line(
+    stream: &mut UnixStream,
+    port: u32,
+    timeout: Duration,
+) -> Result<(), String> {
     stream
         .set_nonblocking(false)
         .and_then(|_| stream.set_read_timeout(Some(timeout)))
         .map_err(|e| format!("cannot set up the agent connection: {e}"))?;
-    let mut line = Vec::with_capacity(16);
-    let mut byte = [0u8; 1];
-    while line.len() < MAX_OK_LINE {
-        match stream.read(&mut byte) {
-            Ok(0) => return Err("no agent listening in the guest (connection refused)".into()),
-            Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) => line.push(byte[0]),
-            Err(e) => return Err(format!("no answer to the vsock connection: {e}")),
-        }
-    }
-    if line.starts_with(b"OK ") {
-        Ok(())
-    } else {
-        Err(format!(
-            "unexpected vsock handshake line {:?}",
-            String::from_utf8_lossy(&line)
-        ))
-    }
+    read_hybrid_ack(stream, port, timeout).map_err(|e| match e {
+        ClientError::Closed => "no agent listening in the guest (connection refused)".into(),
+        e => e.to_string(),
+    })
 }

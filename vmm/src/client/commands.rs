@@ -17,6 +17,7 @@ use crate::cli::{BalloonCommand, ClientArgs, Command, LimitCommand};
 pub fn run(command: Command) -> Option<ExitCode> {
     let (args, result) = match command {
         Command::Run(_) => return None,
+        Command::Agent { action, vsock } => return Some(super::agent::run(&action, &vsock)),
         Command::Status(args) => {
             let r = status(&args);
             (args, r)

@@ -1,6 +1,7 @@
 //! The client side of the API socket, for the CLI subcommands: hyper's HTTP/1.1 client over a
 //! tokio `UnixStream`, one connection per request.
 
+pub mod agent;
 pub mod commands;
 
 use std::path::{Path, PathBuf};
