@@ -25,6 +25,32 @@ fn demo() {
     run_builtin("demo");
 }
 
+/// Issue 3: inflating by 64 MiB lowers ballast's RSS by at least 85 % of it and the guest's
+/// MemTotal by 64 MiB; deflating gives it back.
+#[test]
+fn balloon_inflate() {
+    run_builtin("balloon-inflate");
+}
+
+/// Issue 3: with the balloon large, an allocation beyond free memory deflates it (OOM path)
+/// and the guest survives.
+#[test]
+fn balloon_deflate_on_oom() {
+    run_builtin("balloon-deflate-on-oom");
+}
+
+/// Issue 3: freed guest memory goes back to the host without any inflate.
+#[test]
+fn balloon_free_page_reporting() {
+    run_builtin("balloon-free-page-reporting");
+}
+
+/// Issue 3: the statistics follow an inflate and a guest allocation.
+#[test]
+fn balloon_stats() {
+    run_builtin("balloon-stats");
+}
+
 /// Every scenario folder in $BALLAST_SCENARIOS (anywhere on disk), in one run.
 #[test]
 fn scenarios_from_env() {

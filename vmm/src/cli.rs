@@ -125,6 +125,9 @@ pub enum BalloonCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The guest's memory statistics as the balloon last reported them (needs
+    /// `--balloon stats_polling_interval_s=N` on `ballast run`).
+    Stats(ClientArgs),
 }
 
 #[derive(Debug, Args)]

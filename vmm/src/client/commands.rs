@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{ApiClient, ClientError};
 use crate::api::{
-    BalloonInfo, BalloonUpdate, MemoryInfo, MemoryLimitUpdate, VmAction, VmActionBody, VmInfo,
+    BalloonInfo, BalloonStatistics, BalloonUpdate, MemoryInfo, MemoryLimitUpdate, VmAction, VmActionBody, VmInfo,
 };
 use crate::cli::{BalloonCommand, ClientArgs, Command, LimitCommand};
 
@@ -38,6 +38,12 @@ pub fn run(command: Command) -> Option<ExitCode> {
             action: BalloonCommand::Set { size_mib, client },
         } => {
             let r = set_balloon(&client, size_mib);
+            (client, r)
+        }
+        Command::Balloon {
+            action: BalloonCommand::Stats(client),
+        } => {
+            let r = balloon_stats(&client);
             (client, r)
         }
         Command::Pause(args) => {
@@ -216,6 +222,21 @@ fn set_balloon(args: &ClientArgs, amount_mib: u32) -> Result<String, ClientError
         "balloon target: {} MiB (the guest holds {} MiB now)\n",
         balloon.amount_mib, balloon.actual_mib
     ))
+}
+
+fn balloon_stats(args: &ClientArgs) -> Result<String, ClientError> {
+    let stats: BalloonStatistics = client(args).get("/balloon/statistics")?;
+    if args.json {
+        return Ok(to_json(&stats));
+    }
+    // The JSON names are the text too: one `name: value` line each, as Firecracker names them.
+    let mut out = String::new();
+    if let serde_json::Value::Object(fields) = serde_json::to_value(&stats).unwrap_or_default() {
+        for (name, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
+            let _ = writeln!(out, "{name}: {value}");
+        }
+    }
+    Ok(out)
 }
 
 fn action(args: &ClientArgs, action_type: VmAction) -> Result<String, ClientError> {
