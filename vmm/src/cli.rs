@@ -19,6 +19,9 @@ use crate::config::{parse_size, VmConfig, DEFAULT_CMDLINE};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log level on stderr: error, warn, info, debug or trace (RUST_LOG, when set, wins).
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: log::LevelFilter,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +167,14 @@ pub struct RunArgs {
     /// The guest's vsock context ID (3 or more).
     #[arg(long, default_value_t = 3, requires = "vsock_sock")]
     pub vsock_cid: u64,
+    /// Memory limit (K, M, G suffix; a bare number is MiB): resident guest RAM is brought back
+    /// to 12.5 % under it whenever it goes over — file cache first, then anon memory (with
+    /// swap), then the balloon. Change it at run time with `ballast limit set`.
+    #[arg(long, value_parser = parse_size_arg)]
+    pub limit: Option<u64>,
+    /// Seconds between the memory manager's samples of residency and dirtiness (an epoch).
+    #[arg(long, default_value_t = 1.0)]
+    pub sample_interval: f64,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -202,6 +213,11 @@ impl RunArgs {
                 guest_cid: self.vsock_cid,
                 uds_path,
             }),
+            limit: self.limit,
+            // 10 ms to an hour; anything else is a typo.
+            sample_interval: std::time::Duration::from_secs_f64(
+                self.sample_interval.clamp(0.01, 3600.0),
+            ),
         }
     }
 }

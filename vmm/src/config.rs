@@ -23,6 +23,10 @@ pub struct VmConfig {
     /// Disks in the order the guest sees them (/dev/vda first).
     pub disks: Vec<BlockConfig>,
     pub vsock: Option<VsockConfig>,
+    /// The memory limit in bytes: resident guest RAM is kept at or under it.
+    pub limit: Option<u64>,
+    /// How often the memory manager samples residency and dirtiness.
+    pub sample_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +39,8 @@ pub enum ConfigError {
     MoreThanHost { asked: u64, host: u64 },
     #[error("--memory {0} MiB is below the 16 MiB a Linux guest needs to boot")]
     TooLittleMemory(u64),
+    #[error("--limit {limit} MiB must be more than 0 and at most the guest's {memory} MiB")]
+    BadLimit { limit: u64, memory: u64 },
     #[error("--vcpus must be at least 1")]
     ZeroVcpus,
     #[error("--vcpus {asked} is more than the {max} this host's KVM allows")]
@@ -81,6 +87,16 @@ pub fn validate_memory(mem_size: u64, host: Option<u64>) -> Result<(), ConfigErr
         }
     }
     Ok(())
+}
+
+pub fn validate_limit(limit: Option<u64>, mem_size: u64) -> Result<(), ConfigError> {
+    match limit {
+        Some(l) if l < 1 << 20 || l > mem_size => Err(ConfigError::BadLimit {
+            limit: l >> 20,
+            memory: mem_size >> 20,
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub fn validate_vcpus(vcpus: u64, max: u64) -> Result<u8, ConfigError> {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod layout;
+pub mod manager;
 pub mod runner;
 pub mod signals;
 pub mod vstate;

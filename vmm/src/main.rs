@@ -5,10 +5,12 @@ use ballast::runner;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp_millis()
-        .init();
     let cli = Cli::parse();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(cli.log_level.as_str()),
+    )
+    .format_timestamp_millis()
+    .init();
     match cli.command {
         Command::Run(args) => run_vm(args),
         // Every other subcommand talks to a running ballast over its API socket.

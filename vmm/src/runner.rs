@@ -15,7 +15,7 @@ use vmm_sys_util::signal::Killable;
 
 use crate::acpi::{create_acpi_tables, AcpiError, VirtioMmioInfo};
 use crate::agent::{
-    AgentLink, VsockDialer, AGENT_PORT, BOOT_GRACE, REQUEST_TIMEOUT, STATS_INTERVAL,
+    AgentDialer, AgentLink, VsockDialer, AGENT_PORT, BOOT_GRACE, REQUEST_TIMEOUT, STATS_INTERVAL,
 };
 use crate::api::handler::{ApiHandler, VmHandles};
 use crate::api::server::ApiServer;
@@ -32,11 +32,14 @@ use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio_mmio::{self, VirtioMmioError};
 use crate::devices::vsock::{Vsock, VsockError};
 use crate::layout::{ACPI_PM_PORT, COM1_PORT, I8042_PORT, SERIAL_IRQ};
+use crate::manager::{ManagerConfig, ManagerParts, MemoryManager, PAGE_SIZE};
 use crate::signals;
+use crate::vstate::dirty_log::KvmDirtyLog;
 use crate::vstate::exit::{ExitState, VmExit};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{kick_signal, Vcpu, VcpuPause};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
+use ballast_balloon::manager::policy::PolicyConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -98,6 +101,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     let signals = signals::termination_signalfd().map_err(io("watch SIGINT/SIGTERM"))?;
     signals::install_kick_handler().map_err(RunError::Signal)?;
     config::validate_memory(config.mem_size, config::host_memory_bytes())?;
+    config::validate_limit(config.limit, config.mem_size)?;
 
     let kvm = open_kvm()?;
     let num_vcpus = config::validate_vcpus(config.vcpus, kvm.get_max_vcpus() as u64)?;
@@ -111,6 +115,9 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     let mut vm = Vm::new(&kvm)?;
     let mem = create_guest_memory(config.mem_size)?;
     vm.register_memory(&mem)?;
+    // The memory manager reads KVM's dirty log every epoch.
+    let dirty_log = KvmDirtyLog::new(&vm).map_err(io("set up KVM's dirty log"))?;
+    vm.set_dirty_logging(true)?;
     let kernel = boot::load_kernel(&mem, &config.kernel)?;
     let initrd = match &config.initrd {
         Some(path) => Some(boot::load_initrd(&mem, config.mem_size, &kernel, path)?),
@@ -225,7 +232,8 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         }
     }
 
-    let agent = match agent {
+    let agent_connector = agent;
+    let agent = match agent_connector.clone() {
         Some(connector) => Some(
             AgentLink::start(
                 VsockDialer {
@@ -241,6 +249,27 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         None => None,
     };
 
+    let manager = MemoryManager::start(
+        ManagerParts {
+            mem: mem.clone(),
+            balloon: balloon.clone(),
+            dirty_log: Box::new(dirty_log),
+            agent_status: agent.as_ref().map(AgentLink::shared_status),
+            agent_dialer: agent_connector.map(|connector| {
+                Box::new(VsockDialer {
+                    connector,
+                    port: AGENT_PORT,
+                }) as Box<dyn AgentDialer>
+            }),
+        },
+        ManagerConfig {
+            sample_interval: config.sample_interval,
+            limit_pages: config.limit.map(|bytes| bytes / PAGE_SIZE),
+            policy: PolicyConfig::default(),
+        },
+    )
+    .map_err(io("start the memory manager"))?;
+
     let api_server = match api {
         Some((listener, path, (sender, receiver))) => {
             let vm_handles = VmHandles {
@@ -252,6 +281,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
                 balloon: balloon.clone(),
                 started,
                 agent: agent.as_ref().map(AgentLink::shared_status),
+                manager: Some(manager.handle()),
             };
             events.add_subscriber(Arc::new(Mutex::new(ApiHandler::new(receiver, vm_handles))));
             match ApiServer::start(listener, path, sender) {

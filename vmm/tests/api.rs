@@ -264,13 +264,15 @@ fn memory_limit_is_validated_and_reported() {
         "resident {resident}"
     );
     assert_eq!(memory["state"], "within_limit");
-    for later in [
-        "dirty_rate_bytes_per_s",
-        "working_set_bytes",
-        "guest",
-        "state_reason",
-    ] {
-        assert_eq!(memory[later], Value::Null, "{later}");
+    // No agent without a vsock device; the manager's figures are numbers once it sampled.
+    for absent in ["guest", "state_reason", "agent"] {
+        assert_eq!(memory[absent], Value::Null, "{absent}");
+    }
+    for sampled in ["dirty_rate_bytes_per_s", "working_set_bytes"] {
+        assert!(
+            memory[sampled].is_null() || memory[sampled].is_u64(),
+            "{sampled}"
+        );
     }
 
     assert_eq!(
@@ -280,18 +282,28 @@ fn memory_limit_is_validated_and_reported() {
     );
     let memory = b.json("/vm/memory");
     assert_eq!(memory["limit_mib"], 4);
-    assert_eq!(memory["state"], "over_limit");
-    assert!(memory["state_reason"]
-        .as_str()
-        .unwrap()
-        .contains("above the 4 MiB limit"));
+    // Over the limit: the manager is reclaiming, or (this guest has no balloon driver) gives up.
+    let state = memory["state"].as_str().unwrap();
+    assert!(
+        ["reclaiming", "over_limit", "guest_unresponsive"].contains(&state),
+        "{memory}"
+    );
 
     assert_eq!(
         b.send("PUT", "/vm/memory/limit", r#"{"limit_mib": 32}"#)
             .status,
         204
     );
-    assert_eq!(b.json("/vm/memory")["state"], "within_limit");
+    // Within the limit again once the manager's next epoch has seen it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while b.json("/vm/memory")["state"] != "within_limit" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            b.json("/vm/memory")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     for (bad, why) in [
         (r#"{"limit_mib": 0}"#, "more than 0"),
@@ -748,7 +760,7 @@ fn cli_subcommands_talk_to_the_socket() {
     let out = cli(&b, &["limit", "set", "4M", "--json"]);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["limit_mib"], 4);
-    assert_eq!(json["state"], "over_limit");
+    assert_ne!(json["state"], "within_limit");
 
     let out = cli(&b, &["limit", "set", "1G"]);
     assert_eq!(out.status.code(), Some(1));

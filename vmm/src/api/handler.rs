@@ -19,8 +19,10 @@ use super::{
     MemoryLimitUpdate, MemoryState, VmAction, VmInfo, VmState, VmmMetrics,
 };
 use crate::agent::{AgentState, AgentStatus};
+use crate::manager::{ManagerHandle, PAGE_SIZE};
 use crate::vstate::exit::{ExitState, VmExit};
 use crate::vstate::vcpu::VcpuPause;
+use ballast_balloon::manager::policy::ManagerState;
 
 /// How long a pause may wait for every vCPU to leave the guest. The event loop waits with it, so
 /// it is short; vCPUs normally park within a few milliseconds of their kick.
@@ -39,6 +41,8 @@ pub struct VmHandles {
     pub started: Instant,
     /// The guest agent link's status, when the VM has a vsock device.
     pub agent: Option<Arc<Mutex<AgentStatus>>>,
+    /// The memory manager, which owns the limit when it runs.
+    pub manager: Option<ManagerHandle>,
 }
 
 pub struct ApiHandler {
@@ -200,6 +204,9 @@ impl ApiHandler {
             None => log::info!("memory limit removed"),
         }
         self.limit_mib = update.limit_mib;
+        if let Some(manager) = &self.vm.manager {
+            manager.set_limit(update.limit_mib.map(|mib| mib * PAGES_PER_MIB as u64));
+        }
         Ok(ApiReply::Done)
     }
 
@@ -210,6 +217,30 @@ impl ApiHandler {
             (balloon.target_pages(), balloon.actual_pages())
         };
         let (mut state, mut state_reason) = limit_state(resident_bytes, self.limit_mib);
+        let manager = self.vm.manager.as_ref().map(ManagerHandle::view);
+        if let Some(view) = &manager {
+            (state, state_reason) = match &view.state {
+                ManagerState::WithinLimit => (MemoryState::WithinLimit, None),
+                ManagerState::Reclaiming => (MemoryState::Reclaiming, None),
+                ManagerState::OverLimit { reason } => {
+                    (MemoryState::OverLimit, Some(reason.clone()))
+                }
+                ManagerState::GuestUnresponsive { reason } => {
+                    (MemoryState::GuestUnresponsive, Some(reason.clone()))
+                }
+            };
+            // The limit may have been cut since the manager's last epoch: say what comes next.
+            let limit_bytes = view.limit_pages.map(|p| p * PAGE_SIZE);
+            if state == MemoryState::WithinLimit && limit_bytes.is_some_and(|l| resident_bytes > l)
+            {
+                state = MemoryState::Reclaiming;
+                state_reason = Some(format!(
+                    "{:.1} MiB of guest RAM is resident, above the {} MiB limit; the memory manager is taking memory back",
+                    resident_bytes as f64 / (1 << 20) as f64,
+                    limit_bytes.unwrap_or(0) >> 20
+                ));
+            }
+        }
         let agent = self
             .vm
             .agent
@@ -227,12 +258,21 @@ impl ApiHandler {
         }
         Ok(MemoryInfo {
             memory_mib: self.memory_mib(),
-            limit_mib: self.limit_mib,
+            // The manager owns the limit when it runs (it may come from --limit).
+            limit_mib: manager.as_ref().map_or(self.limit_mib, |v| {
+                v.limit_pages.map(|p| p / u64::from(PAGES_PER_MIB))
+            }),
             resident_bytes,
             balloon_target_mib: target_pages / PAGES_PER_MIB,
             balloon_actual_mib: actual_pages / PAGES_PER_MIB,
-            dirty_rate_bytes_per_s: None,
-            working_set_bytes: None,
+            dirty_rate_bytes_per_s: manager
+                .as_ref()
+                .and_then(|v| v.dirty_rate_pages_per_s)
+                .map(|r| (r * PAGE_SIZE as f64) as u64),
+            working_set_bytes: manager
+                .as_ref()
+                .and_then(|v| v.working_set_pages)
+                .map(|p| p * PAGE_SIZE),
             guest: agent.as_ref().and_then(guest_stats),
             state,
             state_reason,
@@ -345,6 +385,7 @@ mod tests {
             balloon: Arc::new(Mutex::new(Balloon::new(config).unwrap())),
             started: Instant::now(),
             agent: None,
+            manager: None,
         };
         (ApiHandler::new(receiver, vm), sender)
     }

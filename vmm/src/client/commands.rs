@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::{ApiClient, ClientError};
 use crate::api::{
-    BalloonInfo, BalloonStatistics, BalloonUpdate, MemoryInfo, MemoryLimitUpdate, VmAction, VmActionBody, VmInfo,
+    BalloonInfo, BalloonStatistics, BalloonUpdate, MemoryInfo, MemoryLimitUpdate, VmAction,
+    VmActionBody, VmInfo,
 };
 use crate::cli::{BalloonCommand, ClientArgs, Command, LimitCommand};
 
