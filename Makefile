@@ -1,15 +1,16 @@
 # ballast: the two commands.
-#   make demo    boot a guest under ballast and show what it sees
+#   make demo    boot a guest under ballast, cut its memory limit, show the reclaim
 #   make test    unit tests, then every end-to-end scenario (BALLAST_E2E=1)
 #   make images  fetch the Debian kernel and busybox, build the base images
+#   make bench   the benchmarks against QEMU's microvm (boot, then block reads)
 # On a machine without hardware virtualisation the guests boot inside an L1 test
 # host under QEMU's TCG with nested SVM (tests/harness/run-scenario.sh says which).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
-APT_PACKAGES := qemu-system-x86 busybox-static cpio e2fsprogs
+APT_PACKAGES := qemu-system-x86 busybox-static cpio e2fsprogs openssl
 IMAGES := target/images
 
-.PHONY: all demo test unit-test e2e images ballast deps
+.PHONY: all demo test unit-test e2e images ballast deps bench bench-boot bench-block
 all: test
 
 # Debian packages, installed only when missing (CI runs as root on a fresh machine).
@@ -42,3 +43,12 @@ unit-test:
 # One scenario at a time, its console log path and mode printed (--nocapture).
 e2e: deps ballast images
 	BALLAST_E2E=1 cargo test -p ballast-e2e --test e2e -- --nocapture --test-threads=1
+
+# Side by side with QEMU in the same environment; each prints a markdown table.
+bench: bench-boot bench-block
+
+bench-boot: deps
+	@tests/bench/boot.sh
+
+bench-block: deps
+	@tests/bench/block.sh

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the initramfs of the L1 test host:  build-l1-initramfs.sh [--payload DIR] -o OUT.cpio.gz
 #
-# Base segment (cached in $BALLAST_CACHE/images): busybox, the KVM module chain,
-# the guest kernel as /guest/bzImage, /init (tests/harness/l1-init).
+# Base segment (cached in $BALLAST_CACHE/images): busybox, the KVM and virtio-blk
+# (virtio-pci) module chains, the guest kernel as /guest/bzImage, /init
+# (tests/harness/l1-init), /etc/ballast/{run-one.sh,host-lib.sh}.
 # Second segment: the contents of DIR as they are, as run-scenario.sh lays them out:
-#   bin/ballast, etc/ballast/{timeout,cmdline}, scenarios/N/{initrd.cpio.gz,args}
+#   bin/ballast, etc/ballast/{timeout,cmdline},
+#   scenarios/N/{initrd.cpio.gz,args[,cmdline,disks,host.sh]}
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 res="$here/../../resources"
@@ -24,15 +26,20 @@ done
 l1_base() {
     local m
     busybox_root "$1"
-    for m in virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm arch/x86/kvm/kvm-amd; do
+    for m in virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm arch/x86/kvm/kvm-amd \
+        drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev \
+        drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk; do
         copy_module "$m" "$1/lib/modules"
     done
     install -D -m 644 "$BALLAST_KERNEL" "$1/guest/bzImage"
     install -m 755 "$here/l1-init" "$1/init"
+    install -m 755 "$here/run-one.sh" "$1/etc/ballast/run-one.sh"
+    install -m 644 "$here/host-lib.sh" "$1/etc/ballast/host-lib.sh"
 }
 
 ensure_fetched
-key=$(cache_key "${BASH_SOURCE[0]}" "$res/lib.sh" "$here/l1-init" "$BALLAST_KERNEL" "$BALLAST_BUSYBOX")
+key=$(cache_key "${BASH_SOURCE[0]}" "$res/lib.sh" "$here/l1-init" "$here/run-one.sh" "$here/host-lib.sh" \
+    "$BALLAST_KERNEL" "$BALLAST_BUSYBOX")
 base=$(cached_image l1-base "$key" l1_base)
 append_segment "$base" "$payload" "$out"
 log "wrote $out"

@@ -3,15 +3,24 @@
 # scenarios can be checked against a known-good VMM:
 #   BALLAST_E2E_MODE=direct tests/harness/run-scenario.sh --ballast tests/harness/qemu-as-ballast.sh DIR
 # Takes the `ballast run` options the scenarios use: --kernel --initrd --cmdline
-# --vcpus --memory. Like ballast, it attaches a virtio-balloon device over virtio-mmio.
+# --vcpus --memory --disk PATH[,readonly=on] (virtio-blk over virtio-mmio, in order);
+# --api-sock is ignored (no REST API here). Like ballast, it attaches a virtio-balloon
+# device over virtio-mmio.
 # (No -nodefaults: without the default PC speaker port 0x61 the kernel cannot
 # calibrate the TSC against PIT channel 2 under TCG, and hangs early in boot.)
 set -euo pipefail
 [ "${1:-}" = run ] || { echo "usage: $0 run --kernel K --initrd I --cmdline C [--vcpus N] [--memory SIZE]" >&2; exit 2; }
 shift
-kernel='' initrd='' cmdline='' vcpus=1 memory=256M
+kernel='' initrd='' cmdline='' vcpus=1 memory=256M disks=()
 while [ $# -gt 0 ]; do
     case $1 in
+    --disk)
+        ro=''
+        case $2 in *,readonly=on) ro=,readonly=on ;; esac
+        n=${#disks[@]}
+        disks+=(-drive "file=${2%%,*},format=raw,if=none,id=disk$n$ro" -device "virtio-blk-device,drive=disk$n")
+        shift 2 ;;
+    --api-sock) echo "$0: no REST API here; ignoring --api-sock $2" >&2; shift 2 ;;
     --kernel) kernel=$2; shift 2 ;;
     --initrd) initrd=$2; shift 2 ;;
     --cmdline) cmdline=$2; shift 2 ;;
@@ -31,4 +40,4 @@ else
 fi
 exec qemu-system-x86_64 -M microvm,acpi=on -accel "$accel" -smp "$vcpus" -m "$memory" \
     -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
-    -nographic -no-reboot -device virtio-balloon-device
+    -nographic -no-reboot -device virtio-balloon-device "${disks[@]}"

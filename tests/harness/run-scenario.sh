@@ -2,22 +2,48 @@
 # Runs scenarios end to end:
 #   run-scenario.sh [--ballast PATH] [--agent PATH] [--stream] [--l1-check] SCENARIO_DIR...
 #
-# A scenario is a folder with guest.sh (run in the guest as /scenario.sh),
-# ballast.args (extra `ballast run` arguments) and expect.json (read by the Rust
-# tests, not here). For each scenario, stdout gets one stream of JSON lines:
+# A scenario is a folder with
+#   guest.sh      run in the guest as /scenario.sh (`result KEY VALUE` reports a result)
+#   ballast.args  extra `ballast run` arguments ('#' lines are comments)
+#   expect.json   what the results must be (read by the Rust tests, not here)
+# and optionally
+#   cmdline       words appended to the guest kernel command line (ballast.mount=...)
+#   disks         the guest's disks, one a line, in order (the first is /dev/vda):
+#                   NAME [readonly] [size=MIB] [from=DIR] [gen=SCRIPT]
+#                 each an ext4 image built on this host by resources/build-disk-image.sh
+#                 from DIR (a folder of the scenario) and/or the files SCRIPT writes
+#                 (run with bash -e in the folder that becomes the disk's root, with
+#                 host-lib.sh sourced: gen_bytes SEED SIZE makes reproducible data);
+#                 neither: an empty file system. size= defaults to what the files need
+#                 plus room (build-disk-image.sh). ballast gets --disk IMG[,readonly=on].
+#   host.sh       run on the host side of ballast while ballast runs (inside the L1
+#                 test host in nested mode): see tests/harness/run-one.sh and the
+#                 helpers in tests/harness/host-lib.sh (wait_console, send_guest,
+#                 host_result, ballast_rss_kib, `ballast` on PATH)
+#   after.sh      run on this host after the run (bash), with host-lib.sh sourced and
+#                 DISK_<NAME> (NAME upper-cased) naming each image, DISK_<NAME>_SHA256
+#                 its sha256 as built; debugfs and e2fsck are on PATH
+#
+# For each scenario, stdout gets one stream of JSON lines:
 #   {"harness_mode":"direct"|"nested","scenario":NAME}
-#   {"console_log":PATH}               the guest's console (plus ballast's stderr)
+#   {"console_log":PATH}               the guest's console (plus ballast's stderr,
+#                                      host.sh's lines as "[host] ...", after.sh's as "[after] ...")
 #   {"l1_...":...}                     nested only: facts about the L1 test host
-#   {...}                              every BALLAST-RESULT payload the guest printed
+#   {...}                              every BALLAST-RESULT payload the guest, host.sh
+#                                      (with {"host_exit":RC}) and after.sh (with
+#                                      {"host_after_exit":RC}) printed
 #   {"harness_seconds":S}              how long the ballast run took (wall clock)
+#   {"harness_guest_poweroff":B}       whether the guest kernel said "reboot: Power down"
 #   {"ballast_exit":N} | {"harness_timeout":true} | {"harness_error":TEXT}
 # The script exits 0 whenever it could run; judging the results is the tests' job.
 #
 # Mode: direct (ballast on this host) when /proc/cpuinfo has vmx or svm and
 # /dev/kvm opens; nested otherwise (ballast inside an L1 test host under TCG with
-# nested SVM, all scenarios in one L1 boot). BALLAST_E2E_MODE=direct|nested forces it.
+# nested SVM, all scenarios in one L1 boot; the disk images become QEMU virtio-blk
+# disks of L1, and ballast gets L1's /dev/vdX). BALLAST_E2E_MODE=direct|nested forces it.
 # Other knobs: BALLAST_E2E_TIMEOUT (seconds per scenario, default 600),
-# BALLAST_GUEST_CMDLINE, BALLAST_L1_MEMORY (MiB), BALLAST_E2E_OUT (log folder).
+# BALLAST_GUEST_CMDLINE, BALLAST_L1_MEMORY (MiB), BALLAST_E2E_OUT (log folder),
+# BALLAST_E2E_KEEP_DISKS=1 (keep the disk images next to the logs).
 # --stream copies the console to stderr as it runs; --l1-check (nested) also
 # prints `ballast --help` as run inside L1, and works with no scenario at all.
 set -euo pipefail
@@ -60,7 +86,8 @@ ensure_apt cpio gzip
 [ "$mode" = direct ] || ensure_apt qemu-system-x86
 ensure_fetched
 if [ -z "$ballast" ]; then
-    eval "$("$here/build-ballast.sh")"
+    bins=$("$here/build-ballast.sh") || die "building the static ballast failed (tests/harness/build-ballast.sh)"
+    eval "$bins"
     ballast=$BALLAST_BIN
     agent=${agent:-$BALLAST_AGENT_BIN}
 fi
@@ -90,15 +117,82 @@ mib() {
     esac
 }
 
-# Per-scenario inputs: scenarios/NN/{initrd.cpio.gz,args} (NN keeps the order in L1).
+disk_root="$work/disks"
+if [ "${BALLAST_E2E_KEEP_DISKS:-0}" = 1 ]; then disk_root="$out/disks"; fi
+qemu_drives=()
+
+# build_disks N DIR S: builds scenario N's images (DIR/disks) into $disk_root/N/,
+# writes S/disks (the --disk values, which run-one.sh resolves in L1) and
+# $disk_root/N/env (DISK_<NAME>=IMG and DISK_<NAME>_SHA256 for after.sh).
+build_disks() {
+    local nn=$1 d=$2 s=$3 k=0 line name word ro size from gen img stage spec
+    local dd="$disk_root/$nn" w
+    mkdir -p "$dd"
+    : >"$dd/env"
+    : >"$s/disks"
+    while IFS= read -r line || [ -n "$line" ]; do
+        line=${line%%#*}
+        read -ra w <<<"$line"
+        [ ${#w[@]} -gt 0 ] || continue
+        name=${w[0]} ro='' size='' from='' gen=''
+        [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "$d/disks: a disk name is a shell variable name, not '$name'"
+        for word in "${w[@]:1}"; do
+            case $word in
+            readonly) ro=1 ;;
+            size=*) size=${word#size=} ;;
+            from=*) from=${word#from=} ;;
+            gen=*) gen=${word#gen=} ;;
+            *) die "$d/disks: unknown word '$word' for disk $name (known: readonly size=MIB from=DIR gen=SCRIPT)" ;;
+            esac
+        done
+        stage="$dd/$name.root" img="$dd/$name.img"
+        rm -rf "$stage"
+        mkdir -p "$stage"
+        if [ -n "$from" ]; then
+            [ -d "$d/$from" ] || die "$d/disks: disk $name: no folder $from in the scenario"
+            cp -a "$d/$from/." "$stage/"
+        fi
+        if [ -n "$gen" ]; then
+            [ -f "$d/$gen" ] || die "$d/disks: disk $name: no script $gen in the scenario"
+            command -v openssl >/dev/null || ensure_apt openssl
+            # shellcheck disable=SC2016 # expanded by the inner bash
+            (cd "$stage" && bash -e -c '. "$1"; . "$2"' gen "$here/host-lib.sh" "$d/$gen") ||
+                die "$d/disks: disk $name: $gen failed"
+        fi
+        "$repo/resources/build-disk-image.sh" "$stage" "$img" ${size:+"$size"}
+        rm -rf "$stage"
+        if [ "$mode" = direct ]; then
+            spec=$img
+        else
+            spec="serial:ballast-$nn-$k"
+            qemu_drives+=(-drive "file=$img,format=raw,if=none,id=d$nn-$k,cache=writeback${ro:+,readonly=on}"
+                -device "virtio-blk-pci,drive=d$nn-$k,serial=ballast-$nn-$k")
+        fi
+        echo "$spec${ro:+,readonly=on}" >>"$s/disks"
+        printf 'DISK_%s=%q\n' "${name^^}" "$img" >>"$dd/env"
+        if [ -f "$d/after.sh" ]; then
+            printf 'DISK_%s_SHA256=%s\n' "${name^^}" "$(sha256sum <"$img" | cut -d' ' -f1)" >>"$dd/env"
+        fi
+        k=$((k + 1))
+    done <"$d/disks"
+}
+
+# Per-scenario inputs: scenarios/NN/{initrd.cpio.gz,args,...} (NN keeps the order in L1).
 names=() max_mem=0
+case $work$disk_root in *[[:space:],]*) die "the work folders ($work, $disk_root) must have no blank or comma in their paths" ;; esac
 for i in "${!dirs[@]}"; do
-    d=${dirs[$i]} s="$work/scenarios/$(printf %02d "$i")"
+    nn=$(printf %02d "$i")
+    d=${dirs[$i]} s="$work/scenarios/$nn"
     names+=("$(basename "$d")")
     mkdir -p "$s" "$out/${names[$i]}"
     "$repo/resources/build-guest-initramfs.sh" --scenario "$d/guest.sh" ${agent:+--agent "$agent"} -o "$s/initrd.cpio.gz"
     # ballast.args: one line of arguments; '#' lines are comments.
     { grep -v '^[[:space:]]*#' "$d/ballast.args" 2>/dev/null || true; } | tr '\n' ' ' >"$s/args"
+    if [ -f "$d/cmdline" ]; then
+        { grep -v '^[[:space:]]*#' "$d/cmdline" || true; } | tr '\n' ' ' >"$s/cmdline"
+    fi
+    [ ! -f "$d/host.sh" ] || install -m 644 "$d/host.sh" "$s/host.sh"
+    [ ! -f "$d/disks" ] || build_disks "$nn" "$d" "$s"
     read -ra a <"$s/args" || true
     for j in "${!a[@]}"; do
         case ${a[$j]} in
@@ -119,6 +213,12 @@ emit() {
     [ "$mode" = direct ] || l1_facts
     grep -a 'BALLAST-RESULT {' "$clog" | sed 's/.*BALLAST-RESULT //; s/\r$//' || true
     [ -z "$secs" ] || echo "{\"harness_seconds\":$secs}"
+    # The kernel's own last words when it powers off (a reset or a triple fault has none).
+    if grep -aq 'reboot: Power down' "$clog"; then
+        echo '{"harness_guest_poweroff":true}'
+    else
+        echo '{"harness_guest_poweroff":false}'
+    fi
     case $status in
     timeout) echo '{"harness_timeout":true}' ;;
     '' | *[!0-9]*) echo "{\"harness_error\":$(json_str "$status")}" ;;
@@ -131,21 +231,71 @@ emit() {
     esac
 }
 
-if [ "$mode" = direct ]; then
+# run_after N: the scenario's after.sh, its output appended to the console log.
+run_after() {
+    local nn d=${dirs[$1]} clog="$out/${names[$1]}/console.log" rc=0
+    nn=$(printf %02d "$1")
+    [ -f "$d/after.sh" ] || return 0
+    log "${names[$1]}: after.sh"
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    (
+        set -a
+        # shellcheck source=/dev/null
+        [ ! -f "$disk_root/$nn/env" ] || . "$disk_root/$nn/env"
+        set +a
+        cd "$d"
+        PATH="$PATH:/usr/sbin:/sbin" BALLAST_SCENARIO_DIR=$d \
+            bash -c '. "$1"; . "$2"' after "$here/host-lib.sh" "$d/after.sh"
+    ) </dev/null >"$work/after.out" 2>&1 || rc=$?
+    sed 's/^/[after] /' "$work/after.out" >>"$clog"
+    echo "[after] BALLAST-RESULT {\"host_after_exit\":$rc}" >>"$clog"
+}
+
+# report RUNLOG: splits RUNLOG (run-one.sh's markers) into each scenario's console
+# log, runs the after.sh scripts and prints the JSON streams.
+report() {
+    local runlog=$1 i n secs status
     for i in "${!dirs[@]}"; do
-        s="$work/scenarios/$(printf %02d "$i")" clog="$out/${names[$i]}/console.log"
-        read -ra a <"$s/args" || true
-        log "running ${names[$i]}: ballast run ${a[*]}"
-        t0=$SECONDS
-        set +e
-        timeout -k 10 "$timeout" "$ballast" run --kernel "$BALLAST_KERNEL" --initrd "$s/initrd.cpio.gz" \
-            --cmdline "$cmdline" "${a[@]}" </dev/null 2>&1 | console_filter |
-            if [ "$stream" = 1 ]; then tee "$clog" >&2; else cat >"$clog"; fi
-        rc=${PIPESTATUS[0]}
-        set -e
-        [ "$rc" = 124 ] || [ "$rc" = 137 ] && rc=timeout
-        emit "$i" "$rc" $((SECONDS - t0))
+        n=$(printf %02d "$i")
+        awk -v b="BALLAST-BEGIN $n" -v e1="BALLAST-EXIT $n " -v e2="BALLAST-TIMEOUT $n" '
+            $0 == b { on = 1; next }
+            on && (index($0, e1) == 1 || $0 == e2) { exit }
+            on { print }' "$runlog" >"$out/${names[$i]}/console.log"
+        secs=$(grep -a "^BALLAST-EXIT $n " "$runlog" | awk '{print $4}') || true
+        if grep -aq "^BALLAST-TIMEOUT $n\$" "$runlog"; then
+            status=timeout
+        elif status=$(grep -a "^BALLAST-EXIT $n " "$runlog" | awk '{print $3}') && [ -n "$status" ]; then
+            :
+        elif [ "$mode" = direct ]; then
+            status="run-one.sh ended without an exit marker (see $runlog)"
+        elif [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+            status=timeout
+        else
+            status="the L1 test host stopped (qemu exit $qemu_rc) before this scenario ended"
+        fi
+        run_after "$i"
+        emit "$i" "$status" "$secs"
     done
+}
+
+if [ "$mode" = direct ]; then
+    # host.sh finds `ballast` on PATH: a folder with only that in it.
+    mkdir -p "$work/bin"
+    ln -s "$ballast" "$work/bin/ballast"
+    runlog="$out/host-console.log"
+    : >"$runlog"
+    for i in "${!dirs[@]}"; do
+        n=$(printf %02d "$i")
+        read -ra a <"$work/scenarios/$n/args" || true
+        log "running ${names[$i]}: ballast run ${a[*]}"
+        set +e
+        timeout -k 10 $((timeout + 120)) sh "$here/run-one.sh" --ballast "$work/bin/ballast" \
+            --kernel "$BALLAST_KERNEL" --cmdline "$cmdline" --timeout "$timeout" --tmp "$work/run" \
+            "$n" "$work/scenarios/$n" </dev/null 2>&1 | console_filter |
+            if [ "$stream" = 1 ]; then tee -a "$runlog" >&2; else cat >>"$runlog"; fi
+        set -e
+    done
+    report "$runlog"
     exit 0
 fi
 
@@ -163,11 +313,12 @@ echo "$cmdline" >"$payload/etc/ballast/cmdline"
 l1_mem=${BALLAST_L1_MEMORY:-$((max_mem + 1024 > 2048 ? max_mem + 1024 : 2048))}
 l1_log="$out/l1-console.log"
 total=$(((${#dirs[@]} + 1) * timeout + 300))
-log "booting the L1 test host (${l1_mem} MiB); its console: $l1_log"
+log "booting the L1 test host (${l1_mem} MiB, $((${#qemu_drives[@]} / 4)) disk(s)); its console: $l1_log"
 set +e
 timeout -k 10 "$total" qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm -smp 2 -m "$l1_mem" \
     -kernel "$BALLAST_KERNEL" -initrd "$work/l1.cpio.gz" \
-    -append "console=ttyS0 panic=-1 rdinit=/init quiet" -nographic -no-reboot -nic none </dev/null 2>&1 |
+    -append "console=ttyS0 panic=-1 rdinit=/init quiet" -nographic -no-reboot -nic none \
+    "${qemu_drives[@]}" </dev/null 2>&1 |
     console_filter |
     if [ "$stream" = 1 ]; then tee "$l1_log" >&2; else cat >"$l1_log"; fi
 qemu_rc=${PIPESTATUS[0]}
@@ -185,21 +336,4 @@ if [ ${#dirs[@]} -eq 0 ]; then # --l1-check alone
     l1_facts
     exit 0
 fi
-for i in "${!dirs[@]}"; do
-    n=$(printf %02d "$i")
-    awk -v b="BALLAST-BEGIN $n" -v e1="BALLAST-EXIT $n " -v e2="BALLAST-TIMEOUT $n" '
-        $0 == b { on = 1; next }
-        on && (index($0, e1) == 1 || $0 == e2) { exit }
-        on { print }' "$l1_log" >"$out/${names[$i]}/console.log"
-    secs=$(grep -a "^BALLAST-EXIT $n " "$l1_log" | awk '{print $4}') || true
-    if grep -aq "^BALLAST-TIMEOUT $n\$" "$l1_log"; then
-        status=timeout
-    elif status=$(grep -a "^BALLAST-EXIT $n " "$l1_log" | awk '{print $3}') && [ -n "$status" ]; then
-        :
-    elif [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
-        status=timeout
-    else
-        status="the L1 test host stopped (qemu exit $qemu_rc) before this scenario ended"
-    fi
-    emit "$i" "$status" "$secs"
-done
+report "$l1_log"

@@ -27,7 +27,8 @@ pub struct Outcome {
     pub mode: String,
     pub console_log: Option<PathBuf>,
     /// Facts from the harness: `ballast_exit`, `console_log`, `harness_*` (`harness_timeout`,
-    /// `harness_error`, `harness_seconds`), `l1_*` (nested mode: the L1 test host).
+    /// `harness_error`, `harness_seconds`, `harness_guest_poweroff`), `l1_*` (nested mode:
+    /// the L1 test host).
     pub harness: Map<String, Value>,
     /// Everything the guest printed as `BALLAST-RESULT {json}`, merged (later wins).
     pub results: Map<String, Value>,
@@ -126,6 +127,20 @@ pub fn check(expect: &Value, outcome: &Outcome) -> Result<(), String> {
         if let Some(v) = outcome.harness.get(key) {
             failures.push(format!("{key}: {v}"));
         }
+    }
+    // ballast exits 0 on a guest reset too (a reboot, or a triple fault when the guest
+    // crashes): a guest that exits without the kernel's "reboot: Power down" fails the
+    // scenario, unless expect.json says `"harness_guest_poweroff": false`.
+    if !expect.contains_key("harness_guest_poweroff")
+        && outcome.harness.get("harness_guest_poweroff") == Some(&Value::Bool(false))
+        && outcome.harness.get("ballast_exit") == Some(&Value::from(0))
+    {
+        failures.push(
+            "the guest never powered off (no \"reboot: Power down\" on its console): it reset \
+             or crashed (ballast exits 0 on a guest reset, a triple fault included), or something \
+             stopped ballast"
+                .into(),
+        );
     }
     let mut compare = |what: &str, key: &str, want: &Value, got: Option<&Value>| match got {
         None => failures.push(format!("{what} {key}: missing (expected {want})")),
@@ -374,6 +389,27 @@ mod tests {
         assert!(e.contains("result virtio_balloon_bound: missing"), "{e}");
         assert!(e.contains("console log: /tmp/x/console.log"), "{e}");
         assert!(e.contains("nested mode"), "{e}");
+    }
+
+    #[test]
+    fn a_guest_that_never_powered_off_fails() {
+        let stream = "{\"harness_mode\":\"nested\",\"scenario\":\"s\"}\n{\"nproc\":2}\n\
+                      {\"harness_guest_poweroff\":false}\n{\"ballast_exit\":0}\n";
+        let o = &parse_streams(stream).unwrap()[0];
+        let e = check(&json!({"ballast_exit": 0, "results": {"nproc": 2}}), o).unwrap_err();
+        assert!(e.contains("never powered off"), "{e}");
+        // A scenario that means it says so.
+        let ok = json!({"ballast_exit": 0, "harness_guest_poweroff": false});
+        assert_eq!(check(&ok, o), Ok(()));
+        // A failing ballast says enough by itself.
+        let stream = stream.replace("\"ballast_exit\":0", "\"ballast_exit\":1");
+        let o = &parse_streams(&stream).unwrap()[0];
+        let e = check(&json!({"ballast_exit": 0}), o).unwrap_err();
+        assert!(!e.contains("never powered off"), "{e}");
+        // Powered off: fine.
+        let stream = "{\"harness_mode\":\"direct\"}\n{\"harness_guest_poweroff\":true}\n{\"ballast_exit\":0}\n";
+        let o = &parse_streams(stream).unwrap()[0];
+        assert_eq!(check(&json!({"ballast_exit": 0}), o), Ok(()));
     }
 
     #[test]

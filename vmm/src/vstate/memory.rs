@@ -54,6 +54,23 @@ pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, MemoryError
         .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
         .build()
         .map_err(|source| MemoryError::Mmap { size, source })?;
+        // No transparent huge pages: the balloon and the memory manager release guest RAM in
+        // 4 KiB pages, and khugepaged would collapse released pages back into resident 2 MiB
+        // pages behind their back (measured: resident crept back over the limit).
+        // SAFETY: the range is exactly the mapping just created, owned by `mapping`.
+        let rc = unsafe {
+            libc::madvise(
+                mapping.as_ptr().cast(),
+                size as usize,
+                libc::MADV_NOHUGEPAGE,
+            )
+        };
+        if rc != 0 {
+            log::debug!(
+                "guest RAM: MADV_NOHUGEPAGE refused: {}",
+                std::io::Error::last_os_error()
+            );
+        }
         let region =
             GuestRegionMmap::new(mapping, base).ok_or(MemoryError::RegionAddress(base.0))?;
         regions.push(region);

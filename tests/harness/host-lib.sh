@@ -1,0 +1,90 @@
+# shellcheck shell=sh
+# Helpers for a scenario's host-side scripts. The harness sources this file before
+#   host.sh    run on the host side of ballast while ballast runs (inside the L1 test
+#              host in nested mode, under busybox sh), by tests/harness/run-one.sh;
+#   after.sh   run on the real host once the run is over (DISK_<NAME> name the images);
+#   gen=       disk generators (see run-scenario.sh), run in the folder that becomes
+#              the disk's root.
+# POSIX sh: busybox sh, dash and bash all run it.
+#
+# What host.sh gets from run-one.sh:
+#   BALLAST_PID       ballast's process ID
+#   BALLAST_API_SOCK  its --api-sock (so `ballast status --json` needs no option)
+#   BALLAST_CONSOLE   a file that receives the guest console, line by line, as it runs
+#   BALLAST_STDIN     the FIFO that is ballast's stdin (the guest's COM1 input)
+#   PATH              starts with the folder holding `ballast`
+
+# host_result KEY VALUE...: a result line the harness collects like the guest's
+# results (keys start with host_ by convention). VALUE is written as it is when it
+# is already JSON (a number, true, false, null, a "string", an object or an array);
+# anything else becomes a JSON string. The same rules as the guest's `result`.
+host_result() {
+    [ $# -ge 1 ] || { echo "usage: host_result KEY VALUE..." >&2; return 2; }
+    _hr_key=$1
+    shift
+    _hr_v="$*"
+    case $_hr_v in
+    true | false | null | \"*\" | \{*\} | \[*\]) ;;
+    *)
+        if ! printf '%s\n' "$_hr_v" | grep -Eq '^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$'; then
+            _hr_v="\"$(printf '%s' "$_hr_v" | sed 's/\\/\\\\/g; s/"/\\"/g; s/	/\\t/g' | tr '\n' ' ')\""
+        fi
+        ;;
+    esac
+    printf 'BALLAST-RESULT {"%s":%s}\n' "$_hr_key" "$_hr_v"
+}
+
+# Whole seconds since boot (the clock every wait here uses).
+_hl_now() { cut -d. -f1 /proc/uptime; }
+
+# ballast_alive: ballast's process still runs (a zombie does not count).
+ballast_alive() {
+    [ -n "${BALLAST_PID:-}" ] && [ -r "/proc/$BALLAST_PID/status" ] &&
+        ! grep -q '^State:[[:space:]]*Z' "/proc/$BALLAST_PID/status" 2>/dev/null
+}
+
+# wait_console PATTERN [TIMEOUT_S]: waits until a line of the guest console matches
+# PATTERN (an extended regular expression, as grep -E; the whole console since boot
+# counts, so give each thing to wait for its own words). Returns 1, with a message
+# on stderr, after TIMEOUT_S seconds (default 300) or when ballast exits first.
+wait_console() {
+    _wc_end=$(($(_hl_now) + ${2:-300}))
+    while ! grep -Eq -- "$1" "$BALLAST_CONSOLE" 2>/dev/null; do
+        if ! ballast_alive; then
+            grep -Eq -- "$1" "$BALLAST_CONSOLE" 2>/dev/null && return 0
+            echo "wait_console: ballast exited before a line matched '$1'" >&2
+            return 1
+        fi
+        if [ "$(_hl_now)" -ge "$_wc_end" ]; then
+            echo "wait_console: no line matched '$1' within ${2:-300} s" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# console_line PATTERN: prints the last console line that matches PATTERN (grep -E).
+console_line() {
+    grep -E -- "$1" "$BALLAST_CONSOLE" 2>/dev/null | tail -n 1
+}
+
+# send_guest LINE...: writes one line to ballast's stdin, which the guest reads on its
+# console (`read -r line </dev/console`, or from the scenario's stdin). The guest's
+# tty echoes it back onto the console.
+send_guest() {
+    printf '%s\n' "$*" >"$BALLAST_STDIN"
+}
+
+# ballast_rss_kib: ballast's resident memory (VmRSS) in KiB.
+ballast_rss_kib() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$BALLAST_PID/status"
+}
+
+# gen_bytes SEED SIZE: SIZE pseudo-random bytes (head -c sizes: 4096, 8M, 1G), the
+# same for the same SEED everywhere (AES-128-CTR of zeros, keyed by SEED). For disk
+# generators on the real host; needs openssl (the harness installs it).
+gen_bytes() {
+    _gb_key=$(printf '%s' "$1" | sha256sum | cut -c1-32)
+    head -c "$2" /dev/zero |
+        openssl enc -aes-128-ctr -nosalt -K "$_gb_key" -iv 00000000000000000000000000000000
+}

@@ -1,0 +1,9 @@
+# The guest side of host.sh's checks: tick on the console (so the host can see a pause),
+# then read one line the host sends on the console and report it.
+(i=0; while [ $i -lt 600 ]; do i=$((i + 1)); echo "tick $i"; sleep 0.1; done) &
+ticker=$!
+echo "BALLAST-SYNC ready"
+read -r line
+kill "$ticker"
+result guest_got "$line"
+echo "BALLAST-SYNC got"
