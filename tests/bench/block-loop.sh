@@ -7,9 +7,10 @@
 # once first, so both VMMs read it from this host's page cache: what is measured is the
 # guest's driver and the VMM's device, not the disk under them.
 # POSIX sh: it runs under busybox in the L1 test host and under bash/dash on a host with KVM.
-# Usage: block-loop.sh BALLAST QEMU KERNEL INITRD DISK MEMORY_MIB RUNS REPS
+# Usage: block-loop.sh BALLAST QEMU KERNEL INITRD DISK MEMORY_MIB RUNS REPS [BALLAST_ARGS]
+# (BALLAST_ARGS: more `ballast run` arguments, one word each, as "--sample-interval 10")
 set -u
-ballast=$1 qemu=$2 kernel=$3 initrd=$4 disk=$5 mem_mib=$6 runs=$7 reps=$8
+ballast=$1 qemu=$2 kernel=$3 initrd=$4 disk=$5 mem_mib=$6 runs=$7 reps=$8 extra=${9:-}
 cmdline="console=ttyS0 reboot=k panic=-1 rdinit=/init quiet bench.reps=$reps"
 fifo=/tmp/block-bench.fifo
 
@@ -40,8 +41,9 @@ one() { # NAME RUN CMD...
 
 i=1
 while [ "$i" -le "$runs" ]; do
+    # shellcheck disable=SC2086 # the extra arguments are words
     one ballast "$i" "$ballast" run --kernel "$kernel" --initrd "$initrd" \
-        --cmdline "$cmdline" --vcpus 1 --memory "${mem_mib}M" --disk "$disk,readonly=on"
+        --cmdline "$cmdline" --vcpus 1 --memory "${mem_mib}M" --disk "$disk,readonly=on" $extra
     one qemu "$i" "$qemu" -M microvm,acpi=on -accel kvm -cpu host -smp 1 -m "${mem_mib}M" \
         -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
         -nographic -no-reboot -nodefaults -serial stdio \

@@ -13,6 +13,7 @@ ballast limit set 192M >/dev/null || exit 1
 to_limit=null to_threshold=null
 i=0
 while [ $i -lt 600 ]; do
+    ballast_alive || exit 1
     r=$(resident_mib)
     [ "$to_limit" = null ] && [ "$r" -le 192 ] && to_limit=$(since "$t0")
     [ "$r" -le 168 ] && { to_threshold=$(since "$t0"); break; }
@@ -25,6 +26,7 @@ host_result host_seconds_to_threshold "$to_threshold"
 max=0
 i=0
 while [ $i -lt 20 ]; do
+    ballast_alive || exit 1
     r=$(resident_mib)
     [ "$r" -gt "$max" ] && max=$r
     sleep 0.5

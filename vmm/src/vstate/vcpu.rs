@@ -154,7 +154,14 @@ impl Vcpu {
                 }
                 // A triple fault: how Linux's `reboot=t` resets, and what a reset looks like on
                 // nested SVM.
-                Ok(VcpuExit::Shutdown) => return Err(VmExit::Reset),
+                Ok(VcpuExit::Shutdown) => {
+                    // Also what a guest crash looks like: say so, since the exit status is 0.
+                    log::warn!(
+                        "vCPU {}: triple fault (KVM_EXIT_SHUTDOWN), the guest reset",
+                        self.id
+                    );
+                    return Err(VmExit::Reset);
+                }
                 Ok(VcpuExit::SystemEvent(kind, _)) => {
                     return Err(match kind {
                         kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::Poweroff,
