@@ -289,8 +289,18 @@ pub fn run_builtin(name: &str) {
     if !e2e_enabled() {
         return;
     }
-    if let Err(e) = run_and_check(&[scenarios_dir().join(name)]) {
-        panic!("{e}");
+    let dir = scenarios_dir().join(name);
+    match run_and_check(std::slice::from_ref(&dir)) {
+        Ok(()) => {}
+        // Under nested TCG a guest now and then resets with nothing on its console (see the
+        // issue notes): one more boot tells that apart from a scenario that really fails.
+        Err(e) if e.contains("nested mode") && e.contains("the guest never powered off") => {
+            eprintln!("[e2e] {name}: the guest reset without a word in nested mode; running it once more:\n{e}");
+            if let Err(again) = run_and_check(&[dir]) {
+                panic!("{again}\n(first run: {e})");
+            }
+        }
+        Err(e) => panic!("{e}"),
     }
 }
 

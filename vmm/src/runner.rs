@@ -115,9 +115,8 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     let mut vm = Vm::new(&kvm)?;
     let mem = create_guest_memory(config.mem_size)?;
     vm.register_memory(&mem)?;
-    // The memory manager reads KVM's dirty log every epoch.
+    // The memory manager reads KVM's dirty log every epoch while a limit is set.
     let dirty_log = KvmDirtyLog::new(&vm).map_err(io("set up KVM's dirty log"))?;
-    vm.set_dirty_logging(true)?;
     let kernel = boot::load_kernel(&mem, &config.kernel)?;
     let initrd = match &config.initrd {
         Some(path) => Some(boot::load_initrd(&mem, config.mem_size, &kernel, path)?),

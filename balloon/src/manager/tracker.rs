@@ -40,6 +40,23 @@ pub trait DirtyLog {
     /// order) since the last call, as a bitmap of u64 words, one bit per 4 KiB page from the
     /// region's start.
     fn take_dirty(&mut self, region: usize, pages: u64) -> io::Result<Vec<u64>>;
+
+    /// Turns the log on or off for all of guest RAM. Logging makes the guest's first write to
+    /// each page after every read of the log fault, so the manager keeps it on only while a
+    /// limit is set.
+    fn set_logging(&mut self, on: bool) -> io::Result<()> {
+        let _ = on;
+        Ok(())
+    }
+}
+
+/// The dirty log while logging is off: nothing is known to be dirty.
+pub struct NoDirtyLog;
+
+impl DirtyLog for NoDirtyLog {
+    fn take_dirty(&mut self, _region: usize, pages: u64) -> io::Result<Vec<u64>> {
+        Ok(vec![0; pages.div_ceil(64) as usize])
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ballast_agent::protocol::{DeactivateAnon, DeactivateFile};
 use ballast_agent::AgentClient;
 use ballast_balloon::manager::policy::{Action, GuestView, Observation, Outcome, Policy};
-use ballast_balloon::manager::tracker::{DirtyLog, Tracker, TrackerConfig};
+use ballast_balloon::manager::tracker::{DirtyLog, NoDirtyLog, Tracker, TrackerConfig};
 use ballast_balloon::Balloon;
 use ballast_virtio::GuestMemoryMmap;
 
@@ -40,6 +40,8 @@ pub(super) struct Driver {
     policy: Policy,
     agent: Option<AgentClient<UnixStream>>,
     guest_ram_pages: u64,
+    /// KVM dirty logging is on (only while a limit is set), and since which epoch.
+    logging_since: Option<u64>,
 }
 
 impl Driver {
@@ -58,6 +60,7 @@ impl Driver {
             policy,
             agent: None,
             guest_ram_pages,
+            logging_since: None,
         }
     }
 
@@ -103,13 +106,28 @@ impl Driver {
     }
 
     fn epoch(&mut self) {
+        let want_logging = self.policy.limit_pages().is_some();
+        if want_logging != self.logging_since.is_some() {
+            match self.parts.dirty_log.set_logging(want_logging) {
+                Ok(()) => {
+                    self.logging_since = want_logging.then(|| self.tracker.epoch() + 1);
+                    log::info!(
+                        "memory manager: dirty logging {}",
+                        if want_logging { "on" } else { "off" }
+                    );
+                }
+                Err(e) => log::warn!("memory manager: cannot switch dirty logging: {e}"),
+            }
+        }
         let sample = {
             let balloon = self.parts.balloon.lock().unwrap_or_else(|e| e.into_inner());
-            self.tracker.sample(
-                &self.parts.mem,
-                self.parts.dirty_log.as_mut(),
-                balloon.ballooned(),
-            )
+            let dirty: &mut dyn DirtyLog = if self.logging_since.is_some() {
+                self.parts.dirty_log.as_mut()
+            } else {
+                &mut NoDirtyLog
+            };
+            self.tracker
+                .sample(&self.parts.mem, dirty, balloon.ballooned())
         };
         let sample = match sample {
             Ok(s) => s,
@@ -153,8 +171,11 @@ impl Driver {
             resident_pages,
             balloon_target_pages: target,
             balloon_actual_pages: actual,
-            // A working set needs a few epochs of history before it means anything.
-            working_set_pages: (epoch >= 3).then_some(working_set_pages),
+            // A working set needs a few epochs of dirty-log history before it means anything.
+            working_set_pages: self
+                .logging_since
+                .is_some_and(|since| epoch >= since + 3)
+                .then_some(working_set_pages),
             guest: self.guest_view(),
         }
     }

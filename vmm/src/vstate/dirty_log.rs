@@ -22,8 +22,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use ballast_balloon::manager::tracker::DirtyLog;
 use kvm_bindings::{
     kvm_clear_dirty_log, kvm_clear_dirty_log__bindgen_ty_1, kvm_dirty_log,
-    kvm_dirty_log__bindgen_ty_1, kvm_enable_cap, KVMIO, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
-    KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+    kvm_dirty_log__bindgen_ty_1, kvm_enable_cap, kvm_userspace_memory_region, KVMIO,
+    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+    KVM_MEM_LOG_DIRTY_PAGES,
 };
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::{ioctl_iow_nr, ioctl_iowr_nr};
@@ -33,6 +34,12 @@ use super::vm::Vm;
 
 ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
 ioctl_iowr_nr!(KVM_CLEAR_DIRTY_LOG, KVMIO, 0xc0, kvm_clear_dirty_log);
+ioctl_iow_nr!(
+    KVM_SET_USER_MEMORY_REGION,
+    KVMIO,
+    0x46,
+    kvm_userspace_memory_region
+);
 
 /// Pages per `KVM_CLEAR_DIRTY_LOG` call: 128 MiB of guest RAM, a 4 KiB piece of the bitmap. KVM
 /// wants chunks that start at a multiple of 64 pages and are a multiple of 64 pages long (or
@@ -63,6 +70,8 @@ pub struct KvmDirtyLog {
     vm: OwnedFd,
     slots: Vec<Slot>,
     mode: ClearMode,
+    /// The slots as registered, to switch `KVM_MEM_LOG_DIRTY_PAGES` on and off.
+    regions: Vec<kvm_userspace_memory_region>,
 }
 
 impl KvmDirtyLog {
@@ -107,6 +116,7 @@ impl KvmDirtyLog {
                 })
                 .collect(),
             mode,
+            regions: vm.memory_slots().to_vec(),
         })
     }
 
@@ -172,6 +182,19 @@ impl KvmDirtyLog {
 }
 
 impl DirtyLog for KvmDirtyLog {
+    fn set_logging(&mut self, on: bool) -> io::Result<()> {
+        for region in &mut self.regions {
+            region.flags = if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 };
+            // SAFETY: the same slot, guest range and host mapping KVM already has (the VMM keeps
+            // guest RAM mapped for the VM's life); only the dirty-logging flag changes.
+            let ret = unsafe { ioctl_with_ref(&self.vm, KVM_SET_USER_MEMORY_REGION(), &*region) };
+            if ret != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
     fn take_dirty(&mut self, region: usize, pages: u64) -> io::Result<Vec<u64>> {
         let slot = *self.slots.get(region).ok_or_else(|| {
             io::Error::new(
