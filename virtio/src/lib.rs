@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod interrupt;
+pub mod metrics;
 pub mod mmio;
 
 pub use device::{ActivateError, QueueEvent, VirtioDevice};

@@ -1,26 +1,7 @@
 //! Counters of what the balloon did and what it refused. Shared as an `Arc` so the memory manager
 //! and the API can read them without taking the device's lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// A monotonically increasing event counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        // Relaxed: each counter is a statistic on its own; nothing is ordered by it.
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use ballast_virtio::metrics::Counter;
 
 /// Balloon device counters. PFN counts are in 4 KiB guest pages, after duplicates within one
 /// descriptor were merged.

@@ -1,28 +1,7 @@
 //! Counters of what the block device did and what it refused. Shared as an `Arc` so the API and
 //! tests can read them without taking the device's lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use log::{debug, warn};
-
-/// A monotonically increasing event counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        // Relaxed: each counter is a statistic on its own; nothing is ordered by it.
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use ballast_virtio::metrics::Counter;
 
 /// Block device counters.
 #[derive(Debug, Default)]
@@ -98,21 +77,7 @@ impl BlockMetrics {
     }
 }
 
-/// How many problems of one kind are logged as warnings before the rest go to debug level.
-const LOUD_REPORTS: u64 = 5;
-
-/// Counts a problem and logs it: the first few of each kind as warnings, the rest at debug level,
-/// so a hostile or broken guest cannot flood the log (the counter says how many there were).
+/// Counts a problem and logs it, rate-limited (see `ballast_virtio::metrics::report`).
 pub(super) fn report(counter: &Counter, disk: &str, message: std::fmt::Arguments<'_>) {
-    let seen = counter.get();
-    if seen < LOUD_REPORTS {
-        if seen + 1 == LOUD_REPORTS {
-            warn!("virtio-blk {disk}: {message} (further ones of this kind are logged at debug level)");
-        } else {
-            warn!("virtio-blk {disk}: {message}");
-        }
-    } else {
-        debug!("virtio-blk {disk}: {message}");
-    }
-    counter.inc();
+    ballast_virtio::metrics::report(counter, format_args!("virtio-blk {disk}"), message);
 }

@@ -1,28 +1,7 @@
 //! Counters of what the vsock device did and what it refused. Shared as an `Arc` so the API and
 //! tests can read them without taking the device's lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use log::{debug, warn};
-
-/// A monotonically increasing event counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        // Relaxed: each counter is a statistic on its own; nothing is ordered by it.
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use ballast_virtio::metrics::Counter;
 
 macro_rules! metrics {
     ($( $(#[doc = $doc:literal])* $name:ident, )*) => {
@@ -115,21 +94,4 @@ metrics! {
     event_errors,
 }
 
-/// How many problems of one kind are logged as warnings before the rest go to debug level.
-const LOUD_REPORTS: u64 = 5;
-
-/// Counts a problem and logs it: the first few of each kind as warnings, the rest at debug level,
-/// so a hostile or broken guest cannot flood the log (the counter says how many there were).
-pub(super) fn report(counter: &Counter, label: &str, message: std::fmt::Arguments<'_>) {
-    let seen = counter.get();
-    if seen < LOUD_REPORTS {
-        if seen + 1 == LOUD_REPORTS {
-            warn!("{label}: {message} (further ones of this kind are logged at debug level)");
-        } else {
-            warn!("{label}: {message}");
-        }
-    } else {
-        debug!("{label}: {message}");
-    }
-    counter.inc();
-}
+pub(super) use ballast_virtio::metrics::report;
