@@ -54,6 +54,15 @@ fn balloon_stats() {
     run_builtin("balloon-stats");
 }
 
+/// Issue 3: a guest process fills nearly all free memory with a pattern and exits; once the
+/// balloon inflates over it, ballast's guest RAM (read through /proc/PID/mem) holds the pattern
+/// at most in the pages the guest kept, and it does not come back with the deflate; the guest
+/// then reads back zeros.
+#[test]
+fn balloon_scrub() {
+    run_builtin("balloon-scrub");
+}
+
 /// The host side of a scenario: host.sh gets ballast's PID, API socket (pause/resume),
 /// the console as a file and a line to the guest's console.
 #[test]
@@ -100,6 +109,14 @@ fn agent_deactivate_file() {
     run_builtin("agent-deactivate-file");
 }
 
+/// Issue 6: with zram swap (`ballast.zram=128M`), a process holds 64 MiB of anon memory;
+/// `deactivate_anon` of 32 MiB with MADV_COLD swaps nothing, urgently (MADV_PAGEOUT) it moves
+/// them to swap; the process lives on and reads its data back intact.
+#[test]
+fn agent_deactivate_anon() {
+    run_builtin("agent-deactivate-anon");
+}
+
 /// Issue 7: a 512 MiB guest with 256 MiB of page cache and a busy 48 MiB anon working set;
 /// `ballast limit set 192M` brings resident to the limit and 12.5 % under it, the file step
 /// before the balloon step, the busy process keeps its working set; raising the limit deflates.
@@ -111,6 +128,15 @@ fn agent_deactivate_file() {
 #[ignore = "guest triple faults under nested TCG during long balloon episodes (issue 7)"]
 fn limit_reclaim() {
     run_builtin("limit-reclaim");
+}
+
+/// Issue 7, `--host-enforce`: ballast starts in its own cgroup v2 (the L1 test host mounts
+/// cgroup2) with memory.high max; a guest without agent or balloon driver stays over a 96 MiB
+/// limit (guest_unresponsive), so memory.high becomes the limit + 64 MiB; clearing the limit
+/// writes max again; at exit ballast leaves the cgroup and removes it.
+#[test]
+fn limit_host_enforce() {
+    run_builtin("limit-host-enforce");
 }
 
 /// Every scenario folder in $BALLAST_SCENARIOS (anywhere on disk), in one run.

@@ -9,6 +9,7 @@ use crate::devices::vsock::VsockConfig;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_size, VmConfig, DEFAULT_CMDLINE};
+use crate::host_enforce::{HostEnforceConfig, Target, DEFAULT_OVERHEAD};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -175,6 +176,22 @@ pub struct RunArgs {
     /// Seconds between the memory manager's samples of residency and dirtiness (an epoch).
     #[arg(long, default_value_t = 1.0)]
     pub sample_interval: f64,
+    /// Back the limit with the host's: ballast starts in a cgroup v2 of its own (PATH, or
+    /// `ballast-<pid>` below its current cgroup under /sys/fs/cgroup), and when the guest stays
+    /// over its limit with nothing more to take, sets the cgroup's memory.high to the limit plus
+    /// --host-enforce-overhead. Where the host has no cgroup v2 memory controller, ballast says
+    /// so (log, `ballast status`) and runs without.
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        require_equals = true
+    )]
+    pub host_enforce: Option<Option<PathBuf>>,
+    /// What memory.high allows beyond the limit for ballast's own memory, page tables and the
+    /// page cache of its disks (K, M, G suffix; a bare number is MiB). Default 64M.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, requires = "host_enforce")]
+    pub host_enforce_overhead: Option<u64>,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -218,6 +235,12 @@ impl RunArgs {
             sample_interval: std::time::Duration::from_secs_f64(
                 self.sample_interval.clamp(0.01, 3600.0),
             ),
+            host_enforce: HostEnforceConfig {
+                target: self
+                    .host_enforce
+                    .map(|path| path.map_or(Target::Auto, Target::At)),
+                overhead_bytes: self.host_enforce_overhead.unwrap_or(DEFAULT_OVERHEAD),
+            },
         }
     }
 }
@@ -239,6 +262,44 @@ mod tests {
         assert!(parse_balloon_arg("8192T")
             .unwrap_err()
             .contains("too large"));
+    }
+
+    fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut args = vec!["ballast", "run", "--kernel", "/k"];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args)?.command {
+            Command::Run(run) => Ok(run),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_enforce_takes_an_optional_path() {
+        let off = run_args(&[]).unwrap().into_config().host_enforce;
+        assert_eq!(off, HostEnforceConfig::default());
+        assert_eq!(off.target, None);
+
+        let auto = run_args(&["--host-enforce", "--limit", "256M"]).unwrap();
+        assert_eq!(auto.limit, Some(256 << 20));
+        let config = auto.into_config().host_enforce;
+        assert_eq!(config.target, Some(Target::Auto));
+        assert_eq!(config.overhead_bytes, 64 << 20);
+
+        let at = run_args(&[
+            "--host-enforce=/sys/fs/cgroup/vm1",
+            "--host-enforce-overhead=32M",
+        ])
+        .unwrap()
+        .into_config()
+        .host_enforce;
+        assert_eq!(
+            at.target,
+            Some(Target::At(PathBuf::from("/sys/fs/cgroup/vm1")))
+        );
+        assert_eq!(at.overhead_bytes, 32 << 20);
+
+        let err = run_args(&["--host-enforce-overhead", "32M"]).unwrap_err();
+        assert!(err.to_string().contains("--host-enforce"), "{err}");
     }
 
     #[test]

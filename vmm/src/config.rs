@@ -6,6 +6,7 @@ use ballast_balloon::BalloonConfig;
 
 use crate::devices::block::BlockConfig;
 use crate::devices::vsock::VsockConfig;
+use crate::host_enforce::HostEnforceConfig;
 
 /// The command line Linux gets unless the user gives one: the console on COM1, reboot through the
 /// i8042 (which ballast turns into a clean exit), and no waiting after a panic.
@@ -27,6 +28,8 @@ pub struct VmConfig {
     pub limit: Option<u64>,
     /// How often the memory manager samples residency and dirtiness.
     pub sample_interval: std::time::Duration,
+    /// `--host-enforce`: a cgroup v2 `memory.high` behind the limit.
+    pub host_enforce: HostEnforceConfig,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod devices;
+pub mod host_enforce;
 pub mod layout;
 pub mod manager;
 pub mod runner;

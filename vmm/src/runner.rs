@@ -31,6 +31,7 @@ use crate::devices::legacy::serial::{SerialDevice, SerialInput, SERIAL_PORT_RANG
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio_mmio::{self, VirtioMmioError};
 use crate::devices::vsock::{Vsock, VsockError};
+use crate::host_enforce::HostEnforcer;
 use crate::layout::{ACPI_PM_PORT, COM1_PORT, I8042_PORT, SERIAL_IRQ};
 use crate::manager::{ManagerConfig, ManagerParts, MemoryManager, PAGE_SIZE};
 use crate::signals;
@@ -102,6 +103,12 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     signals::install_kick_handler().map_err(RunError::Signal)?;
     config::validate_memory(config.mem_size, config::host_memory_bytes())?;
     config::validate_limit(config.limit, config.mem_size)?;
+    // Before KVM and guest RAM exist: cgroup v2 charges memory where it was first touched and
+    // never moves the charge, so everything ballast will hold must be touched in its cgroup.
+    let host_enforcer = HostEnforcer::start(&config.host_enforce);
+    // Declared before the VM, so dropped after it: ballast leaves its cgroup once KVM's thread
+    // for the VM, which lives in the cgroup too, has ended.
+    let _cgroup = host_enforcer.placement();
 
     let kvm = open_kvm()?;
     let num_vcpus = config::validate_vcpus(config.vcpus, kvm.get_max_vcpus() as u64)?;
@@ -260,6 +267,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
                     port: AGENT_PORT,
                 }) as Box<dyn AgentDialer>
             }),
+            host_enforcer,
         },
         ManagerConfig {
             sample_interval: config.sample_interval,

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{http, parse_answer, raw_exchange, Ballast, Guest, Launch};
+
+const MIB: f64 = (1 << 20) as f64;
 
 const OPENAPI: &str = include_str!("../openapi.yaml");
 
@@ -330,6 +332,36 @@ fn memory_limit_is_validated_and_reported() {
     assert_eq!(b.json("/vm/memory")["limit_mib"], Value::Null);
 }
 
+/// `GET /metrics`, checked line by line: each series (name and labels as written) and its value.
+fn metrics(b: &Ballast) -> BTreeMap<String, f64> {
+    let answer = b.get("/metrics");
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let mut typed = BTreeSet::new();
+    let mut samples = BTreeMap::new();
+    for line in answer.body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(kind == "gauge" || kind == "counter", "{line}");
+            assert!(kind == "gauge" || name.ends_with("_total"), "{line}");
+            assert!(typed.insert(name.to_string()), "{name} typed twice");
+        } else if !line.starts_with("# HELP ") {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+            let family = series.split('{').next().unwrap();
+            assert!(typed.contains(family), "{family} has no TYPE line");
+            assert!(
+                samples.insert(series.to_string(), value).is_none(),
+                "{series} twice"
+            );
+        }
+    }
+    samples
+}
+
 #[test]
 fn metrics_are_prometheus_text() {
     let b = default_vm();
@@ -340,27 +372,7 @@ fn metrics_are_prometheus_text() {
             .status,
         204
     );
-    let answer = b.get("/metrics");
-    assert_eq!(answer.status, 200);
-    assert_eq!(
-        answer.header("content-type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
-    );
-    let mut typed = BTreeSet::new();
-    let mut samples = std::collections::BTreeMap::new();
-    for line in answer.body.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap();
-            assert!(kind == "gauge" || kind == "counter", "{line}");
-            typed.insert(name.to_string());
-        } else if !line.starts_with("# HELP ") {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
-            let family = series.split('{').next().unwrap();
-            assert!(typed.contains(family), "{family} has no TYPE line");
-            samples.insert(series.to_string(), value);
-        }
-    }
+    let samples = metrics(&b);
     assert_eq!(samples["ballast_vm_state{state=\"running\"}"], 1.0);
     assert_eq!(samples["ballast_memory_limit_bytes"], (16 << 20) as f64);
     assert!(samples["ballast_memory_resident_bytes"] > 0.0);
@@ -378,6 +390,147 @@ fn metrics_are_prometheus_text() {
         samples
             ["ballast_api_requests_total{method=\"PUT\",route=\"/vm/memory/limit\",status=\"204\"}"],
         1.0
+    );
+}
+
+/// A guest with no balloon driver over a limit it cannot meet: the memory manager inflates,
+/// the balloon never moves, and with no agent either the guest is unresponsive. Every figure of
+/// that state is in the metrics.
+#[test]
+fn metrics_follow_a_guest_that_ignores_its_balloon() {
+    let b = ballast(Launch {
+        initrd_bytes: 8 << 20,
+        args: &["--limit", "4M", "--sample-interval", "0.05"],
+        ..Launch::default()
+    });
+    assert!(
+        eventually(Duration::from_secs(20), || b.json("/vm/memory")["state"]
+            == "guest_unresponsive"),
+        "{}",
+        b.json("/vm/memory")
+    );
+    let m = metrics(&b);
+    assert_eq!(m["ballast_memory_limit_bytes"], 4.0 * MIB);
+    assert_eq!(m["ballast_memory_threshold_bytes"], 3.5 * MIB);
+    assert!(m["ballast_memory_resident_bytes"] >= 8.0 * MIB);
+    assert_eq!(m["ballast_memory_over_limit"], 1.0);
+    for (cause, on) in [
+        ("guest_unresponsive", 1.0),
+        ("balloon_at_cap", 0.0),
+        ("balloon_stuck", 0.0),
+        ("starved", 0.0),
+    ] {
+        let series = format!("ballast_memory_over_limit_cause{{cause=\"{cause}\"}}");
+        assert_eq!(m[&series], on, "{series}");
+    }
+    assert_eq!(m["ballast_memory_state{state=\"guest_unresponsive\"}"], 1.0);
+    assert_eq!(m["ballast_memory_reclaim_episodes_total"], 1.0);
+    assert!(m["ballast_memory_epochs_total"] >= 10.0);
+    // The balloon was asked for what is over the threshold, up to its cap, and got nothing,
+    // however long it waited; no agent, so no file or anon step.
+    let step = |family: &str, step: &str| m[&format!("{family}{{step=\"{step}\"}}")];
+    assert!(step("ballast_memory_reclaim_steps_total", "inflate") >= 1.0);
+    assert!(step("ballast_memory_reclaim_asked_bytes_total", "inflate") >= 4.5 * MIB);
+    assert_eq!(
+        step("ballast_memory_reclaim_obtained_bytes_total", "inflate"),
+        0.0
+    );
+    assert!(step("ballast_memory_reclaim_seconds_total", "inflate") > 0.0);
+    for s in ["file", "anon", "deflate"] {
+        assert_eq!(step("ballast_memory_reclaim_steps_total", s), 0.0, "{s}");
+        assert_eq!(step("ballast_memory_reclaim_seconds_total", s), 0.0, "{s}");
+    }
+    assert_eq!(
+        m["ballast_balloon_target_bytes"],
+        step("ballast_memory_reclaim_asked_bytes_total", "inflate")
+    );
+    assert_eq!(m["ballast_balloon_actual_bytes"], 0.0);
+    // With a limit, KVM's dirty log runs: a dirty rate, and a working set after a few epochs.
+    assert!(m["ballast_memory_dirty_rate_bytes_per_second"] >= 0.0);
+    assert_eq!(m["ballast_memory_working_set_known"], 1.0);
+    assert!(m.contains_key("ballast_memory_working_set_bytes"));
+    assert_eq!(m["ballast_host_enforce_state{state=\"off\"}"], 1.0);
+    assert!(!m.contains_key("ballast_host_enforce_memory_high_bytes"));
+
+    // No limit: no threshold, no dirty log, nothing over.
+    assert_eq!(
+        b.send("PUT", "/vm/memory/limit", r#"{"limit_mib": null}"#)
+            .status,
+        204
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        metrics(&b)["ballast_memory_over_limit"] == 0.0
+    }));
+    let m = metrics(&b);
+    for absent in [
+        "ballast_memory_limit_bytes",
+        "ballast_memory_threshold_bytes",
+        "ballast_memory_working_set_bytes",
+        "ballast_memory_dirty_rate_bytes_per_second",
+    ] {
+        assert!(!m.contains_key(absent), "{absent}");
+    }
+    assert_eq!(m["ballast_memory_working_set_known"], 0.0);
+    // The cleared limit deflates the balloon the manager had inflated.
+    assert!(eventually(Duration::from_secs(10), || {
+        metrics(&b)["ballast_memory_reclaim_steps_total{step=\"deflate\"}"] >= 1.0
+    }));
+}
+
+/// `--host-enforce` where the host has no cgroup v2 memory controller (the build machines are
+/// cgroup v1 hosts): ballast runs, warns once, and says why in the API, the CLI and the metrics.
+#[test]
+fn host_enforce_says_where_it_stands() {
+    let b = ballast(Launch {
+        initrd_bytes: 8 << 20,
+        args: &[
+            "--host-enforce",
+            "--limit",
+            "4M",
+            "--sample-interval",
+            "0.05",
+        ],
+        ..Launch::default()
+    });
+    let memory = b.json("/vm/memory");
+    let enforce = &memory["host_enforce"];
+    assert_eq!(enforce["overhead_bytes"], 64 << 20);
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        // Placed (standby, then active once the guest is unresponsive), or refused with a reason.
+        let state = enforce["state"].as_str().unwrap();
+        assert!(
+            ["standby", "active"].contains(&state) || enforce["reason"].is_string(),
+            "{enforce}"
+        );
+        return;
+    }
+    assert_eq!(enforce["state"], "unavailable", "{enforce}");
+    let reason = enforce["reason"].as_str().unwrap();
+    assert!(reason.contains("not in a cgroup v2 hierarchy"), "{reason}");
+    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        assert!(reason.contains("this host uses cgroup v1"), "{reason}");
+    }
+    assert_eq!(enforce["cgroup"], Value::Null);
+    assert_eq!(enforce["memory_high_bytes"], Value::Null);
+
+    // It stays so while the guest ignores its balloon, and the warning came once.
+    assert!(eventually(Duration::from_secs(20), || b.json("/vm/memory")
+        ["state"]
+        == "guest_unresponsive"));
+    assert_eq!(b.json("/vm/memory")["host_enforce"]["state"], "unavailable");
+    let warnings = b.stderr_text().matches("host enforce: unavailable").count();
+    assert_eq!(warnings, 1, "{}", b.stderr_text());
+    let m = metrics(&b);
+    assert_eq!(m["ballast_host_enforce_state{state=\"unavailable\"}"], 1.0);
+    assert_eq!(m["ballast_host_enforce_state{state=\"active\"}"], 0.0);
+
+    let out = cli(&b, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("host enforce: unavailable (") && text.contains("cgroup v2"),
+        "{text}"
     );
 }
 

@@ -30,6 +30,7 @@
 
 use std::fmt;
 use std::mem::discriminant;
+use std::time::Duration;
 
 use log::{debug, info, warn};
 
@@ -122,8 +123,42 @@ pub enum Action {
 pub enum ManagerState {
     WithinLimit,
     Reclaiming,
-    OverLimit { reason: String },
-    GuestUnresponsive { reason: String },
+    OverLimit {
+        reason: String,
+        cause: OverLimitCause,
+    },
+    GuestUnresponsive {
+        reason: String,
+    },
+}
+
+/// Why the policy takes nothing more while over the limit: a short, fixed set (metrics labels),
+/// where the `reason` text carries the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OverLimitCause {
+    /// The balloon is at its cap: the guest's working set (or its stand-in) + reserve leaves no
+    /// room.
+    BalloonAtCap,
+    /// The guest gives the balloon no more pages.
+    BalloonStuck,
+    /// The guest is starved (memory PSI `full`), or was recently: the balloon deflates or is held.
+    Starved,
+}
+
+impl OverLimitCause {
+    pub const ALL: [OverLimitCause; 3] = [
+        OverLimitCause::BalloonAtCap,
+        OverLimitCause::BalloonStuck,
+        OverLimitCause::Starved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverLimitCause::BalloonAtCap => "balloon_at_cap",
+            OverLimitCause::BalloonStuck => "balloon_stuck",
+            OverLimitCause::Starved => "starved",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +200,16 @@ pub enum Step {
 impl Step {
     pub const ALL: [Step; 4] = [Step::File, Step::Anon, Step::Inflate, Step::Deflate];
 
+    /// The step an action belongs to; a balloon target is an inflate or a deflate depending
+    /// on where the balloon is, so it has none here.
+    pub fn of(action: &Action) -> Option<Step> {
+        match action {
+            Action::DeactivateFile { .. } => Some(Step::File),
+            Action::DeactivateAnon { .. } => Some(Step::Anon),
+            Action::SetBalloon { .. } => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::File => "file",
@@ -192,6 +237,9 @@ pub struct StepCounters {
     pub obtained_pages: u64,
     /// Agent requests that failed.
     pub failed: u64,
+    /// Time spent, as the driver charges it ([`Policy::add_time`]): the agent's requests, and
+    /// the balloon moving towards a target.
+    pub time: Duration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -378,7 +426,7 @@ enum Pending {
 enum BalloonPlan {
     Inflating,
     Stuck,
-    Full(String),
+    Full(OverLimitCause, String),
 }
 
 #[derive(Debug, Clone)]
@@ -440,6 +488,12 @@ impl Policy {
         self.limit.map(threshold_for)
     }
 
+    /// Charges time to a step: the driver times what it carries out.
+    pub fn add_time(&mut self, step: Step, time: Duration) {
+        let counters = self.counters.step_mut(step);
+        counters.time = counters.time.saturating_add(time);
+    }
+
     pub fn counters(&self) -> &PolicyCounters {
         &self.counters
     }
@@ -482,7 +536,9 @@ impl Policy {
 
         if discriminant(&state) != discriminant(&self.last_state) {
             match &state {
-                ManagerState::OverLimit { reason } => warn!("over-limit: over the limit: {reason}"),
+                ManagerState::OverLimit { reason, .. } => {
+                    warn!("over-limit: over the limit: {reason}")
+                }
                 ManagerState::GuestUnresponsive { reason } => {
                     warn!("over-limit: guest unresponsive: {reason}")
                 }
@@ -748,6 +804,7 @@ impl Policy {
         });
         match self.limit {
             Some(limit) if self.episode.is_some() => ManagerState::OverLimit {
+                cause: OverLimitCause::Starved,
                 reason: format!(
                     "the guest is starved (memory PSI full avg10 {psi:.1} % ≥ {:.1} %): the \
                      balloon deflates to {} MiB and nothing more is taken; limit {} MiB",
@@ -952,6 +1009,7 @@ impl Policy {
                 }
             }
             BalloonPlan::Stuck => ManagerState::OverLimit {
+                cause: OverLimitCause::BalloonStuck,
                 reason: reason(&format!(
                     "the balloon is stuck at {} MiB of its {} MiB target: the guest gives it no \
                      more pages",
@@ -959,7 +1017,8 @@ impl Policy {
                     mib(obs.balloon_target_pages)
                 )),
             },
-            BalloonPlan::Full(balloon) => ManagerState::OverLimit {
+            BalloonPlan::Full(cause, balloon) => ManagerState::OverLimit {
+                cause,
                 reason: reason(&balloon),
             },
         }
@@ -986,7 +1045,12 @@ impl Policy {
             return BalloonPlan::Inflating;
         }
         let reserve = mib(self.config.reserve_pages);
-        BalloonPlan::Full(match (ceiling, keep) {
+        let cause = if ceiling.is_some() {
+            OverLimitCause::Starved
+        } else {
+            OverLimitCause::BalloonAtCap
+        };
+        BalloonPlan::Full(cause, match (ceiling, keep) {
             (Some(c), _) => format!(
                 "balloon held at {} MiB since the guest was starved (memory PSI full avg10 {:.1} %)",
                 mib(c.pages),
@@ -1187,6 +1251,27 @@ mod tests {
         });
         assert_eq!(policy.counters().anon.failed, 1);
         assert_eq!(policy.counters().file.failed, 1);
+    }
+
+    #[test]
+    fn time_is_charged_to_its_step() {
+        let mut policy = Policy::new(PolicyConfig::default());
+        policy.add_time(Step::File, Duration::from_millis(1500));
+        policy.add_time(Step::File, Duration::from_millis(500));
+        policy.add_time(Step::Inflate, Duration::MAX);
+        policy.add_time(Step::Inflate, Duration::from_secs(1));
+        let c = policy.counters();
+        assert_eq!(c.file.time, Duration::from_secs(2));
+        assert_eq!(c.inflate.time, Duration::MAX, "saturates");
+        assert_eq!(c.anon.time, Duration::ZERO);
+        assert_eq!(
+            Step::of(&Action::DeactivateAnon {
+                pages: 1,
+                urgent: false
+            }),
+            Some(Step::Anon)
+        );
+        assert_eq!(Step::of(&Action::SetBalloon { target_pages: 1 }), None);
     }
 
     /// Hostile or absurd numbers from the guest (and the driver) must never panic.

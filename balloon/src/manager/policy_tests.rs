@@ -2,7 +2,7 @@
 //! act, record), with the policy's promises checked at every decision.
 
 use super::policy::{
-    balloon_cap, Action, Decision, ManagerState, Observation, Policy, PolicyConfig,
+    balloon_cap, Action, Decision, ManagerState, Observation, OverLimitCause, Policy, PolicyConfig,
     BALLOON_STALL_ROUNDS, DEACTIVATE_BATCH_PAGES, STARVATION_CALM_ROUNDS,
 };
 use super::sim::{SimGuest, SimSpec, MIB};
@@ -145,7 +145,9 @@ fn busy_guest() -> SimSpec {
 
 fn reason(state: &ManagerState) -> &str {
     match state {
-        ManagerState::OverLimit { reason } | ManagerState::GuestUnresponsive { reason } => reason,
+        ManagerState::OverLimit { reason, .. } | ManagerState::GuestUnresponsive { reason } => {
+            reason
+        }
         other => panic!("no reason in {other:?}"),
     }
 }
@@ -318,7 +320,13 @@ fn never_inflates_below_working_set_and_reserve() {
     assert!(reason(&end.state).contains("no swap"), "{end:?}");
     // It stays so, without asking again.
     let d = h.run(5);
-    assert!(matches!(d.state, ManagerState::OverLimit { .. }));
+    assert!(matches!(
+        d.state,
+        ManagerState::OverLimit {
+            cause: OverLimitCause::BalloonAtCap,
+            ..
+        }
+    ));
     assert!(d.actions.is_empty());
 }
 
@@ -479,7 +487,13 @@ fn stuck_balloon_with_an_agent_is_over_limit() {
     let end = h.run_episode(100);
     let why = reason(&end.state);
     assert!(
-        matches!(end.state, ManagerState::OverLimit { .. }),
+        matches!(
+            end.state,
+            ManagerState::OverLimit {
+                cause: OverLimitCause::BalloonStuck,
+                ..
+            }
+        ),
         "{end:?}"
     );
     assert!(
@@ -600,7 +614,13 @@ fn starved_guest_gets_memory_back_and_is_not_reinflated_at_once() {
     );
     assert!(reason(&d.state).starts_with("the guest is starved (memory PSI full avg10 42.0 %"));
     let d = h.run(3);
-    assert!(matches!(d.state, ManagerState::OverLimit { .. }));
+    assert!(matches!(
+        d.state,
+        ManagerState::OverLimit {
+            cause: OverLimitCause::Starved,
+            ..
+        }
+    ));
     let held = h.guest.balloon_target;
     assert!(held <= cap - 128 * MIB, "deflated in several steps");
 

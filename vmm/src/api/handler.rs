@@ -15,8 +15,8 @@ use vmm_sys_util::epoll::EventSet;
 use super::residency::Residency;
 use super::{
     AgentInfo, ApiError, ApiMessage, ApiReceiver, ApiReply, ApiRequest, ApiResult, BalloonInfo,
-    BalloonStatistics, BalloonStatsUpdate, BalloonUpdate, GuestMemoryStats, MemoryInfo,
-    MemoryLimitUpdate, MemoryState, VmAction, VmInfo, VmState, VmmMetrics,
+    BalloonStatistics, BalloonStatsUpdate, BalloonUpdate, GuestMemoryStats, HostEnforceStatus,
+    MemoryInfo, MemoryLimitUpdate, MemoryState, VmAction, VmInfo, VmState, VmmMetrics,
 };
 use crate::agent::{AgentState, AgentStatus};
 use crate::manager::{ManagerHandle, PAGE_SIZE};
@@ -82,7 +82,7 @@ impl ApiHandler {
             ApiRequest::GetBalloonStats => self.balloon_stats(),
             ApiRequest::UpdateBalloonStats(update) => self.update_balloon_stats(update),
             ApiRequest::SetMemoryLimit(update) => self.set_limit(update),
-            ApiRequest::GetMemory => Ok(ApiReply::Memory(self.memory_info()?)),
+            ApiRequest::GetMemory => Ok(ApiReply::Memory(Box::new(self.memory_info()?))),
             ApiRequest::GetMetrics => self.metrics(),
         }
     }
@@ -222,7 +222,7 @@ impl ApiHandler {
             (state, state_reason) = match &view.state {
                 ManagerState::WithinLimit => (MemoryState::WithinLimit, None),
                 ManagerState::Reclaiming => (MemoryState::Reclaiming, None),
-                ManagerState::OverLimit { reason } => {
+                ManagerState::OverLimit { reason, .. } => {
                     (MemoryState::OverLimit, Some(reason.clone()))
                 }
                 ManagerState::GuestUnresponsive { reason } => {
@@ -277,6 +277,7 @@ impl ApiHandler {
             state,
             state_reason,
             agent: agent.as_ref().map(agent_info),
+            host_enforce: manager.map_or_else(HostEnforceStatus::off, |v| v.host_enforce),
         })
     }
 
@@ -289,6 +290,7 @@ impl ApiHandler {
             balloon_actual_pages: balloon.actual_pages(),
             balloon: balloon.metrics().snapshot(),
             memory,
+            manager: self.vm.manager.as_ref().map(ManagerHandle::view),
         };
         Ok(ApiReply::Metrics(Box::new(metrics)))
     }
@@ -399,7 +401,7 @@ mod tests {
 
     fn memory(h: &mut ApiHandler) -> MemoryInfo {
         match h.handle(ApiRequest::GetMemory).unwrap() {
-            ApiReply::Memory(info) => info,
+            ApiReply::Memory(info) => *info,
             other => panic!("{other:?}"),
         }
     }

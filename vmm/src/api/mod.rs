@@ -12,7 +12,7 @@
 //! | `server.rs` | HTTP/1.1 on the Unix socket, on its own thread: routes, limits, timeouts |
 //! | `handler.rs` | the VMM side: an event-loop subscriber that answers each request |
 //! | `residency.rs` | how much of guest RAM is resident on the host (`mincore`) |
-//! | `metrics.rs` | the Prometheus text of `GET /metrics` |
+//! | `metrics/` | the Prometheus text of `GET /metrics` |
 //!
 //! The routes are described in `vmm/openapi.yaml`.
 
@@ -29,7 +29,10 @@ use ballast_balloon::{BalloonError, BalloonMetricsSnapshot, BalloonStats};
 use serde::{Deserialize, Deserializer, Serialize};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::manager::ManagerView;
 use crate::vstate::vcpu::PauseError;
+
+pub use crate::host_enforce::{HostEnforceState, HostEnforceStatus};
 
 /// One action the API asks of the VMM: the whole surface between the API thread and the VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +110,7 @@ pub enum ApiReply {
     Vm(VmInfo),
     Balloon(BalloonInfo),
     BalloonStats(Box<BalloonStatistics>),
-    Memory(MemoryInfo),
+    Memory(Box<MemoryInfo>),
     Metrics(Box<VmmMetrics>),
 }
 
@@ -266,6 +269,8 @@ pub struct MemoryInfo {
     pub state_reason: Option<String>,
     /// The guest agent link: `null` when the VM has no vsock device.
     pub agent: Option<AgentInfo>,
+    /// `--host-enforce`: ballast's cgroup v2 and its memory.high (state `off` without it).
+    pub host_enforce: HostEnforceStatus,
 }
 
 /// What the VMM knows of the guest agent.
@@ -288,6 +293,8 @@ pub struct VmmMetrics {
     pub balloon_target_pages: u32,
     pub balloon_actual_pages: u32,
     pub balloon: BalloonMetricsSnapshot,
+    /// The memory manager's view, when it runs.
+    pub manager: Option<ManagerView>,
 }
 
 /// Why the VMM refused or failed a request. A refused request changed nothing.

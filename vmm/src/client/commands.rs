@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{ApiClient, ClientError};
 use crate::api::{
-    BalloonInfo, BalloonStatistics, BalloonUpdate, MemoryInfo, MemoryLimitUpdate, VmAction,
-    VmActionBody, VmInfo,
+    BalloonInfo, BalloonStatistics, BalloonUpdate, HostEnforceState, HostEnforceStatus, MemoryInfo,
+    MemoryLimitUpdate, VmAction, VmActionBody, VmInfo,
 };
 use crate::cli::{BalloonCommand, ClientArgs, Command, LimitCommand};
 
@@ -134,6 +134,29 @@ fn memory_state(memory: &MemoryInfo) -> String {
     }
 }
 
+fn host_enforce(status: &HostEnforceStatus) -> String {
+    let cgroup = status
+        .cgroup
+        .as_ref()
+        .map_or_else(String::new, |c| format!(" in {}", c.display()));
+    let current = status
+        .memory_current_bytes
+        .map_or_else(String::new, |c| format!(", charged {}", mib(c)));
+    match status.state {
+        HostEnforceState::Off => "off".to_string(),
+        HostEnforceState::Unavailable => format!(
+            "unavailable ({})",
+            status.reason.as_deref().unwrap_or("no reason known")
+        ),
+        HostEnforceState::Standby => format!("standby{cgroup}: memory.high max{current}"),
+        HostEnforceState::Active => format!(
+            "active{cgroup}: memory.high {} (limit + {}){current}",
+            mib(status.memory_high_bytes.unwrap_or(0)),
+            mib(status.overhead_bytes)
+        ),
+    }
+}
+
 pub fn format_status(vm: &VmInfo, memory: &MemoryInfo, balloon: &BalloonInfo) -> String {
     let mut out = String::new();
     let mut line = |key: &str, value: String| {
@@ -185,6 +208,7 @@ pub fn format_status(vm: &VmInfo, memory: &MemoryInfo, balloon: &BalloonInfo) ->
             balloon.amount_mib, balloon.actual_mib
         ),
     );
+    line("host enforce", host_enforce(&memory.host_enforce));
     out
 }
 
@@ -291,6 +315,7 @@ mod tests {
             state: MemoryState::OverLimit,
             state_reason: Some("why".into()),
             agent: None,
+            host_enforce: HostEnforceStatus::off(),
         };
         let balloon = BalloonInfo {
             amount_mib: 64,
@@ -307,6 +332,36 @@ mod tests {
         assert!(text.contains("resident:     300.0 MiB\n"), "{text}");
         assert!(text.contains("memory state: over_limit (why)\n"), "{text}");
         assert!(text.contains("balloon:      target 64 MiB, guest holds 32 MiB\n"));
+        assert!(text.contains("host enforce: off\n"), "{text}");
         assert!(!text.contains("working set"));
+    }
+
+    #[test]
+    fn host_enforce_text() {
+        let mut status = HostEnforceStatus {
+            state: HostEnforceState::Active,
+            reason: None,
+            cgroup: Some("/sys/fs/cgroup/ballast-9".into()),
+            memory_high_bytes: Some(320 << 20),
+            memory_current_bytes: Some(300 << 20),
+            overhead_bytes: 64 << 20,
+        };
+        assert_eq!(
+            host_enforce(&status),
+            "active in /sys/fs/cgroup/ballast-9: memory.high 320.0 MiB (limit + 64.0 MiB), \
+             charged 300.0 MiB"
+        );
+        status.state = HostEnforceState::Standby;
+        status.memory_high_bytes = None;
+        assert_eq!(
+            host_enforce(&status),
+            "standby in /sys/fs/cgroup/ballast-9: memory.high max, charged 300.0 MiB"
+        );
+        let unavailable = HostEnforceStatus {
+            state: HostEnforceState::Unavailable,
+            reason: Some("no cgroup v2".into()),
+            ..HostEnforceStatus::off()
+        };
+        assert_eq!(host_enforce(&unavailable), "unavailable (no cgroup v2)");
     }
 }

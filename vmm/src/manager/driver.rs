@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 
 use ballast_agent::protocol::{DeactivateAnon, DeactivateFile};
 use ballast_agent::AgentClient;
-use ballast_balloon::manager::policy::{Action, GuestView, Observation, Outcome, Policy};
+use ballast_balloon::manager::policy::{
+    Action, GuestView, ManagerState, Observation, Outcome, Policy, Step,
+};
 use ballast_balloon::manager::tracker::{DirtyLog, NoDirtyLog, Tracker, TrackerConfig};
 use ballast_balloon::Balloon;
 use ballast_virtio::GuestMemoryMmap;
 
 use super::{ManagerConfig, Shared, PAGE_SIZE};
 use crate::agent::{AgentDialer, AgentState, AgentStatus, REQUEST_TIMEOUT};
+use crate::host_enforce::HostEnforcer;
 
 /// Agent statistics older than this do not describe the guest any more.
 const STATS_FRESH: Duration = Duration::from_secs(5);
@@ -30,6 +33,8 @@ pub struct ManagerParts {
     pub agent_status: Option<Arc<Mutex<AgentStatus>>>,
     /// How the manager opens its own connection to the agent for deactivation requests.
     pub agent_dialer: Option<Box<dyn AgentDialer>>,
+    /// `--host-enforce`: told at every epoch whether the guest is over its limit for good.
+    pub host_enforcer: HostEnforcer,
 }
 
 pub(super) struct Driver {
@@ -42,6 +47,9 @@ pub(super) struct Driver {
     guest_ram_pages: u64,
     /// KVM dirty logging is on (only while a limit is set), and since which epoch.
     logging_since: Option<u64>,
+    /// The balloon was moving towards its target (inflate or deflate) at the end of the last
+    /// epoch, and when that was: the step is charged the time until the next epoch.
+    balloon_moving: Option<(Step, Instant)>,
 }
 
 impl Driver {
@@ -61,6 +69,7 @@ impl Driver {
             agent: None,
             guest_ram_pages,
             logging_since: None,
+            balloon_moving: None,
         }
     }
 
@@ -143,19 +152,52 @@ impl Driver {
         );
         let decision = self.policy.decide(&observation);
         for action in &decision.actions {
+            let started = Instant::now();
             let outcome = self.act(action);
             self.policy.record(&outcome);
+            if let Some(step) = Step::of(action) {
+                self.policy.add_time(step, started.elapsed());
+            }
         }
+        self.time_balloon();
+        let stuck = matches!(
+            decision.state,
+            ManagerState::OverLimit { .. } | ManagerState::GuestUnresponsive { .. }
+        );
+        let limit_bytes = self.policy.limit_pages().map(|p| p * PAGE_SIZE);
+        self.parts.host_enforcer.update(limit_bytes, stuck);
         let mut view = self.shared.view.lock().unwrap_or_else(|e| e.into_inner());
         view.threshold_pages = self.policy.threshold_pages();
         view.resident_pages = Some(sample.resident_pages);
-        view.working_set_pages = Some(sample.working_set_pages);
-        view.dirty_rate_pages_per_s = Some(sample.dirty_rate_pages_per_s);
+        // Both mean something only with KVM's dirty log, which is on only while a limit is set.
+        view.working_set_pages = observation.working_set_pages;
+        view.dirty_rate_pages_per_s = self
+            .logging_since
+            .is_some()
+            .then_some(sample.dirty_rate_pages_per_s);
         // The policy logs its own state changes; reasons carry numbers that move every epoch.
         view.state = decision.state;
         view.counters = self.policy.counters().clone();
         view.epochs = sample.epoch;
         view.sample_cost = sample.cost;
+        view.host_enforce = self.parts.host_enforcer.status().clone();
+    }
+
+    /// Charges the balloon's step the time since the last epoch if it was moving then, and
+    /// notes whether it moves now.
+    fn time_balloon(&mut self) {
+        let now = Instant::now();
+        if let Some((step, since)) = self.balloon_moving.take() {
+            self.policy
+                .add_time(step, now.saturating_duration_since(since));
+        }
+        let balloon = self.parts.balloon.lock().unwrap_or_else(|e| e.into_inner());
+        let (target, actual) = (balloon.target_pages(), balloon.actual_pages());
+        self.balloon_moving = match actual.cmp(&target) {
+            std::cmp::Ordering::Less => Some((Step::Inflate, now)),
+            std::cmp::Ordering::Greater => Some((Step::Deflate, now)),
+            std::cmp::Ordering::Equal => None,
+        };
     }
 
     fn observe(&self, resident_pages: u64, working_set_pages: u64, epoch: u64) -> Observation {

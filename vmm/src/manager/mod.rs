@@ -17,6 +17,8 @@ use ballast_balloon::manager::policy::{ManagerState, PolicyConfig, PolicyCounter
 
 pub use driver::ManagerParts;
 
+use crate::host_enforce::HostEnforceStatus;
+
 /// The guest page size every page count here is in.
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -28,18 +30,41 @@ pub struct ManagerConfig {
 }
 
 /// What the manager knows, shared with the API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ManagerView {
     pub limit_pages: Option<u64>,
     pub threshold_pages: Option<u64>,
     pub resident_pages: Option<u64>,
+    /// Pages dirtied in the last epochs; `None` until KVM's dirty log (on only while a limit
+    /// is set) has a few epochs of history.
     pub working_set_pages: Option<u64>,
+    /// `None` while dirty logging is off (no limit).
     pub dirty_rate_pages_per_s: Option<f64>,
     pub state: ManagerState,
     pub counters: PolicyCounters,
     pub epochs: u64,
     /// Time the last sample took.
     pub sample_cost: Duration,
+    /// `--host-enforce`, as of the last epoch.
+    pub host_enforce: HostEnforceStatus,
+}
+
+impl ManagerView {
+    /// Before the first epoch.
+    pub fn new(limit_pages: Option<u64>, host_enforce: HostEnforceStatus) -> Self {
+        Self {
+            limit_pages,
+            threshold_pages: None,
+            resident_pages: None,
+            working_set_pages: None,
+            dirty_rate_pages_per_s: None,
+            state: ManagerState::WithinLimit,
+            counters: PolicyCounters::default(),
+            epochs: 0,
+            sample_cost: Duration::ZERO,
+            host_enforce,
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -81,17 +106,10 @@ impl ManagerHandle {
 impl MemoryManager {
     pub fn start(parts: ManagerParts, config: ManagerConfig) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            view: Mutex::new(ManagerView {
-                limit_pages: config.limit_pages,
-                threshold_pages: None,
-                resident_pages: None,
-                working_set_pages: None,
-                dirty_rate_pages_per_s: None,
-                state: ManagerState::WithinLimit,
-                counters: PolicyCounters::default(),
-                epochs: 0,
-                sample_cost: Duration::ZERO,
-            }),
+            view: Mutex::new(ManagerView::new(
+                config.limit_pages,
+                parts.host_enforcer.status().clone(),
+            )),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
         });

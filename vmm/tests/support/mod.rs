@@ -115,6 +115,8 @@ pub struct Launch {
     /// Bytes of initramfs to load: ballast copies it into guest RAM, which makes that much RAM
     /// resident on the host without any guest code running.
     pub initrd_bytes: usize,
+    /// More `ballast run` arguments.
+    pub args: &'static [&'static str],
 }
 
 impl Default for Launch {
@@ -125,6 +127,7 @@ impl Default for Launch {
             vcpus: 1,
             balloon: "",
             initrd_bytes: 0,
+            args: &[],
         }
     }
 }
@@ -171,7 +174,8 @@ impl Ballast {
             .args(["--vcpus", &launch.vcpus.to_string()])
             .arg("--api-sock")
             .arg(&sock)
-            .args(["--balloon", launch.balloon]);
+            .args(["--balloon", launch.balloon])
+            .args(launch.args);
         if launch.initrd_bytes > 0 {
             let initrd = dir.0.join("initrd");
             std::fs::write(&initrd, vec![0x5a; launch.initrd_bytes]).unwrap();

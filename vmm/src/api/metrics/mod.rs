@@ -1,0 +1,399 @@
+//! `GET /metrics` in the Prometheus text exposition format (version 0.0.4): VM and memory
+//! gauges, the memory manager's gauges and per-step counters, `--host-enforce`'s state, the
+//! balloon device's counters, and the API's own request counters.
+//!
+//! | file | job |
+//! | --- | --- |
+//! | `mod.rs` | the whole body, and the API's request counters |
+//! | `memory.rs` | the memory manager's and `--host-enforce`'s families |
+//! | `text.rs` | the exposition format: writing families, and a strict reader for tests |
+
+mod memory;
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{MemoryState, VmState, VmmMetrics};
+use text::{gauge, Family};
+
+/// The content type Prometheus expects for this format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Requests the API answered, per method, route and status. Routes are the route templates
+/// (`/vm/memory`), or `unmatched` for paths that are not routes, so a client sending random
+/// paths cannot grow this without bound.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    counts: Mutex<BTreeMap<RequestKey, u64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestKey {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+impl RequestCounters {
+    pub fn record(&self, method: &str, route: &str, status: u16) {
+        let key = RequestKey {
+            method: method.to_string(),
+            route: route.to_string(),
+            status,
+        };
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> Vec<(RequestKey, u64)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}
+
+/// The whole `GET /metrics` body.
+pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
+    let mut out = String::new();
+    let vm = &vmm.vm;
+    let mem = &vmm.memory;
+
+    Family::new(&mut out, "ballast_info", "gauge", "ballast's version.")
+        .sample(&[("version", &vm.ballast_version)], 1);
+    let mut states = Family::new(
+        &mut out,
+        "ballast_vm_state",
+        "gauge",
+        "1 for the VM's current state, 0 for the others.",
+    );
+    for (state, name) in [
+        (VmState::Running, "running"),
+        (VmState::Paused, "paused"),
+        (VmState::Stopped, "stopped"),
+    ] {
+        states.sample(&[("state", name)], u8::from(vm.state == state));
+    }
+    gauge(&mut out, "ballast_vm_vcpus", "vCPUs of the VM.", vm.vcpus);
+    gauge(
+        &mut out,
+        "ballast_vm_uptime_seconds",
+        "Seconds since the vCPUs started.",
+        vm.uptime_ms as f64 / 1000.0,
+    );
+
+    gauge(
+        &mut out,
+        "ballast_memory_guest_bytes",
+        "Guest RAM size.",
+        mem.memory_mib << 20,
+    );
+    if let Some(limit) = mem.limit_mib {
+        gauge(
+            &mut out,
+            "ballast_memory_limit_bytes",
+            "The VM's memory limit (absent when there is none).",
+            limit << 20,
+        );
+    }
+    gauge(
+        &mut out,
+        "ballast_memory_resident_bytes",
+        "Guest RAM resident on the host, measured with mincore.",
+        mem.resident_bytes,
+    );
+    let mut states = Family::new(
+        &mut out,
+        "ballast_memory_state",
+        "gauge",
+        "1 for the VM's current memory state against its limit, 0 for the others.",
+    );
+    for (state, name) in [
+        (MemoryState::WithinLimit, "within_limit"),
+        (MemoryState::Reclaiming, "reclaiming"),
+        (MemoryState::OverLimit, "over_limit"),
+        (MemoryState::GuestUnresponsive, "guest_unresponsive"),
+    ] {
+        states.sample(&[("state", name)], u8::from(mem.state == state));
+    }
+    if let Some(view) = &vmm.manager {
+        memory::manager(&mut out, view);
+    }
+    memory::host_enforce(&mut out, &mem.host_enforce);
+
+    gauge(
+        &mut out,
+        "ballast_balloon_target_bytes",
+        "The balloon size the host asked for.",
+        u64::from(vmm.balloon_target_pages) * 4096,
+    );
+    gauge(
+        &mut out,
+        "ballast_balloon_actual_bytes",
+        "The balloon size the guest driver reports.",
+        u64::from(vmm.balloon_actual_pages) * 4096,
+    );
+    // Every balloon counter, by its field name, so counters the device adds show up here too.
+    if let Ok(serde_json::Value::Object(counters)) = serde_json::to_value(&vmm.balloon) {
+        for (field, value) in counters {
+            if let Some(value) = value.as_u64() {
+                let name = format!("ballast_balloon_{field}_total");
+                let help = format!("Balloon device counter {field}.");
+                Family::new(&mut out, &name, "counter", &help).sample(&[], value);
+            }
+        }
+    }
+
+    let mut family = Family::new(
+        &mut out,
+        "ballast_api_requests_total",
+        "counter",
+        "API requests answered, by method, route and HTTP status.",
+    );
+    for (key, count) in requests {
+        family.sample(
+            &[
+                ("method", &key.method),
+                ("route", &key.route),
+                ("status", &key.status.to_string()),
+            ],
+            count,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ballast_balloon::manager::policy::{ManagerState, OverLimitCause, StepCounters};
+
+    use super::text::{parse, Sample};
+    use super::*;
+    use crate::api::{HostEnforceState, HostEnforceStatus, MemoryInfo, VmInfo};
+    use crate::manager::ManagerView;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A VM over its 256 MiB limit with the balloon at its cap, after some reclaim.
+    fn manager_view() -> ManagerView {
+        let mut view = ManagerView::new(Some(256 * 256), HostEnforceStatus::off());
+        view.threshold_pages = Some(224 * 256);
+        view.resident_pages = Some(300 * 256);
+        view.working_set_pages = Some(100 * 256);
+        view.dirty_rate_pages_per_s = Some(2.5);
+        view.state = ManagerState::OverLimit {
+            reason: "balloon at its cap".into(),
+            cause: OverLimitCause::BalloonAtCap,
+        };
+        view.counters.file = StepCounters {
+            taken: 3,
+            asked_pages: 3000,
+            obtained_pages: 2500,
+            failed: 1,
+            time: Duration::from_millis(1250),
+        };
+        view.counters.inflate = StepCounters {
+            taken: 2,
+            asked_pages: 256,
+            obtained_pages: 128,
+            failed: 0,
+            time: Duration::from_secs(4),
+        };
+        view.counters.episodes = 1;
+        view.epochs = 42;
+        view.sample_cost = Duration::from_micros(500);
+        view.host_enforce = HostEnforceStatus {
+            state: HostEnforceState::Active,
+            reason: None,
+            cgroup: Some("/sys/fs/cgroup/ballast-1".into()),
+            memory_high_bytes: Some(320 * MIB),
+            memory_current_bytes: Some(310 * MIB),
+            overhead_bytes: 64 * MIB,
+        };
+        view
+    }
+
+    fn sample_metrics() -> VmmMetrics {
+        let view = manager_view();
+        VmmMetrics {
+            vm: VmInfo {
+                state: VmState::Paused,
+                vcpus: 2,
+                memory_mib: 512,
+                uptime_ms: 1500,
+                ballast_version: "0.1.0".into(),
+            },
+            memory: MemoryInfo {
+                memory_mib: 512,
+                limit_mib: Some(256),
+                resident_bytes: 12345,
+                balloon_target_mib: 1,
+                balloon_actual_mib: 0,
+                dirty_rate_bytes_per_s: None,
+                working_set_bytes: None,
+                guest: None,
+                agent: None,
+                state: MemoryState::OverLimit,
+                state_reason: None,
+                host_enforce: view.host_enforce.clone(),
+            },
+            balloon_target_pages: 256,
+            balloon_actual_pages: 0,
+            balloon: Default::default(),
+            manager: Some(view),
+        }
+    }
+
+    /// The value of one series: `name` with exactly `labels`.
+    fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+        let labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        samples
+            .iter()
+            .find(|s| s.family == name && s.labels == labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?}"))
+            .value
+    }
+
+    #[test]
+    fn the_body_is_valid_exposition_text() {
+        let counters = RequestCounters::default();
+        counters.record("GET", "/vm", 200);
+        counters.record("GET", "/vm", 200);
+        counters.record("PUT", "unmatched", 404);
+        let text = render(&sample_metrics(), &counters.snapshot());
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(samples.iter().all(|s| s.family.starts_with("ballast_")));
+        let v = |name, labels: &[(&str, &str)]| value(&samples, name, labels);
+        assert_eq!(v("ballast_vm_state", &[("state", "paused")]), 1.0);
+        assert_eq!(v("ballast_vm_uptime_seconds", &[]), 1.5);
+        assert_eq!(v("ballast_memory_limit_bytes", &[]), (256 * MIB) as f64);
+        assert_eq!(v("ballast_balloon_target_bytes", &[]), MIB as f64);
+        assert_eq!(v("ballast_balloon_inflate_pfns_total", &[]), 0.0);
+        assert_eq!(
+            v(
+                "ballast_api_requests_total",
+                &[("method", "GET"), ("route", "/vm"), ("status", "200")]
+            ),
+            2.0
+        );
+        assert!(text.contains("# TYPE ballast_api_requests_total counter\n"));
+    }
+
+    #[test]
+    fn the_memory_manager_is_in_the_metrics() {
+        let text = render(&sample_metrics(), &[]);
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let v = |name, labels: &[(&str, &str)]| value(&samples, name, labels);
+        assert_eq!(v("ballast_memory_threshold_bytes", &[]), (224 * MIB) as f64);
+        assert_eq!(v("ballast_memory_working_set_known", &[]), 1.0);
+        assert_eq!(
+            v("ballast_memory_working_set_bytes", &[]),
+            (100 * MIB) as f64
+        );
+        assert_eq!(
+            v("ballast_memory_dirty_rate_bytes_per_second", &[]),
+            2.5 * 4096.0
+        );
+        assert_eq!(v("ballast_memory_over_limit", &[]), 1.0);
+        for (cause, on) in [
+            ("balloon_at_cap", 1.0),
+            ("balloon_stuck", 0.0),
+            ("starved", 0.0),
+            ("guest_unresponsive", 0.0),
+        ] {
+            assert_eq!(
+                v("ballast_memory_over_limit_cause", &[("cause", cause)]),
+                on
+            );
+        }
+        assert_eq!(v("ballast_memory_reclaim_episodes_total", &[]), 1.0);
+        assert_eq!(v("ballast_memory_epochs_total", &[]), 42.0);
+        assert_eq!(v("ballast_memory_sample_seconds", &[]), 0.0005);
+        let file = [("step", "file")];
+        assert_eq!(v("ballast_memory_reclaim_steps_total", &file), 3.0);
+        assert_eq!(
+            v("ballast_memory_reclaim_asked_bytes_total", &file),
+            3000.0 * 4096.0
+        );
+        assert_eq!(
+            v("ballast_memory_reclaim_obtained_bytes_total", &file),
+            2500.0 * 4096.0
+        );
+        assert_eq!(v("ballast_memory_reclaim_failures_total", &file), 1.0);
+        assert_eq!(v("ballast_memory_reclaim_seconds_total", &file), 1.25);
+        let inflate = [("step", "inflate")];
+        assert_eq!(
+            v("ballast_memory_reclaim_obtained_bytes_total", &inflate),
+            (MIB / 2) as f64
+        );
+        assert_eq!(v("ballast_memory_reclaim_seconds_total", &inflate), 4.0);
+        for step in ["anon", "deflate"] {
+            assert_eq!(
+                v("ballast_memory_reclaim_steps_total", &[("step", step)]),
+                0.0
+            );
+        }
+
+        assert_eq!(v("ballast_host_enforce_state", &[("state", "active")]), 1.0);
+        assert_eq!(v("ballast_host_enforce_state", &[("state", "off")]), 0.0);
+        assert_eq!(
+            v("ballast_host_enforce_memory_high_bytes", &[]),
+            (320 * MIB) as f64
+        );
+        assert_eq!(
+            v("ballast_host_enforce_memory_current_bytes", &[]),
+            (310 * MIB) as f64
+        );
+    }
+
+    #[test]
+    fn what_is_not_known_is_absent() {
+        let mut metrics = sample_metrics();
+        metrics.memory.limit_mib = None;
+        metrics.memory.host_enforce = HostEnforceStatus::off();
+        let view = metrics.manager.as_mut().unwrap();
+        view.limit_pages = None;
+        view.working_set_pages = None;
+        view.dirty_rate_pages_per_s = None;
+        view.state = ManagerState::WithinLimit;
+        let text = render(&metrics, &[]);
+        let samples = parse(&text).unwrap();
+        for absent in [
+            "ballast_memory_limit_bytes",
+            "ballast_memory_threshold_bytes",
+            "ballast_memory_working_set_bytes",
+            "ballast_memory_dirty_rate_bytes_per_second",
+            "ballast_host_enforce_memory_high_bytes",
+        ] {
+            assert!(!text.contains(absent), "{absent}");
+        }
+        assert_eq!(
+            value(&samples, "ballast_memory_working_set_known", &[]),
+            0.0
+        );
+        assert_eq!(value(&samples, "ballast_memory_over_limit", &[]), 0.0);
+        assert_eq!(
+            value(&samples, "ballast_host_enforce_state", &[("state", "off")]),
+            1.0
+        );
+
+        // Without a memory manager, only what the API measures itself.
+        metrics.manager = None;
+        let text = render(&metrics, &[]);
+        parse(&text).unwrap();
+        assert!(!text.contains("ballast_memory_reclaim_"));
+        assert!(text.contains("ballast_memory_resident_bytes 12345\n"));
+    }
+}
