@@ -1,8 +1,9 @@
 //! The interface between a virtio device model and the transport that exposes it.
 
+use std::fmt::Display;
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::{GuestMemoryMmap, VirtioInterrupt};
@@ -12,6 +13,34 @@ use crate::{GuestMemoryMmap, VirtioInterrupt};
 pub struct QueueEvent {
     pub queue: Queue,
     pub event: EventFd,
+}
+
+impl QueueEvent {
+    /// At activation: checks that the driver set the queue up within guest RAM, and makes it
+    /// follow the negotiated VIRTIO_RING_F_EVENT_IDX. `what` names the queue in the error ("the
+    /// rx queue").
+    pub fn prepare(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        event_idx: bool,
+        what: impl Display,
+    ) -> Result<(), ActivateError> {
+        if !self.queue.is_valid(mem) {
+            return Err(ActivateError::Backend(format!(
+                "{what} is not ready or does not fit in guest RAM"
+            )));
+        }
+        self.queue.set_event_idx(event_idx);
+        Ok(())
+    }
+}
+
+/// The queues of a device that has exactly `N` of them, in queue-index order.
+pub fn exact_queues<const N: usize>(
+    queues: Vec<QueueEvent>,
+) -> Result<[QueueEvent; N], ActivateError> {
+    let got = queues.len();
+    <[QueueEvent; N]>::try_from(queues).map_err(|_| ActivateError::QueueCount { want: N, got })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,17 +10,22 @@ use log::{error, info, warn};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BALLOON;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-use virtio_queue::QueueT;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
-use ballast_virtio::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::device_state::read_config;
+use ballast_virtio::{
+    ActivateError, ActivationEvents, DeviceState, GuestMemoryMmap, QueueEvent, VirtioDevice,
+    VirtioInterrupt,
+};
 
 use super::queues::{negotiated_queues, ActiveQueues};
 use super::{
     BalloonBitmap, BalloonConfig, BalloonMetrics, BalloonStats, PAGES_PER_MIB, QUEUE_SIZE,
     VIRTIO_BALLOON_F_DEFLATE_ON_OOM, VIRTIO_BALLOON_F_REPORTING, VIRTIO_BALLOON_F_STATS_VQ,
 };
+
+/// The balloon's name in log messages.
+pub(super) const LABEL: &str = "balloon";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BalloonError {
@@ -65,26 +70,23 @@ impl ConfigSpace {
 /// event loop, in `process` (see `event_handler.rs`).
 pub struct Balloon {
     config: BalloonConfig,
-    avail_features: u64,
-    acked_features: u64,
+    /// Features and the broken flag.
+    pub(super) state: DeviceState,
     queue_sizes: Vec<u16>,
     config_space: ConfigSpace,
     /// Wakes the event loop after `activate` or `reset` (both run on a vCPU thread) so it can
     /// register or unregister the queues' eventfds.
-    pub(super) activate_evt: EventFd,
+    pub(super) events: ActivationEvents,
     /// Present only when STATS_VQ is offered.
     pub(super) stats_timer: Option<TimerFd>,
     pub(super) stats_interval_s: u16,
     pub(super) timer_registered: bool,
     pub(super) active: Option<ActiveQueues>,
-    /// Eventfds of a reset activation that are still registered with the event loop.
-    pub(super) retired_events: Vec<EventFd>,
     pub(super) pages: BalloonBitmap,
     pub(super) latest_stats: Option<BalloonStats>,
     /// The stats buffer the device holds until it wants fresh statistics.
     pub(super) held_stats_buffer: Option<u16>,
     pub(super) metrics: Arc<BalloonMetrics>,
-    pub(super) broken: bool,
 }
 
 impl Balloon {
@@ -107,21 +109,18 @@ impl Balloon {
         }
         Ok(Balloon {
             config,
-            avail_features,
-            acked_features: 0,
+            state: DeviceState::new(avail_features),
             queue_sizes: vec![QUEUE_SIZE; queues],
             config_space: ConfigSpace::default(),
-            activate_evt: EventFd::new(EFD_NONBLOCK).map_err(BalloonError::EventFd)?,
+            events: ActivationEvents::new().map_err(BalloonError::EventFd)?,
             stats_timer,
             stats_interval_s: config.stats_polling_interval_s,
             timer_registered: false,
             active: None,
-            retired_events: Vec::new(),
             pages: BalloonBitmap::default(),
             latest_stats: None,
             held_stats_buffer: None,
             metrics: Arc::new(BalloonMetrics::default()),
-            broken: false,
         })
     }
 
@@ -215,7 +214,7 @@ impl Balloon {
     /// DEVICE_NEEDS_RESET in the status register (a config-change interrupt was raised to tell
     /// the driver). Cleared by `reset`.
     pub fn needs_reset(&self) -> bool {
-        self.broken
+        self.state.is_broken()
     }
 
     pub(super) fn arm_stats_timer(&mut self) -> io::Result<()> {
@@ -234,22 +233,13 @@ impl Balloon {
     /// Stops processing the queues after a failure that leaves them in an unknown state, and
     /// tells the driver through a config-change interrupt (virtio 1.2, 2.1.2).
     pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        if self.broken {
-            return;
-        }
-        self.broken = true;
-        self.metrics.queue_errors.inc();
-        error!("balloon: {why}; the device needs a reset");
-        if let Some(active) = &self.active {
-            if let Err(e) = active.interrupt.signal_config_change() {
-                self.metrics.interrupt_errors.inc();
-                error!("balloon: cannot raise the config-change interrupt for NEEDS_RESET: {e}");
-            }
-        }
-    }
-
-    fn has_acked(&self, feature: u32) -> bool {
-        self.acked_features & (1 << feature) != 0
+        self.state.mark_broken(
+            LABEL,
+            why,
+            self.active.as_ref().map(|active| &*active.interrupt),
+            &self.metrics.queue_errors,
+            &self.metrics.interrupt_errors,
+        );
     }
 }
 
@@ -263,28 +253,15 @@ impl VirtioDevice for Balloon {
     }
 
     fn avail_features(&self) -> u64 {
-        self.avail_features
+        self.state.avail_features()
     }
 
     fn set_acked_features(&mut self, features: u64) {
-        let unoffered = features & !self.avail_features;
-        if unoffered != 0 {
-            warn!(
-                "balloon: the driver acked features {unoffered:#x} that were not offered; ignored"
-            );
-        }
-        self.acked_features = features & self.avail_features;
+        self.state.set_acked_features(LABEL, features);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let bytes = self.config_space.to_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|pos| usize::try_from(pos).ok())
-                .and_then(|pos| bytes.get(pos).copied())
-                .unwrap_or(0);
-        }
+        read_config(&self.config_space.to_bytes(), offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -317,7 +294,7 @@ impl VirtioDevice for Balloon {
                 "the balloon is already active".to_string(),
             ));
         }
-        let layout = negotiated_queues(self.acked_features);
+        let layout = negotiated_queues(self.state.acked_features());
         if queues.len() < layout.len() {
             return Err(ActivateError::QueueCount {
                 want: layout.len(),
@@ -333,55 +310,41 @@ impl VirtioDevice for Balloon {
                 queues.len()
             );
         }
-        let event_idx = self.has_acked(VIRTIO_RING_F_EVENT_IDX);
+        let event_idx = self.state.has_acked(VIRTIO_RING_F_EVENT_IDX);
         let mut active = ActiveQueues::new(mem, interrupt);
         for (index, (which, mut queue)) in layout.into_iter().zip(queues).enumerate() {
-            if !queue.queue.is_valid(&active.mem) {
-                return Err(ActivateError::Backend(format!(
-                    "queue {index} is not ready or does not fit in guest RAM"
-                )));
-            }
-            queue.queue.set_event_idx(event_idx);
+            queue.prepare(&active.mem, event_idx, format_args!("queue {index}"))?;
             active.insert(which, queue);
         }
         self.pages = BalloonBitmap::new(&active.mem);
         self.held_stats_buffer = None;
-        self.broken = false;
+        self.state.activated();
         self.active = Some(active);
         // The event loop registers the queues' eventfds; this thread is a vCPU's.
-        self.activate_evt
-            .write(1)
-            .map_err(|e| ActivateError::Backend(format!("cannot wake the event loop: {e}")))?;
-        Ok(())
+        self.events.activated()
     }
 
     fn needs_reset(&self) -> bool {
-        self.broken
+        self.state.is_broken()
     }
 
     fn reset(&mut self) -> bool {
         if let Some(active) = self.active.take() {
-            if active.registered {
-                // Still in the event loop's epoll set: keep them open until it removes them.
-                self.retired_events.extend(active.into_events());
-            }
+            self.events.retire(active.into_events());
         }
         if let Some(timer) = self.stats_timer.as_mut() {
             if let Err(e) = timer.clear() {
                 warn!("balloon: cannot stop the statistics timer: {e}");
             }
         }
-        self.acked_features = 0;
+        self.state.reset();
         self.config_space.actual = 0;
         // The driver forgot its balloon: all guest pages are the guest's again.
         self.pages = BalloonBitmap::default();
         self.held_stats_buffer = None;
-        self.broken = false;
-        if !self.retired_events.is_empty() || self.timer_registered {
-            if let Err(e) = self.activate_evt.write(1) {
-                self.metrics.event_errors.inc();
-                error!("balloon: cannot wake the event loop after a reset: {e}");
-            }
+        if self.events.has_retired() || self.timer_registered {
+            self.events
+                .wake_after_reset(LABEL, &self.metrics.event_errors);
         }
         true
     }

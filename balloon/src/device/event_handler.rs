@@ -1,16 +1,18 @@
 //! The balloon on the VMM event loop.
 //!
-//! Before activation the device watches only its `activate_evt`. `activate` and `reset` run on a
-//! vCPU thread and cannot touch the event loop's epoll set, so they write `activate_evt`; the
-//! loop then brings its registrations in line with the device's state: it removes the eventfds of
-//! a reset activation, and registers the queues' eventfds and the statistics timer of a new one.
+//! Before activation the device watches only its activation eventfd. `activate` and `reset` run
+//! on a vCPU thread and cannot touch the event loop's epoll set, so they write that eventfd; the
+//! loop then brings its registrations in line with the device's state (see
+//! `ballast_virtio::events`): it removes the eventfds of a reset activation, and registers the
+//! queues' eventfds and the statistics timer of a new one.
 
-use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+use ballast_virtio::events::read_queue_event;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
-use log::{error, warn};
+use log::warn;
 
+use super::balloon::LABEL;
 use super::queues::BalloonQueue;
 use super::Balloon;
 
@@ -33,11 +35,8 @@ fn tag(which: BalloonQueue) -> u32 {
 
 impl MutEventSubscriber for Balloon {
     fn init(&mut self, ops: &mut EventOps) {
-        let activate = Events::with_data(&self.activate_evt, ACTIVATE, EventSet::IN);
-        if let Err(e) = ops.add(activate) {
-            self.metrics.event_errors.inc();
-            error!("balloon: cannot watch the activation eventfd: {e}");
-        }
+        self.events
+            .watch(ops, ACTIVATE, LABEL, &self.metrics.event_errors);
         // Registered after activation (unusual, but harmless): catch up now.
         self.sync_registrations(ops);
     }
@@ -45,8 +44,7 @@ impl MutEventSubscriber for Balloon {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         match events.data() {
             ACTIVATE => {
-                // The count does not matter; `sync_registrations` looks at the device's state.
-                let _ = self.activate_evt.read();
+                self.events.clear();
                 self.sync_registrations(ops);
                 self.process_all_queues();
             }
@@ -67,12 +65,8 @@ impl Balloon {
     /// Makes the event loop watch exactly the current activation's eventfds (and the stats timer
     /// if statistics were negotiated).
     fn sync_registrations(&mut self, ops: &mut EventOps) {
-        for event in self.retired_events.drain(..) {
-            if let Err(e) = ops.remove(Events::empty(&event)) {
-                self.metrics.event_errors.inc();
-                warn!("balloon: cannot stop watching a reset queue's eventfd: {e}");
-            }
-        }
+        self.events
+            .remove_retired(ops, LABEL, &self.metrics.event_errors);
 
         let wants_timer = self
             .active
@@ -88,20 +82,18 @@ impl Balloon {
             self.timer_registered = false;
         }
 
-        let Some(active) = self.active.as_mut() else {
+        let Some(active) = self.active.as_ref() else {
             return;
         };
-        if active.registered {
+        if self.events.is_registered() {
             return;
         }
         let mut failure: Option<String> = None;
         for (which, queue) in active.queues() {
-            let event = Events::with_data(&queue.event, tag(which), EventSet::IN);
-            if let Err(e) = ops.add(event) {
+            if let Err(e) = self.events.register(ops, [(&queue.event, tag(which))]) {
                 failure = Some(format!("cannot watch the {which} queue's eventfd: {e}"));
             }
         }
-        active.registered = true;
 
         if wants_timer && !self.timer_registered {
             if let Some(timer) = &self.stats_timer {
@@ -127,17 +119,15 @@ impl Balloon {
 
     fn on_queue_event(&mut self, which: BalloonQueue, fd: RawFd) {
         let Some(queue) = self.active.as_ref().and_then(|active| active.get(which)) else {
-            // A reset activation's eventfd, removed when the loop handles `activate_evt`.
+            // A reset activation's eventfd, removed when the loop handles the activation eventfd.
             return;
         };
         if queue.event.as_raw_fd() != fd {
             return;
         }
-        if let Err(e) = queue.event.read() {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                self.metrics.event_errors.inc();
-                warn!("balloon: cannot read the {which} queue's eventfd: {e}");
-            }
+        if let Err(e) = read_queue_event(&queue.event) {
+            self.metrics.event_errors.inc();
+            warn!("balloon: cannot read the {which} queue's eventfd: {e}");
         }
         self.process_queue(which);
     }

@@ -84,8 +84,6 @@ pub(crate) struct ActiveQueues {
     /// Unused queues the driver set up for features the device does not implement; kept so
     /// their eventfds live as long as the others.
     pub(crate) unused: Vec<QueueEvent>,
-    /// Whether the event loop has registered the eventfds.
-    pub(crate) registered: bool,
 }
 
 impl ActiveQueues {
@@ -98,7 +96,6 @@ impl ActiveQueues {
             stats: None,
             reporting: None,
             unused: Vec::new(),
-            registered: false,
         }
     }
 
@@ -152,7 +149,7 @@ impl ActiveQueues {
 impl Balloon {
     /// Handles every buffer the driver made available on `which`. Runs on the event loop.
     pub(crate) fn process_queue(&mut self, which: BalloonQueue) {
-        if self.broken {
+        if self.state.is_broken() {
             return;
         }
         let Some(active) = self.active.as_mut() else {
@@ -222,7 +219,7 @@ impl Balloon {
 
     /// Asks the driver for fresh statistics by giving back the stats buffer the device holds.
     pub(crate) fn request_stats(&mut self) {
-        if self.broken {
+        if self.state.is_broken() {
             return;
         }
         let Some(active) = self.active.as_mut() else {

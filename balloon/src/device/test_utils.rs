@@ -3,14 +3,11 @@
 
 use std::sync::Arc;
 
-use virtio_bindings::virtio_ring::VRING_DESC_F_NEXT;
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use ballast_virtio::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::test_utils::{leaked_guest_memory, test_interrupt};
+pub use ballast_virtio::test_utils::{run_until, DriverQueue};
+use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 
 use super::queues::{negotiated_queues, BalloonQueue};
 use super::{Balloon, BalloonConfig, GUEST_PAGE_SIZE, QUEUE_SIZE};
@@ -36,12 +33,7 @@ const BUFFERS_END: u64 = 4 * MIB;
 
 /// Guest memory that lives as long as the test process: the mock queues borrow it.
 pub fn guest_memory() -> &'static GuestMemoryMmap {
-    let mem = GuestMemoryMmap::from_ranges(&[
-        (GuestAddress(0), RAM0_END as usize),
-        (GuestAddress(HOLE_END), (RAM_END - HOLE_END) as usize),
-    ])
-    .unwrap();
-    Box::leak(Box::new(mem))
+    leaked_guest_memory(&[(0, RAM0_END), (HOLE_END, RAM_END - HOLE_END)])
 }
 
 pub fn pfn_addr(pfn: u32) -> u64 {
@@ -102,89 +94,6 @@ pub fn encode_pfns(pfns: &[u32]) -> Vec<u8> {
     pfns.iter().flat_map(|pfn| pfn.to_le_bytes()).collect()
 }
 
-/// The driver's side of one queue.
-pub struct DriverQueue {
-    mem: &'static GuestMemoryMmap,
-    mock: MockSplitQueue<'static, GuestMemoryMmap>,
-    next_desc: u16,
-    /// The driver's notification eventfd (a clone of the one the device got).
-    pub kick: EventFd,
-}
-
-impl DriverQueue {
-    fn new(mem: &'static GuestMemoryMmap, index: u64) -> (Self, QueueEvent) {
-        let mock = MockSplitQueue::create(mem, GuestAddress(index * QUEUE_STRIDE), QUEUE_SIZE);
-        let queue: Queue = mock.create_queue().unwrap();
-        let event = EventFd::new(EFD_NONBLOCK).unwrap();
-        let kick = event.try_clone().unwrap();
-        let driver = DriverQueue {
-            mem,
-            mock,
-            next_desc: 0,
-            kick,
-        };
-        (driver, QueueEvent { queue, event })
-    }
-
-    /// Makes a chain of `(addr, len, flags)` descriptors available; returns its head index.
-    pub fn add_chain(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
-        let head = self.next_desc;
-        assert!(usize::from(head) + descs.len() <= usize::from(QUEUE_SIZE));
-        let raw: Vec<RawDescriptor> = descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, flags))| {
-                let last = i + 1 == descs.len();
-                let flags = if last {
-                    flags
-                } else {
-                    flags | VRING_DESC_F_NEXT as u16
-                };
-                let next = if last { 0 } else { head + i as u16 + 1 };
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-            })
-            .collect();
-        self.mock.add_desc_chains(&raw, head).unwrap();
-        self.next_desc += descs.len() as u16;
-        head
-    }
-
-    /// Puts `head` on the available ring as is, valid or not.
-    pub fn push_avail_head(&self, head: u16) {
-        let avail = self.mock.avail_addr();
-        let idx: u16 = self.mem.read_obj(avail.unchecked_add(2)).unwrap();
-        let slot = avail.unchecked_add(4 + 2 * u64::from(idx % QUEUE_SIZE));
-        self.mem.write_obj(head, slot).unwrap();
-        self.mem
-            .write_obj(idx.wrapping_add(1), avail.unchecked_add(2))
-            .unwrap();
-    }
-
-    /// Overwrites the available index, as a hostile driver could.
-    pub fn set_avail_idx(&self, idx: u16) {
-        self.mem
-            .write_obj(idx, self.mock.avail_addr().unchecked_add(2))
-            .unwrap();
-    }
-
-    /// How many chains the device has given back.
-    pub fn used_count(&self) -> u16 {
-        self.mock.used().idx().load()
-    }
-
-    /// The `i`th used element: (head index, length).
-    pub fn used(&self, i: u16) -> (u32, u32) {
-        let elem = self
-            .mock
-            .used()
-            .ring()
-            .ref_at(usize::from(i))
-            .unwrap()
-            .load();
-        (elem.id(), elem.len())
-    }
-}
-
 /// The driver's side of an activated balloon.
 pub struct Driver {
     pub mem: &'static GuestMemoryMmap,
@@ -208,9 +117,9 @@ impl Driver {
         // The device keeps only what it offered; so does a real driver.
         let roles = negotiated_queues(acked & balloon.avail_features());
         let (queues, events): (Vec<_>, Vec<_>) = (0..roles.len() + extra_queues)
-            .map(|i| DriverQueue::new(mem, i as u64))
+            .map(|i| DriverQueue::new(mem, i as u64 * QUEUE_STRIDE, QUEUE_SIZE))
             .unzip();
-        let interrupt = Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+        let interrupt = test_interrupt();
         balloon.activate(mem.clone(), interrupt.clone(), events)?;
         Ok(Driver {
             mem,

@@ -732,21 +732,6 @@ fn a_second_activation_without_reset_is_refused() {
 
 // --- on the event loop ---
 
-fn run_until(
-    manager: &mut EventManager<Arc<Mutex<Balloon>>>,
-    deadline: Duration,
-    mut done: impl FnMut() -> bool,
-) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        manager.run_with_timeout(50).unwrap();
-        if done() {
-            return true;
-        }
-    }
-    false
-}
-
 #[test]
 fn the_event_loop_registers_queues_at_activation_and_after_a_reset() {
     let balloon = Arc::new(Mutex::new(Balloon::new(BalloonConfig::default()).unwrap()));

@@ -55,10 +55,7 @@ impl VirtioDevice for FakeDevice {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            let at = usize::try_from(offset).ok().and_then(|o| o.checked_add(i));
-            *byte = at.and_then(|at| self.config.get(at)).copied().unwrap_or(0);
-        }
+        crate::device_state::read_config(&self.config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {

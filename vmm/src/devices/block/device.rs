@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use log::{error, info, warn};
+use log::info;
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
     VIRTIO_BLK_F_SIZE_MAX,
@@ -12,10 +12,12 @@ use virtio_bindings::virtio_blk::{
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::QueueT;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use ballast_virtio::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::device_state::read_config;
+use ballast_virtio::{
+    exact_queues, ActivateError, ActivationEvents, DeviceState, GuestMemoryMmap, QueueEvent,
+    VirtioDevice, VirtioInterrupt,
+};
 
 use super::io::DiskImage;
 use super::metrics::BlockMetrics;
@@ -99,8 +101,6 @@ pub(super) struct ActiveQueue {
     pub(super) mem: GuestMemoryMmap,
     pub(super) interrupt: Arc<VirtioInterrupt>,
     pub(super) queue: QueueEvent,
-    /// Whether the event loop has registered the queue's eventfd.
-    pub(super) registered: bool,
 }
 
 /// A virtio-blk device backed by a raw image file.
@@ -111,21 +111,17 @@ pub(super) struct ActiveQueue {
 pub struct Block {
     config: BlockConfig,
     pub(super) disk: DiskImage,
-    /// The image path, for log messages.
+    /// `virtio-blk <image path>`, for log messages.
     pub(super) label: String,
-    avail_features: u64,
-    acked_features: u64,
+    /// Features and the broken flag.
+    pub(super) state: DeviceState,
     queue_sizes: [u16; 1],
     config_space: [u8; CONFIG_SPACE_SIZE],
-    config_write_logged: bool,
     /// Wakes the event loop after `activate` or `reset` (both run on a vCPU thread) so it can
     /// register or unregister the queue's eventfd.
-    pub(super) activate_evt: EventFd,
+    pub(super) events: ActivationEvents,
     pub(super) active: Option<ActiveQueue>,
-    /// Eventfds of a reset activation that are still registered with the event loop.
-    pub(super) retired_events: Vec<EventFd>,
     pub(super) metrics: Arc<BlockMetrics>,
-    pub(super) broken: bool,
 }
 
 impl Block {
@@ -143,9 +139,9 @@ impl Block {
         if config.read_only {
             avail_features |= 1 << VIRTIO_BLK_F_RO;
         }
-        let label = disk.path().display().to_string();
+        let label = format!("virtio-blk {}", disk.path().display());
         info!(
-            "virtio-blk {label}: {} sectors ({} MiB){}",
+            "{label}: {} sectors ({} MiB){}",
             disk.capacity_sectors(),
             (disk.capacity_sectors() * SECTOR_SIZE) >> 20,
             if config.read_only { ", read-only" } else { "" }
@@ -155,15 +151,11 @@ impl Block {
             config,
             disk,
             label,
-            avail_features,
-            acked_features: 0,
+            state: DeviceState::new(avail_features),
             queue_sizes: [QUEUE_SIZE],
-            config_write_logged: false,
-            activate_evt: EventFd::new(EFD_NONBLOCK).map_err(BlockError::EventFd)?,
+            events: ActivationEvents::new().map_err(BlockError::EventFd)?,
             active: None,
-            retired_events: Vec::new(),
             metrics: Arc::new(BlockMetrics::default()),
-            broken: false,
         })
     }
 
@@ -203,7 +195,7 @@ impl Block {
     /// DEVICE_NEEDS_RESET in the status register (a config-change interrupt was raised to tell
     /// the driver). Cleared by `reset`.
     pub fn needs_reset(&self) -> bool {
-        self.broken
+        self.state.is_broken()
     }
 
     pub(super) fn limits(&self) -> DiskLimits {
@@ -216,21 +208,13 @@ impl Block {
     /// Stops processing the queue after a failure that leaves it in an unknown state, and tells
     /// the driver through a config-change interrupt (virtio 1.2, 2.1.2).
     pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        if self.broken {
-            return;
-        }
-        self.broken = true;
-        self.metrics.queue_errors.inc();
-        error!("virtio-blk {}: {why}; the device needs a reset", self.label);
-        if let Some(active) = &self.active {
-            if let Err(e) = active.interrupt.signal_config_change() {
-                self.metrics.interrupt_errors.inc();
-                error!(
-                    "virtio-blk {}: cannot raise the config-change interrupt for NEEDS_RESET: {e}",
-                    self.label
-                );
-            }
-        }
+        self.state.mark_broken(
+            &self.label,
+            why,
+            self.active.as_ref().map(|active| &*active.interrupt),
+            &self.metrics.queue_errors,
+            &self.metrics.interrupt_errors,
+        );
     }
 }
 
@@ -240,7 +224,7 @@ impl VirtioDevice for Block {
     }
 
     fn needs_reset(&self) -> bool {
-        self.broken
+        self.state.is_broken()
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -248,43 +232,22 @@ impl VirtioDevice for Block {
     }
 
     fn avail_features(&self) -> u64 {
-        self.avail_features
+        self.state.avail_features()
     }
 
     fn set_acked_features(&mut self, features: u64) {
-        let unoffered = features & !self.avail_features;
-        if unoffered != 0 {
-            warn!(
-                "virtio-blk {}: the driver acked features {unoffered:#x} that were not offered; \
-                 ignored",
-                self.label
-            );
-        }
-        self.acked_features = features & self.avail_features;
+        self.state.set_acked_features(&self.label, features);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|pos| usize::try_from(pos).ok())
-                .and_then(|pos| self.config_space.get(pos).copied())
-                .unwrap_or(0);
-        }
+        read_config(&self.config_space, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         // Every field is the device's (`wce` would be the driver's, but CONFIG_WCE is not
         // offered).
-        if !self.config_write_logged {
-            self.config_write_logged = true;
-            warn!(
-                "virtio-blk {}: the driver wrote {} bytes of read-only config space at offset \
-                 {offset}; ignored (further ones are not logged)",
-                self.label,
-                data.len()
-            );
-        }
+        self.state
+            .ignore_config_write(&self.label, offset, data.len());
     }
 
     fn activate(
@@ -298,49 +261,30 @@ impl VirtioDevice for Block {
                 "the block device is already active".to_string(),
             ));
         }
-        let got = queues.len();
-        let Ok([mut queue]) = <[QueueEvent; 1]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { want: 1, got });
-        };
-        if !queue.queue.is_valid(&mem) {
-            return Err(ActivateError::Backend(
-                "the request queue is not ready or does not fit in guest RAM".to_string(),
-            ));
-        }
-        queue
-            .queue
-            .set_event_idx(self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0);
-        self.broken = false;
+        let [mut queue] = exact_queues(queues)?;
+        queue.prepare(
+            &mem,
+            self.state.has_acked(VIRTIO_RING_F_EVENT_IDX),
+            "the request queue",
+        )?;
+        self.state.activated();
         self.active = Some(ActiveQueue {
             mem,
             interrupt,
             queue,
-            registered: false,
         });
         // The event loop registers the queue's eventfd; this thread is a vCPU's.
-        self.activate_evt
-            .write(1)
-            .map_err(|e| ActivateError::Backend(format!("cannot wake the event loop: {e}")))?;
-        Ok(())
+        self.events.activated()
     }
 
     fn reset(&mut self) -> bool {
         if let Some(active) = self.active.take() {
-            if active.registered {
-                // Still in the event loop's epoll set: keep it open until the loop removes it.
-                self.retired_events.push(active.queue.event);
-            }
+            self.events.retire([active.queue.event]);
         }
-        self.acked_features = 0;
-        self.broken = false;
-        if !self.retired_events.is_empty() {
-            if let Err(e) = self.activate_evt.write(1) {
-                self.metrics.event_errors.inc();
-                error!(
-                    "virtio-blk {}: cannot wake the event loop after a reset: {e}",
-                    self.label
-                );
-            }
+        self.state.reset();
+        if self.events.has_retired() {
+            self.events
+                .wake_after_reset(&self.label, &self.metrics.event_errors);
         }
         true
     }

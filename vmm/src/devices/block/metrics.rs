@@ -77,7 +77,4 @@ impl BlockMetrics {
     }
 }
 
-/// Counts a problem and logs it, rate-limited (see `ballast_virtio::metrics::report`).
-pub(super) fn report(counter: &Counter, disk: &str, message: std::fmt::Arguments<'_>) {
-    ballast_virtio::metrics::report(counter, format_args!("virtio-blk {disk}"), message);
-}
+pub(super) use ballast_virtio::metrics::report;

@@ -31,7 +31,7 @@ impl Block {
     /// Handles every request the driver made available (up to `MAX_CHAINS_PER_RUN`). Runs on the
     /// event loop.
     pub(crate) fn process_queue(&mut self) {
-        if self.broken {
+        if self.state.is_broken() {
             return;
         }
         let limits = self.limits();

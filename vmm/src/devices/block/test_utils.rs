@@ -2,6 +2,7 @@
 //! of the request queue (on virtio-queue's mock).
 
 use std::io::Write;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,14 +10,12 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
-use vm_memory::{Address, Bytes, GuestAddress};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::tempfile::TempFile;
 
-use ballast_virtio::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::test_utils::leaked_guest_memory;
+pub use ballast_virtio::test_utils::{run_until, test_interrupt, DriverQueue};
+use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 
 use super::{Block, BlockConfig, QUEUE_SIZE, SECTOR_SIZE};
 
@@ -37,12 +36,7 @@ pub const UNANSWERED: u8 = 0xee;
 
 /// Guest memory that lives as long as the test process: the mock queue borrows it.
 pub fn guest_memory() -> &'static GuestMemoryMmap {
-    let mem = GuestMemoryMmap::from_ranges(&[
-        (GuestAddress(0), RAM0_END as usize),
-        (GuestAddress(HOLE_END), (RAM_END - HOLE_END) as usize),
-    ])
-    .unwrap();
-    Box::leak(Box::new(mem))
+    leaked_guest_memory(&[(0, RAM0_END), (HOLE_END, RAM_END - HOLE_END)])
 }
 
 /// The byte at `offset` of a test image: varies with the offset inside a sector and with the
@@ -91,15 +85,27 @@ pub struct Req {
     pub status: u64,
 }
 
-/// The driver's side of an activated block device.
+/// The driver's side of an activated block device: its request queue (which it dereferences
+/// to, for `add_chain`, `used`, `kick` and the rest), its buffers and the requests it builds.
 pub struct Driver {
     pub mem: &'static GuestMemoryMmap,
     pub interrupt: Arc<VirtioInterrupt>,
-    mock: MockSplitQueue<'static, GuestMemoryMmap>,
-    next_desc: u16,
+    queue: DriverQueue,
     next_buffer: u64,
-    /// The driver's notification eventfd (a clone of the one the device got).
-    pub kick: EventFd,
+}
+
+impl Deref for Driver {
+    type Target = DriverQueue;
+
+    fn deref(&self) -> &DriverQueue {
+        &self.queue
+    }
+}
+
+impl DerefMut for Driver {
+    fn deref_mut(&mut self) -> &mut DriverQueue {
+        &mut self.queue
+    }
 }
 
 impl Driver {
@@ -108,23 +114,14 @@ impl Driver {
         let mem = guest_memory();
         let acked = acked.unwrap_or(block.avail_features());
         block.set_acked_features(acked);
-        let mock = MockSplitQueue::create(mem, GuestAddress(0), QUEUE_SIZE);
-        let queue: Queue = mock.create_queue().unwrap();
-        let event = EventFd::new(EFD_NONBLOCK).unwrap();
-        let kick = event.try_clone().unwrap();
-        let interrupt = Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-        block.activate(
-            mem.clone(),
-            interrupt.clone(),
-            vec![QueueEvent { queue, event }],
-        )?;
+        let (queue, event) = DriverQueue::new(mem, 0, QUEUE_SIZE);
+        let interrupt = test_interrupt();
+        block.activate(mem.clone(), interrupt.clone(), vec![event])?;
         Ok(Driver {
             mem,
             interrupt,
-            mock,
-            next_desc: 0,
+            queue,
             next_buffer: BUFFERS_START,
-            kick,
         })
     }
 
@@ -159,29 +156,6 @@ impl Driver {
         self.buffer(1, UNANSWERED)
     }
 
-    /// Makes a chain of `(addr, len, flags)` descriptors available; returns its head index.
-    pub fn add_chain(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
-        let head = self.next_desc;
-        assert!(usize::from(head) + descs.len() <= usize::from(QUEUE_SIZE));
-        let raw: Vec<RawDescriptor> = descs
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, flags))| {
-                let last = i + 1 == descs.len();
-                let flags = if last {
-                    flags
-                } else {
-                    flags | VRING_DESC_F_NEXT as u16
-                };
-                let next = if last { 0 } else { head + i as u16 + 1 };
-                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
-            })
-            .collect();
-        self.mock.add_desc_chains(&raw, head).unwrap();
-        self.next_desc += descs.len() as u16;
-        head
-    }
-
     /// Makes a chain available through one indirect descriptor whose table holds `descs`.
     pub fn add_indirect_chain(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
         let mut table = Vec::with_capacity(descs.len() * 16);
@@ -200,47 +174,6 @@ impl Driver {
         }
         let table_addr = self.buffer_with(&table);
         self.add_chain(&[(table_addr, table.len() as u32, VRING_DESC_F_INDIRECT as u16)])
-    }
-
-    /// Puts `head` on the available ring as is, valid or not.
-    pub fn push_avail_head(&self, head: u16) {
-        let avail = self.mock.avail_addr();
-        let idx: u16 = self.mem.read_obj(avail.unchecked_add(2)).unwrap();
-        let slot = avail.unchecked_add(4 + 2 * u64::from(idx % QUEUE_SIZE));
-        self.mem.write_obj(head, slot).unwrap();
-        self.mem
-            .write_obj(idx.wrapping_add(1), avail.unchecked_add(2))
-            .unwrap();
-    }
-
-    /// Overwrites the available index, as a hostile driver could.
-    pub fn set_avail_idx(&self, idx: u16) {
-        self.mem
-            .write_obj(idx, self.mock.avail_addr().unchecked_add(2))
-            .unwrap();
-    }
-
-    /// `used_event` (EVENT_IDX): the used index after which the driver wants an interrupt.
-    pub fn set_used_event(&self, idx: u16) {
-        let addr = self
-            .mock
-            .avail_addr()
-            .unchecked_add(4 + 2 * u64::from(QUEUE_SIZE));
-        self.mem.write_obj(idx, addr).unwrap();
-    }
-
-    /// `avail_event` (EVENT_IDX): the available index at which the device wants a kick.
-    pub fn avail_event(&self) -> u16 {
-        let addr = self
-            .mock
-            .used_addr()
-            .unchecked_add(4 + 8 * u64::from(QUEUE_SIZE));
-        self.mem.read_obj(addr).unwrap()
-    }
-
-    /// The used ring's flags (VRING_USED_F_NO_NOTIFY).
-    pub fn used_flags(&self) -> u16 {
-        self.mem.read_obj(self.mock.used_addr()).unwrap()
     }
 
     /// A read of `lens` bytes (one data buffer per length, pre-filled with 0xaa) from `sector`.
@@ -318,23 +251,6 @@ impl Driver {
             .iter()
             .flat_map(|&(addr, len)| self.guest_bytes(addr, len))
             .collect()
-    }
-
-    /// How many chains the device has given back.
-    pub fn used_count(&self) -> u16 {
-        self.mock.used().idx().load()
-    }
-
-    /// The `i`th used element: (head index, length).
-    pub fn used(&self, i: u16) -> (u32, u32) {
-        let elem = self
-            .mock
-            .used()
-            .ring()
-            .ref_at(usize::from(i))
-            .unwrap()
-            .load();
-        (elem.id(), elem.len())
     }
 
     /// Whether the device raised the used-buffer interrupt since the last call (and clears it).

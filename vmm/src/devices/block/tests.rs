@@ -4,21 +4,18 @@ use std::mem::offset_of;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ballast_virtio::interrupt::VIRTIO_MMIO_INT_CONFIG;
-use ballast_virtio::{ActivateError, QueueEvent, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::{ActivateError, VirtioDevice};
 use event_manager::{EventManager, SubscriberOps};
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VRING_USED_F_NO_NOTIFY,
 };
-use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
 use vm_memory::bitmap::Bitmap;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::tempdir::TempDir;
 use vmm_sys_util::tempfile::TempFile;
 
@@ -828,14 +825,8 @@ fn a_broken_available_index_makes_the_device_need_a_reset() {
 fn activation_needs_exactly_one_queue_and_no_active_one() {
     let (mut block, _image) = block(false);
     let mem = guest_memory();
-    let interrupt = Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-    let queue_event = |at: u64| {
-        let mock = MockSplitQueue::create(mem, GuestAddress(at), QUEUE_SIZE);
-        QueueEvent {
-            queue: mock.create_queue::<Queue>().unwrap(),
-            event: EventFd::new(EFD_NONBLOCK).unwrap(),
-        }
-    };
+    let interrupt = test_interrupt();
+    let queue_event = |at: u64| DriverQueue::new(mem, at, QUEUE_SIZE).1;
     assert!(matches!(
         block.activate(mem.clone(), interrupt.clone(), Vec::new()),
         Err(ActivateError::QueueCount { want: 1, got: 0 })
@@ -859,21 +850,6 @@ fn activation_needs_exactly_one_queue_and_no_active_one() {
 }
 
 // --- on the event loop ---
-
-fn run_until(
-    manager: &mut EventManager<Arc<Mutex<Block>>>,
-    deadline: Duration,
-    mut done: impl FnMut() -> bool,
-) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        manager.run_with_timeout(50).unwrap();
-        if done() {
-            return true;
-        }
-    }
-    false
-}
 
 #[test]
 fn the_event_loop_serves_the_queue_across_a_reset() {

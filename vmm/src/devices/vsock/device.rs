@@ -7,15 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::{error, info, warn};
+use log::{info, warn};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-use virtio_queue::QueueT;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
-use ballast_virtio::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::device_state::read_config;
+use ballast_virtio::{
+    exact_queues, ActivateError, ActivationEvents, DeviceState, GuestMemoryMmap, QueueEvent,
+    VirtioDevice, VirtioInterrupt,
+};
 
 use super::host::{LocalConnector, LocalQueue};
 use super::metrics::VsockMetrics;
@@ -102,8 +104,6 @@ pub(super) struct ActiveQueues {
     pub tx: QueueEvent,
     /// The event queue: the guest's buffers stay there, the device posts no events.
     pub event: QueueEvent,
-    /// Whether the event loop has registered the queues' eventfds.
-    pub registered: bool,
 }
 
 /// A virtio-vsock device with a Unix socket backend (see the module documentation).
@@ -114,17 +114,14 @@ pub(super) struct ActiveQueues {
 pub struct Vsock {
     config: VsockConfig,
     pub(super) label: String,
-    avail_features: u64,
-    acked_features: u64,
+    /// Features and the broken flag.
+    pub(super) state: DeviceState,
     queue_sizes: [u16; 3],
     config_space: [u8; CONFIG_SPACE_SIZE],
-    config_write_logged: bool,
     /// Wakes the event loop after `activate` or `reset` (both run on a vCPU thread) so it can
     /// register or unregister the queues' eventfds and the dropped connections' streams.
-    pub(super) activate_evt: EventFd,
+    pub(super) events: ActivationEvents,
     pub(super) active: Option<ActiveQueues>,
-    /// Eventfds of a reset activation that are still registered with the event loop.
-    pub(super) retired_events: Vec<EventFd>,
     pub(super) muxer: Muxer,
     pub(super) local: Arc<LocalQueue>,
     /// Fires at the muxer's next deadline (a timeout).
@@ -132,7 +129,6 @@ pub struct Vsock {
     /// What `timer` is armed for.
     pub(super) timer_deadline: Option<Instant>,
     pub(super) metrics: Arc<VsockMetrics>,
-    pub(super) broken: bool,
     /// A packet's payload on its way between guest memory and a host stream.
     pub(super) scratch: Vec<u8>,
 }
@@ -179,13 +175,10 @@ impl Vsock {
             config_space: config.guest_cid.to_le_bytes(),
             config,
             label,
-            avail_features: (1u64 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX),
-            acked_features: 0,
+            state: DeviceState::new((1u64 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)),
             queue_sizes: [QUEUE_SIZE; 3],
-            config_write_logged: false,
-            activate_evt: EventFd::new(EFD_NONBLOCK).map_err(setup("create an eventfd"))?,
+            events: ActivationEvents::new().map_err(setup("create an eventfd"))?,
             active: None,
-            retired_events: Vec::new(),
             muxer,
             local,
             timer: TimerFd::new().map_err(|e| VsockError::Setup {
@@ -194,7 +187,6 @@ impl Vsock {
             })?,
             timer_deadline: None,
             metrics,
-            broken: false,
             scratch: vec![0; MAX_PKT_LEN],
         })
     }
@@ -238,21 +230,13 @@ impl Vsock {
     /// Stops processing after a failure that leaves a queue in an unknown state, and tells the
     /// driver through a config-change interrupt (virtio 1.2, 2.1.2).
     pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        if self.broken {
-            return;
-        }
-        self.broken = true;
-        self.metrics.queue_errors.inc();
-        error!("{}: {why}; the device needs a reset", self.label);
-        if let Some(active) = &self.active {
-            if let Err(e) = active.interrupt.signal_config_change() {
-                self.metrics.interrupt_errors.inc();
-                error!(
-                    "{}: cannot raise the config-change interrupt for NEEDS_RESET: {e}",
-                    self.label
-                );
-            }
-        }
+        self.state.mark_broken(
+            &self.label,
+            why,
+            self.active.as_ref().map(|active| &*active.interrupt),
+            &self.metrics.queue_errors,
+            &self.metrics.interrupt_errors,
+        );
     }
 }
 
@@ -290,41 +274,21 @@ impl VirtioDevice for Vsock {
     }
 
     fn avail_features(&self) -> u64 {
-        self.avail_features
+        self.state.avail_features()
     }
 
     fn set_acked_features(&mut self, features: u64) {
-        let unoffered = features & !self.avail_features;
-        if unoffered != 0 {
-            warn!(
-                "{}: the driver acked features {unoffered:#x} that were not offered; ignored",
-                self.label
-            );
-        }
-        self.acked_features = features & self.avail_features;
+        self.state.set_acked_features(&self.label, features);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|pos| usize::try_from(pos).ok())
-                .and_then(|pos| self.config_space.get(pos).copied())
-                .unwrap_or(0);
-        }
+        read_config(&self.config_space, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         // guest_cid is the device's.
-        if !self.config_write_logged {
-            self.config_write_logged = true;
-            warn!(
-                "{}: the driver wrote {} bytes of read-only config space at offset {offset}; \
-                 ignored (further ones are not logged)",
-                self.label,
-                data.len()
-            );
-        }
+        self.state
+            .ignore_config_write(&self.label, offset, data.len());
     }
 
     fn activate(
@@ -338,61 +302,40 @@ impl VirtioDevice for Vsock {
                 "the vsock device is already active".to_string(),
             ));
         }
-        let got = queues.len();
-        let Ok([mut rx, mut tx, mut event]) = <[QueueEvent; 3]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { want: 3, got });
-        };
-        let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        let [mut rx, mut tx, mut event] = exact_queues(queues)?;
+        let event_idx = self.state.has_acked(VIRTIO_RING_F_EVENT_IDX);
         for (name, queue) in [("rx", &mut rx), ("tx", &mut tx), ("event", &mut event)] {
-            if !queue.queue.is_valid(&mem) {
-                return Err(ActivateError::Backend(format!(
-                    "the {name} queue is not ready or does not fit in guest RAM"
-                )));
-            }
-            queue.queue.set_event_idx(event_idx);
+            queue.prepare(&mem, event_idx, format_args!("the {name} queue"))?;
         }
-        self.broken = false;
+        self.state.activated();
         self.active = Some(ActiveQueues {
             mem,
             interrupt,
             rx,
             tx,
             event,
-            registered: false,
         });
         self.muxer.set_active(true);
         // The event loop registers the queues' eventfds; this thread is a vCPU's.
-        self.activate_evt
-            .write(1)
-            .map_err(|e| ActivateError::Backend(format!("cannot wake the event loop: {e}")))?;
-        Ok(())
+        self.events.activated()
     }
 
     fn reset(&mut self) -> bool {
         if let Some(active) = self.active.take() {
-            if active.registered {
-                // Still in the event loop's epoll set: keep them open until the loop removes
-                // them.
-                self.retired_events
-                    .extend([active.rx.event, active.tx.event, active.event.event]);
-            }
+            self.events
+                .retire([active.rx.event, active.tx.event, active.event.event]);
         }
         // The guest's sockets went with its driver; the host programs read EOF.
         self.muxer.drop_all();
-        self.acked_features = 0;
-        self.broken = false;
-        if let Err(e) = self.activate_evt.write(1) {
-            self.metrics.event_errors.inc();
-            error!(
-                "{}: cannot wake the event loop after a reset: {e}",
-                self.label
-            );
-        }
+        self.state.reset();
+        // Always: the loop also unregisters the dropped connections' streams.
+        self.events
+            .wake_after_reset(&self.label, &self.metrics.event_errors);
         true
     }
 
     fn needs_reset(&self) -> bool {
-        self.broken
+        self.state.is_broken()
     }
 }
 

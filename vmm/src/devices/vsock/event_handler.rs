@@ -2,13 +2,12 @@
 //!
 //! From `init` on, the device watches its activation eventfd, the host Unix listener, the
 //! in-process connection queue's eventfd and a timer. `activate` and `reset` run on a vCPU thread
-//! and cannot touch the epoll set, so they write `activate_evt`; the loop then registers the
-//! queues' eventfds of a new activation and removes those of a reset one. Host streams come and
-//! go as connections do. After every event the device takes the guest's tx packets, fills its rx
-//! buffers, brings the epoll set in line with what each host stream waits for, and arms the
-//! timer for the next timeout.
+//! and cannot touch the epoll set, so they write the activation eventfd; the loop then registers
+//! the queues' eventfds of a new activation and removes those of a reset one (see
+//! `ballast_virtio::events`). Host streams come and go as connections do. After every event the
+//! device takes the guest's tx packets, fills its rx buffers, brings the epoll set in line with
+//! what each host stream waits for, and arms the timer for the next timeout.
 
-use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -33,10 +32,7 @@ pub(super) const STREAM: u32 = 7;
 impl MutEventSubscriber for Vsock {
     fn init(&mut self, ops: &mut EventOps) {
         let sources = [
-            (
-                "the activation eventfd",
-                Events::with_data(&self.activate_evt, ACTIVATE, EventSet::IN),
-            ),
+            ("the activation eventfd", self.events.events(ACTIVATE)),
             (
                 "the in-process connection eventfd",
                 Events::with_data(&self.local.event, LOCAL, EventSet::IN),
@@ -61,8 +57,7 @@ impl MutEventSubscriber for Vsock {
         let now = Instant::now();
         match events.data() {
             ACTIVATE => {
-                // The count does not matter; the registrations follow the device's state.
-                let _ = self.activate_evt.read();
+                self.events.clear();
                 self.sync_queue_registrations(ops);
             }
             // The queues are looked at after every event anyway.
@@ -104,19 +99,12 @@ impl Vsock {
 
     /// Makes the event loop watch exactly the current activation's queue eventfds.
     fn sync_queue_registrations(&mut self, ops: &mut EventOps) {
-        for event in self.retired_events.drain(..) {
-            if let Err(e) = ops.remove(Events::empty(&event)) {
-                self.metrics.event_errors.inc();
-                warn!(
-                    "{}: cannot stop watching a reset queue's eventfd: {e}",
-                    self.label
-                );
-            }
-        }
-        let Some(active) = self.active.as_mut() else {
+        self.events
+            .remove_retired(ops, &self.label, &self.metrics.event_errors);
+        let Some(active) = self.active.as_ref() else {
             return;
         };
-        if active.registered {
+        if self.events.is_registered() {
             return;
         }
         let queues = [
@@ -124,16 +112,7 @@ impl Vsock {
             (&active.tx.event, TX_QUEUE),
             (&active.event.event, EVENT_QUEUE),
         ];
-        let mut failure = None;
-        for (event, tag) in queues {
-            if let Err(e) = ops.add(Events::with_data(event, tag, EventSet::IN)) {
-                failure = Some(e);
-            }
-        }
-        // Registered or not, they are retired on reset: removing one that is not there fails
-        // harmlessly.
-        active.registered = true;
-        if let Some(e) = failure {
+        if let Err(e) = self.events.register(ops, queues) {
             // The device cannot hear the driver: better the driver learns it needs a reset than
             // waits forever.
             self.metrics.event_errors.inc();
@@ -143,7 +122,7 @@ impl Vsock {
 
     fn read_queue_event(&mut self, fd: RawFd) {
         let Some(active) = self.active.as_ref() else {
-            // A reset activation's eventfd, removed when the loop handles `activate_evt`.
+            // A reset activation's eventfd, removed when the loop handles the activation eventfd.
             return;
         };
         let Some(event) = [&active.rx.event, &active.tx.event, &active.event.event]
@@ -152,14 +131,12 @@ impl Vsock {
         else {
             return;
         };
-        if let Err(e) = event.read() {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                report(
-                    &self.metrics.event_errors,
-                    &self.label,
-                    format_args!("cannot read a queue's eventfd: {e}"),
-                );
-            }
+        if let Err(e) = ballast_virtio::events::read_queue_event(event) {
+            report(
+                &self.metrics.event_errors,
+                &self.label,
+                format_args!("cannot read a queue's eventfd: {e}"),
+            );
         }
     }
 

@@ -42,7 +42,7 @@ impl Vsock {
     pub(super) fn pump(&mut self, now: Instant) {
         const ROUNDS: usize = 4;
         for round in 1..=ROUNDS {
-            if self.broken || self.active.is_none() {
+            if self.state.is_broken() || self.active.is_none() {
                 return;
             }
             let tx = match self.process_tx(now) {

@@ -4,6 +4,7 @@ use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
 use ballast_virtio::interrupt::VIRTIO_MMIO_INT_CONFIG;
+use ballast_virtio::test_utils::{test_interrupt, DriverQueue};
 use ballast_virtio::{ActivateError, QueueEvent, VirtioDevice};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
@@ -131,21 +132,9 @@ fn activation_needs_all_three_queues_once() {
     let (vsock, _manager, _path, _dir) = device(Limits::default());
     let mut vsock = vsock.lock().unwrap();
     let mem = guest_memory();
-    let interrupt = std::sync::Arc::new(ballast_virtio::VirtioInterrupt::new(
-        vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
-    ));
+    let interrupt = test_interrupt();
     let two: Vec<QueueEvent> = (0..2)
-        .map(|i| {
-            let mock = virtio_queue::mock::MockSplitQueue::create(
-                mem,
-                vm_memory::GuestAddress(i * 0x1_0000),
-                256,
-            );
-            QueueEvent {
-                queue: mock.create_queue().unwrap(),
-                event: vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
-            }
-        })
+        .map(|i| DriverQueue::new(mem, i * 0x1_0000, 256).1)
         .collect();
     let err = vsock.activate(mem.clone(), interrupt, two).unwrap_err();
     assert!(matches!(err, ActivateError::QueueCount { want: 3, got: 2 }));

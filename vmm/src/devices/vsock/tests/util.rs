@@ -9,15 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, SubscriberOps};
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
-use vm_memory::{Address, Bytes, GuestAddress};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempdir::TempDir;
 
-use ballast_virtio::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::test_utils::{leaked_guest_memory, test_interrupt, DriverQueue};
+use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 
 use super::super::packet::{Header, HEADER_SIZE, OP_REQUEST, OP_RESPONSE, OP_RW, TYPE_STREAM};
 use super::super::{Limits, Vsock, VsockConfig, HOST_CID, QUEUE_SIZE};
@@ -43,12 +41,7 @@ const QUEUE_BASES: [u64; 3] = [0, 0x1_0000, 0x2_0000];
 
 /// Guest memory that lives as long as the test process: the mock queues borrow it.
 pub fn guest_memory() -> &'static GuestMemoryMmap {
-    let mem = GuestMemoryMmap::from_ranges(&[
-        (GuestAddress(0), RAM0_END as usize),
-        (GuestAddress(HOLE_END), (RAM_END - HOLE_END) as usize),
-    ])
-    .unwrap();
-    Box::leak(Box::new(mem))
+    leaked_guest_memory(&[(0, RAM0_END), (HOLE_END, RAM_END - HOLE_END)])
 }
 
 /// A guest packet header: stream type, guest CID to the host, the guest's full credit.
@@ -78,86 +71,6 @@ pub struct Pkt {
 struct RxBuffer {
     header: u64,
     data: u64,
-}
-
-/// The driver's side of one queue.
-struct DriverQueue {
-    mem: &'static GuestMemoryMmap,
-    mock: MockSplitQueue<'static, GuestMemoryMmap>,
-    next_desc: u16,
-    used_seen: u16,
-}
-
-impl DriverQueue {
-    fn new(mem: &'static GuestMemoryMmap, base: u64) -> Self {
-        DriverQueue {
-            mem,
-            mock: MockSplitQueue::create(mem, GuestAddress(base), QUEUE_SIZE),
-            next_desc: 0,
-            used_seen: 0,
-        }
-    }
-
-    /// Makes a chain of `(addr, len, flags)` descriptors available; returns its head index.
-    fn add_chain(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
-        let head = self.next_desc;
-        for (i, &(addr, len, flags)) in descs.iter().enumerate() {
-            let index = (head + i as u16) % QUEUE_SIZE;
-            let last = i + 1 == descs.len();
-            let (flags, next) = if last {
-                (flags, 0)
-            } else {
-                (flags | VRING_DESC_F_NEXT as u16, (index + 1) % QUEUE_SIZE)
-            };
-            self.mock
-                .desc_table()
-                .store(
-                    index,
-                    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next)),
-                )
-                .unwrap();
-        }
-        self.next_desc = (head + descs.len() as u16) % QUEUE_SIZE;
-        self.push_avail(head);
-        head
-    }
-
-    /// Puts `head` on the available ring as is.
-    fn push_avail(&self, head: u16) {
-        let avail = self.mock.avail_addr();
-        let idx: u16 = self.mem.read_obj(avail.unchecked_add(2)).unwrap();
-        let slot = avail.unchecked_add(4 + 2 * u64::from(idx % QUEUE_SIZE));
-        self.mem.write_obj(head, slot).unwrap();
-        self.mem
-            .write_obj(idx.wrapping_add(1), avail.unchecked_add(2))
-            .unwrap();
-    }
-
-    fn avail_addr(&self) -> GuestAddress {
-        self.mock.avail_addr()
-    }
-
-    fn used_idx(&self) -> u16 {
-        self.mock.used().idx().load()
-    }
-
-    /// The used elements added since the last call: (head, length).
-    fn take_used(&mut self) -> Vec<(u16, u32)> {
-        let idx = self.used_idx();
-        let mut out = Vec::new();
-        while self.used_seen != idx {
-            let elem = self
-                .mock
-                .used()
-                .ring()
-                .ref_at(usize::from(self.used_seen % QUEUE_SIZE))
-                .unwrap()
-                .load();
-            out.push((elem.id() as u16, elem.len()));
-            self.used_seen = self.used_seen.wrapping_add(1);
-        }
-        out
-    }
 }
 
 /// The guest driver's side of an activated vsock device.
@@ -192,22 +105,17 @@ impl Guest {
     ) -> Result<Self, ActivateError> {
         let mem = guest_memory();
         vsock.set_acked_features(features.unwrap_or(vsock.avail_features()));
-        let rx = DriverQueue::new(mem, QUEUE_BASES[0]);
-        let tx = DriverQueue::new(mem, QUEUE_BASES[1]);
-        let ev = DriverQueue::new(mem, QUEUE_BASES[2]);
-        let events: Vec<EventFd> = (0..3)
-            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
-            .collect();
-        let queues = [&rx, &tx, &ev]
-            .iter()
-            .zip(&events)
-            .map(|(q, e)| QueueEvent {
-                queue: q.mock.create_queue::<Queue>().unwrap(),
-                event: e.try_clone().unwrap(),
-            })
-            .collect();
-        let interrupt = Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-        vsock.activate(mem.clone(), interrupt.clone(), queues)?;
+        let (rx, rx_event) = DriverQueue::new(mem, QUEUE_BASES[0], QUEUE_SIZE);
+        let (tx, tx_event) = DriverQueue::new(mem, QUEUE_BASES[1], QUEUE_SIZE);
+        let (_, ev_event) = DriverQueue::new(mem, QUEUE_BASES[2], QUEUE_SIZE);
+        let rx_kick = rx.kick.try_clone().unwrap();
+        let tx_kick = tx.kick.try_clone().unwrap();
+        let interrupt = test_interrupt();
+        vsock.activate(
+            mem.clone(),
+            interrupt.clone(),
+            vec![rx_event, tx_event, ev_event],
+        )?;
         let mut guest = Guest {
             mem,
             interrupt,
@@ -220,8 +128,8 @@ impl Guest {
             rx_size: 4096,
             inbox: VecDeque::new(),
             tx_used: 0,
-            rx_kick: events[0].try_clone().unwrap(),
-            tx_kick: events[1].try_clone().unwrap(),
+            rx_kick,
+            tx_kick,
         };
         for _ in 0..rx_buffers {
             guest.add_rx(guest.rx_size);
@@ -318,15 +226,13 @@ impl Guest {
 
     /// Puts `head` on the tx available ring as is, valid or not, and kicks.
     pub fn push_tx_head(&mut self, head: u16) {
-        self.tx.push_avail(head);
+        self.tx.push_avail_head(head);
         self.tx_kick.write(1).unwrap();
     }
 
     /// Overwrites the tx available index, as a hostile driver could.
     pub fn set_tx_avail_idx(&self, idx: u16) {
-        self.mem
-            .write_obj(idx, self.tx.avail_addr().unchecked_add(2))
-            .unwrap();
+        self.tx.set_avail_idx(idx);
         self.tx_kick.write(1).unwrap();
     }
 

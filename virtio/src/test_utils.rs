@@ -1,0 +1,197 @@
+//! Test helpers for the devices' unit tests (the `test-utils` feature): guest memory that outlives
+//! the test, the driver's side of a split virtqueue on virtio-queue's mock, and a way to run the
+//! event loop until something happens.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, MutEventSubscriber};
+use virtio_bindings::virtio_ring::VRING_DESC_F_NEXT;
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::Queue;
+use vm_memory::{Address, Bytes, GuestAddress};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::{GuestMemoryMmap, QueueEvent, VirtioInterrupt};
+
+/// Guest memory made of `ranges` (start, length), leaked so that it lives as long as the test
+/// process: the mock queues borrow it.
+pub fn leaked_guest_memory(ranges: &[(u64, u64)]) -> &'static GuestMemoryMmap {
+    let ranges: Vec<(GuestAddress, usize)> = ranges
+        .iter()
+        .map(|&(start, len)| (GuestAddress(start), len as usize))
+        .collect();
+    Box::leak(Box::new(GuestMemoryMmap::from_ranges(&ranges).unwrap()))
+}
+
+/// An interrupt as a transport would hand it to a device, its irqfd a plain eventfd.
+pub fn test_interrupt() -> Arc<VirtioInterrupt> {
+    Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()))
+}
+
+/// The driver's side of one split virtqueue: its rings at a fixed address in guest memory, the
+/// descriptors it makes available and the used elements the device gives back.
+pub struct DriverQueue {
+    mem: &'static GuestMemoryMmap,
+    mock: MockSplitQueue<'static, GuestMemoryMmap>,
+    size: u16,
+    next_desc: u16,
+    used_seen: u16,
+    /// The driver's notification eventfd (a clone of the one the device got).
+    pub kick: EventFd,
+}
+
+impl DriverQueue {
+    /// A queue of `size` entries with its rings from `base`, and what the transport would hand
+    /// the device for it.
+    pub fn new(mem: &'static GuestMemoryMmap, base: u64, size: u16) -> (Self, QueueEvent) {
+        let mock = MockSplitQueue::create(mem, GuestAddress(base), size);
+        let queue: Queue = mock.create_queue().unwrap();
+        let event = EventFd::new(EFD_NONBLOCK).unwrap();
+        let kick = event.try_clone().unwrap();
+        let driver = DriverQueue {
+            mem,
+            mock,
+            size,
+            next_desc: 0,
+            used_seen: 0,
+            kick,
+        };
+        (driver, QueueEvent { queue, event })
+    }
+
+    /// Makes a chain of `(addr, len, flags)` descriptors available (the descriptor table is used
+    /// round-robin); returns its head index.
+    pub fn add_chain(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
+        let head = self.next_desc;
+        for (i, &(addr, len, flags)) in descs.iter().enumerate() {
+            let index = (head + i as u16) % self.size;
+            let last = i + 1 == descs.len();
+            let (flags, next) = if last {
+                (flags, 0)
+            } else {
+                (flags | VRING_DESC_F_NEXT as u16, (index + 1) % self.size)
+            };
+            self.mock
+                .desc_table()
+                .store(
+                    index,
+                    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next)),
+                )
+                .unwrap();
+        }
+        self.next_desc = (head + descs.len() as u16) % self.size;
+        self.push_avail_head(head);
+        head
+    }
+
+    /// Puts `head` on the available ring as is, valid or not.
+    pub fn push_avail_head(&self, head: u16) {
+        let avail = self.mock.avail_addr();
+        let idx: u16 = self.mem.read_obj(avail.unchecked_add(2)).unwrap();
+        let slot = avail.unchecked_add(4 + 2 * u64::from(idx % self.size));
+        self.mem.write_obj(head, slot).unwrap();
+        self.mem
+            .write_obj(idx.wrapping_add(1), avail.unchecked_add(2))
+            .unwrap();
+    }
+
+    /// Overwrites the available index, as a hostile driver could.
+    pub fn set_avail_idx(&self, idx: u16) {
+        self.mem
+            .write_obj(idx, self.mock.avail_addr().unchecked_add(2))
+            .unwrap();
+    }
+
+    /// `used_event` (EVENT_IDX): the used index after which the driver wants an interrupt.
+    pub fn set_used_event(&self, idx: u16) {
+        let addr = self
+            .mock
+            .avail_addr()
+            .unchecked_add(4 + 2 * u64::from(self.size));
+        self.mem.write_obj(idx, addr).unwrap();
+    }
+
+    /// `avail_event` (EVENT_IDX): the available index at which the device wants a kick.
+    pub fn avail_event(&self) -> u16 {
+        let addr = self
+            .mock
+            .used_addr()
+            .unchecked_add(4 + 8 * u64::from(self.size));
+        self.mem.read_obj(addr).unwrap()
+    }
+
+    /// The used ring's flags (VRING_USED_F_NO_NOTIFY).
+    pub fn used_flags(&self) -> u16 {
+        self.mem.read_obj(self.mock.used_addr()).unwrap()
+    }
+
+    /// How many chains the device has given back (the used index).
+    pub fn used_count(&self) -> u16 {
+        self.mock.used().idx().load()
+    }
+
+    /// The `i`th used element: (head index, length).
+    pub fn used(&self, i: u16) -> (u32, u32) {
+        let elem = self
+            .mock
+            .used()
+            .ring()
+            .ref_at(usize::from(i % self.size))
+            .unwrap()
+            .load();
+        (elem.id(), elem.len())
+    }
+
+    /// The used elements added since the last call: (head index, length).
+    pub fn take_used(&mut self) -> Vec<(u16, u32)> {
+        let idx = self.used_count();
+        let mut out = Vec::new();
+        while self.used_seen != idx {
+            let (head, len) = self.used(self.used_seen);
+            out.push((head as u16, len));
+            self.used_seen = self.used_seen.wrapping_add(1);
+        }
+        out
+    }
+}
+
+/// Runs the event loop until `done` holds (true) or `deadline` has passed (false).
+pub fn run_until<T: MutEventSubscriber>(
+    manager: &mut EventManager<T>,
+    deadline: Duration,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        manager.run_with_timeout(50).unwrap();
+        if done() {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use virtio_queue::QueueT;
+
+    use super::*;
+
+    #[test]
+    fn chains_wrap_around_the_descriptor_table_and_the_available_ring() {
+        let mem = leaked_guest_memory(&[(0, 0x10_0000)]);
+        let (mut driver, mut device) = DriverQueue::new(mem, 0, 4);
+        device.queue.set_event_idx(false);
+        let mut heads = Vec::new();
+        for round in 0..3u64 {
+            heads.push(driver.add_chain(&[(0x8_0000 + round, 1, 0), (0x9_0000, 1, 0)]));
+            let chain = device.queue.pop_descriptor_chain(mem).unwrap();
+            assert_eq!(chain.head_index(), *heads.last().unwrap());
+            let addrs: Vec<u64> = chain.map(|d| d.addr().raw_value()).collect();
+            assert_eq!(addrs, [0x8_0000 + round, 0x9_0000]);
+        }
+        assert_eq!(heads, [0, 2, 0]);
+    }
+}
