@@ -7,10 +7,11 @@
 # once first, so both VMMs read it from this host's page cache: what is measured is the
 # guest's driver and the VMM's device, not the disk under them.
 # POSIX sh: it runs under busybox in the L1 test host and under bash/dash on a host with KVM.
-# Usage: block-loop.sh BALLAST QEMU KERNEL INITRD DISK MEMORY_MIB RUNS REPS [BALLAST_ARGS]
-# (BALLAST_ARGS: more `ballast run` arguments, one word each, as "--sample-interval 10")
+# Usage: block-loop.sh BALLAST QEMU KERNEL INITRD DISK MEMORY_MIB RUNS REPS [BALLAST_ARGS [VCPUS]]
+# (BALLAST_ARGS: more `ballast run` arguments, one word each, as "--sample-interval 10";
+# VCPUS: the vCPUs of both VMs, default 1)
 set -u
-ballast=$1 qemu=$2 kernel=$3 initrd=$4 disk=$5 mem_mib=$6 runs=$7 reps=$8 extra=${9:-}
+ballast=$1 qemu=$2 kernel=$3 initrd=$4 disk=$5 mem_mib=$6 runs=$7 reps=$8 extra=${9:-} vcpus=${10:-1}
 cmdline="console=ttyS0 reboot=k panic=-1 rdinit=/init quiet bench.reps=$reps"
 fifo=/tmp/block-bench.fifo
 
@@ -43,8 +44,8 @@ i=1
 while [ "$i" -le "$runs" ]; do
     # shellcheck disable=SC2086 # the extra arguments are words
     one ballast "$i" "$ballast" run --kernel "$kernel" --initrd "$initrd" \
-        --cmdline "$cmdline" --vcpus 1 --memory "${mem_mib}M" --disk "$disk,readonly=on" $extra
-    one qemu "$i" "$qemu" -M microvm,acpi=on -accel kvm -cpu host -smp 1 -m "${mem_mib}M" \
+        --cmdline "$cmdline" --vcpus "$vcpus" --memory "${mem_mib}M" --disk "$disk,readonly=on" $extra
+    one qemu "$i" "$qemu" -M microvm,acpi=on -accel kvm -cpu host -smp "$vcpus" -m "${mem_mib}M" \
         -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
         -nographic -no-reboot -nodefaults -serial stdio \
         -drive "file=$disk,format=raw,if=none,id=d0,readonly=on" -device virtio-blk-device,drive=d0

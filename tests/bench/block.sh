@@ -5,7 +5,7 @@
 # host under TCG with nested SVM), alternating, RUNS boots each, REPS reads per boot.
 #   tests/bench/block.sh [RUNS] [REPS]        (defaults 3 and 3)
 # BALLAST_BIN=PATH benchmarks a given static ballast; BALLAST_BENCH_ARGS="--sample-interval 60"
-# adds `ballast run` arguments.
+# adds `ballast run` arguments; BALLAST_BENCH_VCPUS=N gives both VMs N vCPUs (default 1).
 # Each read is `dd bs=1M` of a 256 MiB file on an ext4 disk, the guest's page cache
 # dropped first (tests/bench/block-guest.sh); the VMMs read the image from the host's page
 # cache (tests/bench/block-loop.sh). Prints every read as a JSON line, then a markdown
@@ -25,6 +25,7 @@ file_mib=256
 ensure_apt qemu-system-x86 cpio gzip e2fsprogs openssl
 ensure_fetched
 extra=${BALLAST_BENCH_ARGS:-}
+vcpus=${BALLAST_BENCH_VCPUS:-1}
 if [ -z "${BALLAST_BIN:-}" ]; then
     bins=$("$repo/tests/harness/build-ballast.sh") || die "building the static ballast failed"
     eval "$bins"
@@ -44,7 +45,7 @@ log "mode: $mode"
 if [ "$mode" = direct ]; then
     # shellcheck disable=SC2153 # BALLAST_BIN comes from build-ballast.sh
     sh "$here/block-loop.sh" "$BALLAST_BIN" "$(command -v qemu-system-x86_64)" \
-        "$BALLAST_KERNEL" "$work/guest.cpio.gz" "$work/disk.img" "$mem_mib" "$runs" "$reps" "$extra" |
+        "$BALLAST_KERNEL" "$work/guest.cpio.gz" "$work/disk.img" "$mem_mib" "$runs" "$reps" "$extra" "$vcpus" |
         tee "$work/out" | grep --line-buffered '^BENCH' || true
 else
     # QEMU goes into L1 with its shared libraries and the firmware microvm loads; the
@@ -62,7 +63,7 @@ else
     done
     install -m 644 "$work/guest.cpio.gz" "$p/bench/guest.cpio.gz"
     install -m 755 "$here/block-loop.sh" "$p/bench/block-loop.sh"
-    printf '%s\n' "sh /bench/block-loop.sh /bin/ballast /usr/bin/qemu-system-x86_64 /guest/bzImage /bench/guest.cpio.gz /dev/vda $mem_mib $runs $reps '$extra'" \
+    printf '%s\n' "sh /bench/block-loop.sh /bin/ballast /usr/bin/qemu-system-x86_64 /guest/bzImage /bench/guest.cpio.gz /dev/vda $mem_mib $runs $reps '$extra' $vcpus" \
         >"$p/etc/ballast/bench"
     "$repo/tests/harness/build-l1-initramfs.sh" --payload "$p" -o "$work/l1.cpio.gz"
     timeout 3600 qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm -smp 2 -m 3072 \
@@ -75,7 +76,7 @@ else
 fi
 
 grep '^BENCH ' "$work/out" | sed 's/^BENCH //' >"$work/reads.jsonl" || true
-python3 - "$work/reads.jsonl" "$mode" "$runs" "$reps" "$file_mib" "$extra" <<'PY'
+python3 - "$work/reads.jsonl" "$mode" "$runs" "$reps" "$file_mib" "$extra" "$vcpus" <<'PY'
 import json, statistics, sys
 reads = [json.loads(l) for l in open(sys.argv[1])]
 mode, runs, reps, file_mib = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
@@ -87,7 +88,8 @@ def rates(vmm, first):
 def cell(xs):
     return "-" if not xs else f"{statistics.median(xs):.1f} ({min(xs):.0f}-{max(xs):.0f}, n={len(xs)})"
 extra = sys.argv[6] if len(sys.argv) > 6 and sys.argv[6] else ""
-print(f"\nblock benchmark ({mode} mode{', ballast ' + extra if extra else ''}): dd bs=1M of a {file_mib} MiB file, guest page cache dropped"
+vcpus = sys.argv[7]
+print(f"\nblock benchmark ({mode} mode, {vcpus} vCPU(s){', ballast ' + extra if extra else ''}): dd bs=1M of a {file_mib} MiB file, guest page cache dropped"
       f" before each read, {runs} boots x {reps} reads per VMM; MiB/s, median (min-max, n)")
 print("| VMM | first read of a boot | later reads |")
 print("|---|---|---|")

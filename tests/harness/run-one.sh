@@ -125,18 +125,22 @@ if [ -f "$d/host.sh" ]; then
     args="$args --api-sock $tmp/api.sock"
 fi
 
-# ballast's output, through a line tee: to stdout and to the console file, one write
+# ballast's output, through line tees: to stdout and to the console file, one write
 # per line, so host.sh's lines land between the guest's lines and never inside one.
+# stdout (the guest's COM1) and stderr (ballast's log) get a tee each: a log line
+# written while the guest is half-way through a line then cannot split it.
 console=$tmp/console
 : >"$console"
-mkfifo "$tmp/out" || finish 1
+mkfifo "$tmp/out" "$tmp/err" || finish 1
 line_tee "$console" '' <"$tmp/out" &
 tee_pid=$!
+line_tee "$console" '' <"$tmp/err" &
+err_tee_pid=$!
 
 # shellcheck disable=SC2086 # word splitting of the args is the point
 (
     "$ballast" run --kernel "$kernel" --initrd "$d/initrd.cpio.gz" --cmdline "$cmdline" \
-        $args <"$stdin" >"$tmp/out" 2>&1 &
+        $args <"$stdin" >"$tmp/out" 2>"$tmp/err" &
     echo $! >"$tmp/ballast.pid"
     wait $!
     echo $? >"$tmp/ballast.rc.tmp" && mv "$tmp/ballast.rc.tmp" "$tmp/ballast.rc"
@@ -213,10 +217,10 @@ done
 kill "$dog" 2>/dev/null
 if [ "$stuck" = 1 ]; then
     rc=1
-    kill "$tee_pid" 2>/dev/null # ballast holds its end of the pipe open
+    kill "$tee_pid" "$err_tee_pid" 2>/dev/null # ballast holds its end of the pipes open
 else
     rc=$(cat "$tmp/ballast.rc")
-    wait "$tee_pid"
+    wait "$tee_pid" "$err_tee_pid"
 fi
 exec 3>&-
 

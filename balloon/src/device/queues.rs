@@ -136,12 +136,12 @@ impl ActiveQueues {
         .filter_map(|which| self.get(which).map(|q| (which, q)))
     }
 
-    /// Gives up the queues, keeping only their eventfds.
+    /// Gives up the queues, keeping the eventfds the event loop watches. The unused queues'
+    /// eventfds were never registered: removing them would only fail and count an error.
     pub(crate) fn into_events(self) -> impl Iterator<Item = vmm_sys_util::eventfd::EventFd> {
         [self.inflate, self.deflate, self.stats, self.reporting]
             .into_iter()
             .flatten()
-            .chain(self.unused)
             .map(|q| q.event)
     }
 }

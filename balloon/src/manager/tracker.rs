@@ -15,7 +15,7 @@
 //! `benches/tracker.rs` measures it against the bare `mincore` floor.
 
 mod region;
-mod residency;
+pub mod residency;
 #[cfg(test)]
 mod tests;
 

@@ -1,6 +1,8 @@
 //! How much of guest RAM is resident on the host right now: `mincore` over each guest RAM
-//! mapping. Cheap (about 1 ms per GiB), so it is measured on every request rather than cached.
+//! mapping, with the memory manager's tracker's own residency functions. Cheap (about 1 ms per
+//! GiB), so it is measured on every request rather than cached.
 
+use ballast_balloon::manager::tracker::residency;
 use ballast_virtio::GuestMemoryMmap;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
@@ -33,21 +35,9 @@ impl Residency {
             let npages = len.div_ceil(PAGE_SIZE);
             self.scratch.clear();
             self.scratch.resize(npages, 0);
-            // SAFETY: `host..host+len` is one live mapping owned by `mem` (the region's mmap,
-            // page aligned by mmap), and `scratch` has one byte per page of it, which is all
-            // mincore writes.
-            let rc = unsafe {
-                libc::mincore(
-                    host.cast::<libc::c_void>(),
-                    len,
-                    self.scratch.as_mut_ptr().cast(),
-                )
-            };
-            if rc != 0 {
-                return Err(ResidencyError::Mincore(std::io::Error::last_os_error()));
-            }
-            // Bit 0 is "resident"; the other bits are reserved.
-            pages += self.scratch.iter().filter(|&&b| b & 1 != 0).count() as u64;
+            // The tracker's mincore: `host..host + len` is the region's whole live mapping.
+            residency::mincore(host, len, &mut self.scratch).map_err(ResidencyError::Mincore)?;
+            pages += residency::count_resident(&self.scratch);
         }
         Ok(pages * PAGE_SIZE as u64)
     }

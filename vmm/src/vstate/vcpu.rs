@@ -63,7 +63,10 @@ impl Vcpu {
         let mut cpuid: CpuId = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(err("read the supported CPUID"))?;
-        super::cpuid::patch_cpuid(&mut cpuid, id, num_vcpus);
+        let options = super::cpuid::CpuidOptions {
+            tsc_deadline: kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
+        };
+        super::cpuid::patch_cpuid(&mut cpuid, id, num_vcpus, options);
         fd.set_cpuid2(&cpuid).map_err(err("set the vCPU's CPUID"))?;
 
         let msrs = boot_msrs();

@@ -11,16 +11,17 @@ use std::io;
 
 /// Fills `vector` (one byte per 4 KiB page, bit 0 = resident) for `len` bytes from `addr`.
 ///
-/// `addr` must be the page-aligned start of a live mapping of at least `len` bytes; `vector`
-/// must have one byte per page of `len`.
-pub(super) fn mincore(addr: *mut u8, len: usize, vector: &mut [u8]) -> io::Result<()> {
+/// `addr` should be the page-aligned start of a live mapping of at least `len` bytes (the kernel
+/// answers EINVAL or ENOMEM otherwise); `vector` must have one byte per page of `len`. Also
+/// used by the API's `GET /vm/memory`, so both count residency the same way.
+pub fn mincore(addr: *mut u8, len: usize, vector: &mut [u8]) -> io::Result<()> {
     assert!(vector.len() >= len.div_ceil(super::PAGE_SIZE as usize));
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: mincore only reads the page tables of [addr, addr + len), which the caller
-    // guarantees is a live mapping, and writes one byte per page of that range into `vector`,
-    // which the assertion above sized for it.
+    // SAFETY: mincore reads no memory at `addr`, only the page tables of [addr, addr + len)
+    // (any address is checked by the kernel), and writes at most one byte per page of that
+    // range into `vector`, which the assertion above sized for it.
     let ret = unsafe { libc::mincore(addr.cast(), len, vector.as_mut_ptr()) };
     if ret == 0 {
         Ok(())
@@ -30,6 +31,6 @@ pub(super) fn mincore(addr: *mut u8, len: usize, vector: &mut [u8]) -> io::Resul
 }
 
 /// Resident pages in a `mincore` vector.
-pub(super) fn count_resident(vector: &[u8]) -> u64 {
+pub fn count_resident(vector: &[u8]) -> u64 {
     super::region::count_where(vector, |b| b & 1 != 0)
 }

@@ -1,0 +1,37 @@
+# Each round: cut the limit to 192 MiB and wait for resident ≤ 168 MiB (the threshold),
+# then clear it and wait for the balloon to empty. On a guest that stops answering, say
+# what ballast's threads and the L1 kernel are doing.
+num() { sed -n "s/.*\"$1\": *\\([0-9]*\\).*/\\1/p" | head -n 1; }
+resident_mib() { echo $(( $(ballast status --json | num resident_bytes) >> 20 )); }
+balloon_mib() { ballast status --json | num amount_mib; }
+diag() {
+    echo "[diag] $*"
+    for t in /proc/"$BALLAST_PID"/task/*; do
+        echo "[diag] $(cat "$t/comm") $(cut -d' ' -f3,14,15 "$t/stat") wchan=$(cat "$t/wchan" 2>/dev/null)"
+        sed 's/^/[diag]   /' "$t/stack" 2>/dev/null
+    done
+    echo l >/proc/sysrq-trigger
+    echo w >/proc/sysrq-trigger
+    sleep 1
+    dmesg | tail -n 200 | sed 's/^/[diag-dmesg] /'
+}
+reached=0 emptied=0
+c=1
+while [ $c -le 8 ]; do
+    wait_console "BALLAST-SYNC cycle$c" 180 || { ballast_alive && diag "no cycle $c"; break; }
+    ballast limit set 192M >/dev/null || exit 1
+    i=0
+    while [ $i -lt 120 ] && ballast_alive && [ "$(resident_mib)" -gt 168 ]; do sleep 0.5; i=$((i + 1)); done
+    ballast_alive || break
+    [ "$(resident_mib)" -le 168 ] && reached=$((reached + 1))
+    ballast limit clear >/dev/null || exit 1
+    i=0
+    while [ $i -lt 80 ] && ballast_alive && [ "$(balloon_mib)" -gt 0 ]; do sleep 0.5; i=$((i + 1)); done
+    ballast_alive || break
+    [ "$(balloon_mib)" = 0 ] && emptied=$((emptied + 1))
+    echo "cycle $c: threshold reached $reached, balloon emptied $emptied"
+    send_guest go
+    c=$((c + 1))
+done
+host_result host_threshold_reached "$reached"
+host_result host_balloon_emptied "$emptied"
