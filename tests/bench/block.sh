@@ -17,6 +17,8 @@ repo=$(cd "$here/../.." && pwd)
 . "$repo/resources/lib.sh"
 # shellcheck source=tests/harness/host-lib.sh
 . "$repo/tests/harness/host-lib.sh"
+# shellcheck source=tests/bench/bench-lib.sh
+. "$here/bench-lib.sh"
 runs=${1:-3}
 reps=${2:-3}
 mem_mib=512
@@ -50,29 +52,11 @@ if [ "$mode" = direct ]; then
 else
     # QEMU goes into L1 with its shared libraries and the firmware microvm loads; the
     # image is L1's /dev/vda (a virtio-blk-pci disk of the outer QEMU).
-    p="$work/payload"
-    mkdir -p "$p/bin" "$p/etc/ballast" "$p/bench" "$p/usr/share/qemu" "$p/lib64"
-    install -m 755 "$BALLAST_BIN" "$p/bin/ballast"
-    qemu=$(command -v qemu-system-x86_64)
-    install -D -m 755 "$qemu" "$p/usr/bin/qemu-system-x86_64"
-    ldd "$qemu" | awk '/=> \// { print $3 } /^[ \t]*\/lib64/ { print $1 }' | while read -r lib; do
-        install -D -m 755 "$(realpath "$lib")" "$p$lib"
-    done
-    for f in bios-microvm.bin linuxboot_dma.bin; do
-        install -m 644 "/usr/share/qemu/$f" "$p/usr/share/qemu/$f"
-    done
-    install -m 644 "$work/guest.cpio.gz" "$p/bench/guest.cpio.gz"
-    install -m 755 "$here/block-loop.sh" "$p/bench/block-loop.sh"
-    printf '%s\n' "sh /bench/block-loop.sh /bin/ballast /usr/bin/qemu-system-x86_64 /guest/bzImage /bench/guest.cpio.gz /dev/vda $mem_mib $runs $reps '$extra' $vcpus" \
-        >"$p/etc/ballast/bench"
-    "$repo/tests/harness/build-l1-initramfs.sh" --payload "$p" -o "$work/l1.cpio.gz"
-    timeout 3600 qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm -smp 2 -m 3072 \
-        -kernel "$BALLAST_KERNEL" -initrd "$work/l1.cpio.gz" \
-        -append "console=ttyS0 panic=-1 rdinit=/init quiet" -nographic -no-reboot -nic none \
+    bench_payload "$work/payload" "$here/block-loop.sh" "$work/guest.cpio.gz" \
+        "sh /bench/block-loop.sh /bin/ballast /usr/bin/qemu-system-x86_64 /guest/bzImage /bench/guest.cpio.gz /dev/vda $mem_mib $runs $reps '$extra' $vcpus"
+    run_l1 --stderr-to-log "$work/payload" 3072 "$work/out" -nic none \
         -drive "file=$work/disk.img,format=raw,if=none,id=d0,cache=writeback,readonly=on" \
-        -device virtio-blk-pci,drive=d0,serial=bench \
-        </dev/null 2>&1 | tr -d '\r' | grep --line-buffered -v "TCG doesn't support" |
-        tee "$work/out" | grep --line-buffered '^BENCH' || true
+        -device virtio-blk-pci,drive=d0,serial=bench
 fi
 
 grep '^BENCH ' "$work/out" | sed 's/^BENCH //' >"$work/reads.jsonl" || true

@@ -9,6 +9,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 # shellcheck source=resources/lib.sh
 . "$repo/resources/lib.sh"
+# shellcheck source=tests/bench/bench-lib.sh
+. "$here/bench-lib.sh"
 runs=${1:-5}
 mem_mib=256
 
@@ -29,26 +31,9 @@ if [ "$mode" = direct ]; then
         "$BALLAST_KERNEL" "$work/guest.cpio.gz" "$mem_mib" "$runs" | tee "$work/out"
 else
     # QEMU goes into L1 with its shared libraries and the firmware microvm loads.
-    p="$work/payload"
-    mkdir -p "$p/bin" "$p/etc/ballast" "$p/bench" "$p/usr/share/qemu" "$p/lib64"
-    install -m 755 "$BALLAST_BIN" "$p/bin/ballast"
-    qemu=$(command -v qemu-system-x86_64)
-    install -D -m 755 "$qemu" "$p/usr/bin/qemu-system-x86_64"
-    ldd "$qemu" | awk '/=> \// { print $3 } /^[ \t]*\/lib64/ { print $1 }' | while read -r lib; do
-        install -D -m 755 "$(realpath "$lib")" "$p$lib"
-    done
-    for f in bios-microvm.bin linuxboot_dma.bin; do
-        install -m 644 "/usr/share/qemu/$f" "$p/usr/share/qemu/$f"
-    done
-    install -m 644 "$work/guest.cpio.gz" "$p/bench/guest.cpio.gz"
-    install -m 755 "$here/boot-loop.sh" "$p/bench/boot-loop.sh"
-    printf '%s\n' "sh /bench/boot-loop.sh /bin/ballast /usr/bin/qemu-system-x86_64 /guest/bzImage /bench/guest.cpio.gz $mem_mib $runs" \
-        >"$p/etc/ballast/bench"
-    "$repo/tests/harness/build-l1-initramfs.sh" --payload "$p" -o "$work/l1.cpio.gz"
-    timeout 3600 qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm -smp 2 -m 2048 \
-        -kernel "$BALLAST_KERNEL" -initrd "$work/l1.cpio.gz" \
-        -append "console=ttyS0 panic=-1 rdinit=/init quiet" -nographic -no-reboot \
-        </dev/null | tr -d '\r' | tee "$work/out" | grep --line-buffered '^BENCH' || true
+    bench_payload "$work/payload" "$here/boot-loop.sh" "$work/guest.cpio.gz" \
+        "sh /bench/boot-loop.sh /bin/ballast /usr/bin/qemu-system-x86_64 /guest/bzImage /bench/guest.cpio.gz $mem_mib $runs"
+    run_l1 "$work/payload" 2048 "$work/out"
 fi
 
 grep '^BENCH ' "$work/out" | sed 's/^BENCH //' >"$work/runs.jsonl"

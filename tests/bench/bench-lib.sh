@@ -1,0 +1,56 @@
+# shellcheck shell=bash
+# Nested mode of the benchmarks (tests/bench/boot.sh, tests/bench/block.sh): both VMMs run
+# inside one L1 test host under TCG with nested SVM. Sourced by those scripts, after
+# resources/lib.sh (ensure_fetched sets BALLAST_KERNEL, the L1 kernel).
+
+# payload_add_qemu DIR: qemu-system-x86_64 into the L1 payload DIR (usr/bin), with the
+# shared libraries ldd names (at their own paths) and the firmware the microvm machine
+# loads (usr/share/qemu/{bios-microvm.bin,linuxboot_dma.bin}).
+payload_add_qemu() {
+    local p=$1 qemu lib f
+    mkdir -p "$p/usr/share/qemu" "$p/lib64"
+    qemu=$(command -v qemu-system-x86_64)
+    install -D -m 755 "$qemu" "$p/usr/bin/qemu-system-x86_64"
+    ldd "$qemu" | awk '/=> \// { print $3 } /^[ \t]*\/lib64/ { print $1 }' | while read -r lib; do
+        install -D -m 755 "$(realpath "$lib")" "$p$lib"
+    done
+    for f in bios-microvm.bin linuxboot_dma.bin; do
+        install -m 644 "/usr/share/qemu/$f" "$p/usr/share/qemu/$f"
+    done
+}
+
+# bench_payload DIR LOOP_SCRIPT GUEST_INITRD COMMAND: the L1 payload of a benchmark in DIR:
+# ballast ($BALLAST_BIN) as /bin/ballast, QEMU (payload_add_qemu), GUEST_INITRD as
+# /bench/guest.cpio.gz, LOOP_SCRIPT as /bench/<its name>, and COMMAND, the line L1's init
+# runs (tests/harness/l1-init), as /etc/ballast/bench.
+bench_payload() {
+    local p=$1 loop=$2 guest=$3 command=$4
+    mkdir -p "$p/bin" "$p/etc/ballast" "$p/bench"
+    install -m 755 "$BALLAST_BIN" "$p/bin/ballast"
+    payload_add_qemu "$p"
+    install -m 644 "$guest" "$p/bench/guest.cpio.gz"
+    install -m 755 "$loop" "$p/bench/$(basename "$loop")"
+    printf '%s\n' "$command" >"$p/etc/ballast/bench"
+}
+
+# run_l1 [--stderr-to-log] PAYLOAD MEMORY_MIB LOG [QEMU_ARG...]: builds the L1 test host's
+# initramfs with PAYLOAD as its second segment (tests/harness/build-l1-initramfs.sh; the
+# image is written next to PAYLOAD as l1.cpio.gz) and boots it under TCG with nested SVM,
+# 2 vCPUs and MEMORY_MIB of RAM, QEMU_ARG... appended to the outer QEMU's command line
+# (e.g. a disk), for an hour at the most. L1's console, carriage returns removed, goes to
+# LOG, and its BENCH lines to stdout as they come. The outer QEMU's stderr stays the
+# caller's; with --stderr-to-log it joins the console in LOG instead, less QEMU's warnings
+# about CPUID features TCG lacks. Returns 0 however L1 ended: the caller reads LOG.
+run_l1() {
+    local errfd=2
+    if [ "$1" = --stderr-to-log ]; then errfd=1; shift; fi
+    local payload=$1 mem=$2 out=$3 l1
+    shift 3
+    l1="$(dirname "$payload")/l1.cpio.gz"
+    "$(dirname "${BASH_SOURCE[0]}")/../harness/build-l1-initramfs.sh" --payload "$payload" -o "$l1"
+    timeout 3600 qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm -smp 2 -m "$mem" \
+        -kernel "$BALLAST_KERNEL" -initrd "$l1" \
+        -append "console=ttyS0 panic=-1 rdinit=/init quiet" -nographic -no-reboot "$@" \
+        </dev/null 2>&"$errfd" | tr -d '\r' | grep --line-buffered -v "TCG doesn't support" |
+        tee "$out" | grep --line-buffered '^BENCH' || true
+}
