@@ -123,10 +123,10 @@ fn limit_reclaim() {
     run_builtin("limit-reclaim");
 }
 
-/// Eight limit cuts and clears in one boot of a 2-vCPU guest that re-reads its page cache and
-/// keeps 48 MiB of anon memory busy: every cut reaches the threshold, every clear empties the
-/// balloon, and the guest survives them all. Before ballast offered the TSC-deadline timer,
-/// this guest triple-faulted or stalled within eight cycles in every nested run (issue 7).
+/// Eight limit cuts and clears in one boot of a guest that re-reads its page cache and keeps
+/// 48 MiB of anon memory busy: every cut reaches the threshold, every clear empties the balloon,
+/// and the guest survives them all. One vCPU: with two, under nested TCG, the guest or the L1
+/// test host's kernel died within a few cycles in most runs (README, issue 7).
 #[test]
 fn limit_cycles() {
     run_builtin("limit-cycles");
