@@ -192,6 +192,18 @@ pub struct RunArgs {
     /// page cache of its disks (K, M, G suffix; a bare number is MiB). Default 64M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, requires = "host_enforce")]
     pub host_enforce_overhead: Option<u64>,
+    /// Offer the guest the local APIC's TSC-deadline timer where KVM emulates it (as Firecracker
+    /// and Cloud Hypervisor do). `off` leaves the guest the APIC's one-shot mode: the test
+    /// harness uses it under nested TCG, where TSC-deadline guests crashed far more often.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub tsc_deadline: Switch,
+}
+
+/// An on/off command-line value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -241,6 +253,7 @@ impl RunArgs {
                     .map(|path| path.map_or(Target::Auto, Target::At)),
                 overhead_bytes: self.host_enforce_overhead.unwrap_or(DEFAULT_OVERHEAD),
             },
+            tsc_deadline: self.tsc_deadline == Switch::On,
         }
     }
 }
@@ -271,6 +284,14 @@ mod tests {
             Command::Run(run) => Ok(run),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn tsc_deadline_is_on_unless_switched_off() {
+        assert!(run_args(&[]).unwrap().into_config().tsc_deadline);
+        let off = run_args(&["--tsc-deadline", "off"]).unwrap().into_config();
+        assert!(!off.tsc_deadline);
+        assert!(run_args(&["--tsc-deadline", "maybe"]).is_err());
     }
 
     #[test]

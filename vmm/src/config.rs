@@ -30,6 +30,8 @@ pub struct VmConfig {
     pub sample_interval: std::time::Duration,
     /// `--host-enforce`: a cgroup v2 `memory.high` behind the limit.
     pub host_enforce: HostEnforceConfig,
+    /// `--tsc-deadline`: offer the local APIC's TSC-deadline timer (where KVM has it).
+    pub tsc_deadline: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -212,7 +212,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     }
 
     let vcpus = (0..num_vcpus)
-        .map(|id| Vcpu::new(&kvm, &vm, id, num_vcpus, kernel.entry))
+        .map(|id| Vcpu::new(&kvm, &vm, id, num_vcpus, kernel.entry, config.tsc_deadline))
         .collect::<Result<Vec<_>, _>>()?;
     // The API's channel exists before the vCPUs run, so failing to make it fails the launch.
     let api = match (api_listener, &config.api_sock) {

@@ -65,7 +65,7 @@ fn run_payload(payload: &[u8]) -> (VmExit, Vec<u8>) {
     pio.insert(Arc::new(Mutex::new(PowerOff(exit.clone()))), 0x600, 1)
         .unwrap();
 
-    let vcpu = Vcpu::new(&kvm, &vm, 0, 1, GuestAddress(HIMEM_START)).unwrap();
+    let vcpu = Vcpu::new(&kvm, &vm, 0, 1, GuestAddress(HIMEM_START), true).unwrap();
     let handle = vcpu.start(pio, Bus::new(), exit.clone()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !handle.is_finished() && Instant::now() < deadline {

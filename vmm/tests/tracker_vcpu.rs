@@ -217,7 +217,7 @@ fn two_epochs(mode: ClearMode) {
         1,
     )
     .unwrap();
-    let vcpu = Vcpu::new(&kvm, &vm, 0, 1, GuestAddress(HIMEM_START)).unwrap();
+    let vcpu = Vcpu::new(&kvm, &vm, 0, 1, GuestAddress(HIMEM_START), true).unwrap();
     let handle = vcpu.start(pio, Bus::new(), exit.clone()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !handle.is_finished() && Instant::now() < deadline {

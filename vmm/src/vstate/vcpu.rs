@@ -47,13 +47,15 @@ pub struct Vcpu {
 
 impl Vcpu {
     /// Creates and configures vCPU `id` of `num_vcpus`. The boot vCPU (0) enters the kernel at
-    /// `entry`; the others wait in KVM for the kernel's INIT/SIPI.
+    /// `entry`; the others wait in KVM for the kernel's INIT/SIPI. `tsc_deadline`: offer the
+    /// TSC-deadline timer where KVM has it.
     pub fn new(
         kvm: &Kvm,
         vm: &Vm,
         id: u8,
         num_vcpus: u8,
         entry: GuestAddress,
+        tsc_deadline: bool,
     ) -> Result<Self, VmError> {
         let err = |what| move |source| VmError::Kvm { what, source };
         let fd = vm
@@ -64,7 +66,7 @@ impl Vcpu {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(err("read the supported CPUID"))?;
         let options = super::cpuid::CpuidOptions {
-            tsc_deadline: kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
+            tsc_deadline: tsc_deadline && kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
         };
         super::cpuid::patch_cpuid(&mut cpuid, id, num_vcpus, options);
         fd.set_cpuid2(&cpuid).map_err(err("set the vCPU's CPUID"))?;
