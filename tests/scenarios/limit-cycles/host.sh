@@ -17,7 +17,7 @@ diag() {
 }
 reached=0 emptied=0
 c=1
-while [ $c -le 8 ]; do
+while [ $c -le 4 ]; do
     wait_console "BALLAST-SYNC cycle$c" 180 || { ballast_alive && diag "no cycle $c"; break; }
     ballast limit set 192M >/dev/null || exit 1
     i=0
