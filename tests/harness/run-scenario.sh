@@ -272,7 +272,8 @@ report() {
         elif [ "$mode" = direct ]; then
             status="run-one.sh ended without an exit marker (see $runlog)"
         elif [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
-            status=timeout
+            # L1's own watchdog (run-one.sh) would have ended the scenario: L1 itself hung.
+            status="the L1 test host stopped answering (killed after $total s) before this scenario ended"
         else
             status="the L1 test host stopped (qemu exit $qemu_rc) before this scenario ended"
         fi
@@ -315,7 +316,7 @@ echo "$cmdline" >"$payload/etc/ballast/cmdline"
 # L1 needs room for the guest's RAM besides its own kernel and initramfs.
 l1_mem=${BALLAST_L1_MEMORY:-$((max_mem + 1024 > 2048 ? max_mem + 1024 : 2048))}
 l1_log="$out/l1-console.log"
-total=$(((${#dirs[@]} + 1) * timeout + 300))
+total=$((${#dirs[@]} * timeout + 300))
 log "booting the L1 test host (${l1_mem} MiB, $((${#qemu_drives[@]} / 4)) disk(s)); its console: $l1_log"
 set +e
 timeout -k 10 "$total" qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm -smp 2 -m "$l1_mem" \
