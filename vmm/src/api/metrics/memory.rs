@@ -5,7 +5,7 @@ use ballast_balloon::manager::policy::{
     threshold_for, ManagerState, OverLimitCause, Step, StepCounters,
 };
 
-use super::text::{counter, flag, gauge, Family};
+use super::text::{counter, flag, gauge, state_gauge, Family};
 use crate::api::{HostEnforceState, HostEnforceStatus};
 use crate::manager::{ManagerView, PAGE_SIZE};
 
@@ -143,22 +143,20 @@ fn steps(out: &mut String, view: &ManagerView) {
 }
 
 pub fn host_enforce(out: &mut String, status: &HostEnforceStatus) {
-    let mut states = Family::new(
+    state_gauge(
         out,
         "ballast_host_enforce_state",
-        "gauge",
         "1 for --host-enforce's state, 0 for the others: off (not asked), unavailable (the host \
          has no cgroup v2 memory controller for ballast), standby (in its cgroup, memory.high \
          max), active (memory.high at the limit plus the overhead allowance).",
+        &status.state,
+        &[
+            (HostEnforceState::Off, "off"),
+            (HostEnforceState::Unavailable, "unavailable"),
+            (HostEnforceState::Standby, "standby"),
+            (HostEnforceState::Active, "active"),
+        ],
     );
-    for (state, name) in [
-        (HostEnforceState::Off, "off"),
-        (HostEnforceState::Unavailable, "unavailable"),
-        (HostEnforceState::Standby, "standby"),
-        (HostEnforceState::Active, "active"),
-    ] {
-        states.sample(&[("state", name)], flag(status.state == state));
-    }
     if let Some(high) = status.memory_high_bytes {
         gauge(
             out,

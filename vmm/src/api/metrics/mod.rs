@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{MemoryState, VmState, VmmMetrics};
-use text::{gauge, Family};
+use text::{gauge, state_gauge, Family};
 
 /// The content type Prometheus expects for this format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -68,19 +68,17 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
 
     Family::new(&mut out, "ballast_info", "gauge", "ballast's version.")
         .sample(&[("version", &vm.ballast_version)], 1);
-    let mut states = Family::new(
+    state_gauge(
         &mut out,
         "ballast_vm_state",
-        "gauge",
         "1 for the VM's current state, 0 for the others.",
+        &vm.state,
+        &[
+            (VmState::Running, "running"),
+            (VmState::Paused, "paused"),
+            (VmState::Stopped, "stopped"),
+        ],
     );
-    for (state, name) in [
-        (VmState::Running, "running"),
-        (VmState::Paused, "paused"),
-        (VmState::Stopped, "stopped"),
-    ] {
-        states.sample(&[("state", name)], u8::from(vm.state == state));
-    }
     gauge(&mut out, "ballast_vm_vcpus", "vCPUs of the VM.", vm.vcpus);
     gauge(
         &mut out,
@@ -109,20 +107,18 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
         "Guest RAM resident on the host, measured with mincore.",
         mem.resident_bytes,
     );
-    let mut states = Family::new(
+    state_gauge(
         &mut out,
         "ballast_memory_state",
-        "gauge",
         "1 for the VM's current memory state against its limit, 0 for the others.",
+        &mem.state,
+        &[
+            (MemoryState::WithinLimit, "within_limit"),
+            (MemoryState::Reclaiming, "reclaiming"),
+            (MemoryState::OverLimit, "over_limit"),
+            (MemoryState::GuestUnresponsive, "guest_unresponsive"),
+        ],
     );
-    for (state, name) in [
-        (MemoryState::WithinLimit, "within_limit"),
-        (MemoryState::Reclaiming, "reclaiming"),
-        (MemoryState::OverLimit, "over_limit"),
-        (MemoryState::GuestUnresponsive, "guest_unresponsive"),
-    ] {
-        states.sample(&[("state", name)], u8::from(mem.state == state));
-    }
     if let Some(view) = &vmm.manager {
         memory::manager(&mut out, view);
     }

@@ -59,6 +59,20 @@ pub fn flag(on: bool) -> u8 {
     u8::from(on)
 }
 
+/// A gauge family with one sample per state, labelled `state`: 1 for `current`, 0 for the others.
+pub fn state_gauge<T: PartialEq>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    current: &T,
+    states: &[(T, &str)],
+) {
+    let mut family = Family::new(out, name, "gauge", help);
+    for (state, label) in states {
+        family.sample(&[("state", label)], flag(state == current));
+    }
+}
+
 /// One sample read back: the series (name and labels as written) and its value.
 #[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
