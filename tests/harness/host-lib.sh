@@ -75,6 +75,18 @@ send_guest() {
     printf '%s\n' "$*" >"$BALLAST_STDIN"
 }
 
+# json_num KEY: the first number given for "KEY" in the JSON on stdin (as
+# `ballast status --json` prints it), or nothing.
+json_num() {
+    sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" | head -n 1
+}
+
+# ballast_resident_mib: guest RAM resident on the host, in MiB, as ballast's API
+# measures it.
+ballast_resident_mib() {
+    echo $(($(ballast status --json | json_num resident_bytes) >> 20))
+}
+
 # ballast_rss_kib: ballast's resident memory (VmRSS) in KiB.
 ballast_rss_kib() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$BALLAST_PID/status"

@@ -1,9 +1,7 @@
 # Each round: cut the limit to 192 MiB and wait for resident ≤ 168 MiB (the threshold),
 # then clear it and wait for the balloon to empty. On a guest that stops answering, say
 # what ballast's threads and the L1 kernel are doing.
-num() { sed -n "s/.*\"$1\": *\\([0-9]*\\).*/\\1/p" | head -n 1; }
-resident_mib() { echo $(( $(ballast status --json | num resident_bytes) >> 20 )); }
-balloon_mib() { ballast status --json | num amount_mib; }
+balloon_mib() { ballast status --json | json_num amount_mib; }
 diag() {
     echo "[diag] $*"
     for t in /proc/"$BALLAST_PID"/task/*; do
@@ -21,9 +19,9 @@ while [ $c -le 4 ]; do
     wait_console "BALLAST-SYNC cycle$c" 180 || { ballast_alive && diag "no cycle $c"; break; }
     ballast limit set 192M >/dev/null || exit 1
     i=0
-    while [ $i -lt 120 ] && ballast_alive && [ "$(resident_mib)" -gt 168 ]; do sleep 0.5; i=$((i + 1)); done
+    while [ $i -lt 120 ] && ballast_alive && [ "$(ballast_resident_mib)" -gt 168 ]; do sleep 0.5; i=$((i + 1)); done
     ballast_alive || break
-    [ "$(resident_mib)" -le 168 ] && reached=$((reached + 1))
+    [ "$(ballast_resident_mib)" -le 168 ] && reached=$((reached + 1))
     ballast limit clear >/dev/null || exit 1
     i=0
     while [ $i -lt 80 ] && ballast_alive && [ "$(balloon_mib)" -gt 0 ]; do sleep 0.5; i=$((i + 1)); done
