@@ -3,6 +3,7 @@
 pub mod cpuid;
 pub mod dirty_log;
 pub mod exit;
+pub mod fault_dump;
 pub mod memory;
 pub mod regs;
 pub mod vcpu;

@@ -162,8 +162,9 @@ impl Vcpu {
                 Ok(VcpuExit::Shutdown) => {
                     // Also what a guest crash looks like: say so, since the exit status is 0.
                     log::warn!(
-                        "vCPU {}: triple fault (KVM_EXIT_SHUTDOWN), the guest reset",
-                        self.id
+                        "vCPU {}: triple fault (KVM_EXIT_SHUTDOWN), the guest reset; vCPU state: {}",
+                        self.id,
+                        super::fault_dump::describe(&self.fd)
                     );
                     return Err(VmExit::Reset);
                 }
