@@ -32,6 +32,8 @@ pub struct VmConfig {
     pub host_enforce: HostEnforceConfig,
     /// `--tsc-deadline`: offer the local APIC's TSC-deadline timer (where KVM has it).
     pub tsc_deadline: bool,
+    /// `--thp`: transparent huge pages for guest RAM.
+    pub thp: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -37,7 +37,7 @@ use crate::manager::{ManagerConfig, ManagerParts, MemoryManager, PAGE_SIZE};
 use crate::signals;
 use crate::vstate::dirty_log::KvmDirtyLog;
 use crate::vstate::exit::{ExitState, VmExit};
-use crate::vstate::memory::{create_guest_memory, MemoryError};
+use crate::vstate::memory::{create_guest_memory_with, MemoryError};
 use crate::vstate::vcpu::{kick_signal, Vcpu, VcpuPause};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
 use ballast_balloon::manager::policy::PolicyConfig;
@@ -120,7 +120,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         .transpose()?;
 
     let mut vm = Vm::new(&kvm)?;
-    let mem = create_guest_memory(config.mem_size)?;
+    let mem = create_guest_memory_with(config.mem_size, config.thp)?;
     vm.register_memory(&mem)?;
     // The memory manager reads KVM's dirty log every epoch while a limit is set.
     let dirty_log = KvmDirtyLog::new(&vm).map_err(io("set up KVM's dirty log"))?;

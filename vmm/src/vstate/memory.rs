@@ -37,7 +37,13 @@ pub fn ram_ranges(mem_size: u64) -> Vec<(GuestAddress, u64)> {
 }
 
 /// Maps guest RAM. Untouched pages cost the host nothing (`MAP_NORESERVE`, faulted on demand).
+/// Without transparent huge pages unless `thp`.
 pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    create_guest_memory_with(mem_size, false)
+}
+
+/// [`create_guest_memory`], with transparent huge pages asked for (`MADV_HUGEPAGE`) when `thp`.
+pub fn create_guest_memory_with(mem_size: u64, thp: bool) -> Result<GuestMemoryMmap, MemoryError> {
     if mem_size < 2 << 20 {
         return Err(MemoryError::TooSmall(mem_size));
     }
@@ -54,20 +60,24 @@ pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, MemoryError
         .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
         .build()
         .map_err(|source| MemoryError::Mmap { size, source })?;
-        // No transparent huge pages: the balloon and the memory manager release guest RAM in
-        // 4 KiB pages, and khugepaged would collapse released pages back into resident 2 MiB
-        // pages behind their back (measured: resident crept back over the limit).
-        // SAFETY: the range is exactly the mapping just created, owned by `mapping`.
-        let rc = unsafe {
-            libc::madvise(
-                mapping.as_ptr().cast(),
-                size as usize,
-                libc::MADV_NOHUGEPAGE,
-            )
+        // No transparent huge pages unless asked: the balloon and the memory manager release
+        // guest RAM in 4 KiB pages, and khugepaged would collapse released pages back into
+        // resident 2 MiB pages behind their back (measured: resident crept back over the limit).
+        let advice = if thp {
+            libc::MADV_HUGEPAGE
+        } else {
+            libc::MADV_NOHUGEPAGE
         };
+        // SAFETY: the range is exactly the mapping just created, owned by `mapping`.
+        let rc = unsafe { libc::madvise(mapping.as_ptr().cast(), size as usize, advice) };
         if rc != 0 {
             log::debug!(
-                "guest RAM: MADV_NOHUGEPAGE refused: {}",
+                "guest RAM: madvise({}) refused: {}",
+                if thp {
+                    "MADV_HUGEPAGE"
+                } else {
+                    "MADV_NOHUGEPAGE"
+                },
                 std::io::Error::last_os_error()
             );
         }
