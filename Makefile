@@ -7,7 +7,7 @@
 # host under QEMU's TCG with nested SVM (tests/harness/run-scenario.sh says which).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
-APT_PACKAGES := qemu-system-x86 busybox-static cpio e2fsprogs openssl
+APT_PACKAGES := busybox-static cpio e2fsprogs openssl
 IMAGES := target/images
 
 .PHONY: all demo test unit-test e2e images ballast deps bench bench-boot bench-block

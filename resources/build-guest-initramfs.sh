@@ -40,7 +40,7 @@ guest_base() {
     local m
     busybox_root "$1"
     for m in "${MODULES[@]}"; do
-        copy_module "$m" "$1/lib/modules"
+        copy_module "$m" "$1/lib/modules" || continue # built in
         echo "${m##*/}" >>"$1/etc/ballast/modules"
     done
     install -m 755 "$here/guest/init" "$1/init"

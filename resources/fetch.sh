@@ -6,6 +6,10 @@
 #   BALLAST_KVER     <ver>
 #   BALLAST_MODULES  .../lib/modules/<ver>/kernel
 #   BALLAST_BUSYBOX  .../bin/busybox              (static)
+#   BALLAST_L1_KERNEL, BALLAST_L1_KVER, BALLAST_L1_MODULES
+#                    the same for the nested L1 test host's kernel: the guest kernel's
+#                    package unless BALLAST_L1_SUITE names a suite (bookworm-backports)
+#                    whose linux-image-amd64 to follow, or BALLAST_L1_KERNEL_PKG a package
 # A second run with nothing new to fetch only asks apt-cache for the versions.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -62,31 +66,56 @@ fetch_pkg() {
 
 mkdir -p "$BALLAST_CACHE/pkg"
 
-kpkg=${BALLAST_KERNEL_PKG:-}
-if [ -z "$kpkg" ]; then
-    deps() { apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ {print $2; exit}'; }
-    kpkg=$(deps)
-    [ -n "$kpkg" ] || { apt_update_once; kpkg=$(deps); }
-    if [ -z "$kpkg" ]; then # offline: the newest kernel an earlier run unpacked
-        kpkg=$(find "$BALLAST_CACHE/pkg" -maxdepth 1 -name 'linux-image-*' -printf '%f\n' | sort | tail -n1)
-        kpkg=${kpkg%%_*}
+# image_pkg [SUITE]: the kernel image package linux-image-amd64 depends on (in SUITE's
+# version of it when given, else the candidate's).
+image_pkg() {
+    local meta=linux-image-amd64 ver
+    if [ -n "${1:-}" ]; then
+        ver=$(apt-cache madison linux-image-amd64 2>/dev/null | awk -v s="$1/" 'index($0, s) {print $3; exit}')
+        [ -n "$ver" ] || return 0
+        meta="linux-image-amd64=$ver"
     fi
-    [ -n "$kpkg" ] || die "apt does not say which package linux-image-amd64 depends on"
+    apt-cache depends "$meta" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ {print $2; exit}'
+}
+
+# kernel_pkg EXPLICIT SUITE: the package to use, looked up once more after an apt-get
+# update, or (offline) the newest one an earlier run unpacked.
+kernel_pkg() {
+    local k=$1
+    [ -n "$k" ] && { echo "$k"; return 0; }
+    k=$(image_pkg "$2")
+    [ -n "$k" ] || { apt_update_once; k=$(image_pkg "$2"); }
+    if [ -z "$k" ]; then
+        k=$(find "$BALLAST_CACHE/pkg" -maxdepth 1 -name 'linux-image-*' -printf '%f\n' | sort | tail -n1)
+        k=${k%%_*}
+    fi
+    [ -n "$k" ] || die "apt does not say which package linux-image-amd64 depends on${2:+ in $2 (is that suite in the apt sources?)}"
+    echo "$k"
+}
+
+# kernel_files DIR: sets kernel, kver, modules from an unpacked kernel image package.
+kernel_files() {
+    kernel=$(find "$1/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n1)
+    [ -n "$kernel" ] || die "no boot/vmlinuz-* in $1"
+    kver=${kernel##*/vmlinuz-}
+    modules="$1/lib/modules/$kver/kernel"
+    [ -d "$modules" ] || die "no $modules"
+}
+
+kpkg=$(kernel_pkg "${BALLAST_KERNEL_PKG:-}" "")
+l1pkg=$kpkg
+if [ -n "${BALLAST_L1_KERNEL_PKG:-}${BALLAST_L1_SUITE:-}" ]; then
+    l1pkg=$(kernel_pkg "${BALLAST_L1_KERNEL_PKG:-}" "${BALLAST_L1_SUITE:-}")
 fi
 
-read_versions "$kpkg" busybox-static
+read_versions "$kpkg" "$l1pkg" busybox-static
 fetch_pkg "$kpkg"
-kdir=$pkgdir
+kernel_files "$pkgdir"
+printf 'BALLAST_KERNEL=%q\nBALLAST_KVER=%q\nBALLAST_MODULES=%q\n' "$kernel" "$kver" "$modules"
+fetch_pkg "$l1pkg"
+kernel_files "$pkgdir"
+printf 'BALLAST_L1_KERNEL=%q\nBALLAST_L1_KVER=%q\nBALLAST_L1_MODULES=%q\n' "$kernel" "$kver" "$modules"
 fetch_pkg busybox-static
-bdir=$pkgdir
-
-kernel=$(find "$kdir/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n1)
-[ -n "$kernel" ] || die "no boot/vmlinuz-* in $kpkg"
-kver=${kernel##*/vmlinuz-}
-modules="$kdir/lib/modules/$kver/kernel"
-[ -d "$modules" ] || die "no $modules"
-busybox="$bdir/bin/busybox"
+busybox="$pkgdir/bin/busybox"
 [ -x "$busybox" ] || die "no bin/busybox in busybox-static"
-
-printf 'BALLAST_KERNEL=%q\nBALLAST_KVER=%q\nBALLAST_MODULES=%q\nBALLAST_BUSYBOX=%q\n' \
-    "$kernel" "$kver" "$modules" "$busybox"
+printf 'BALLAST_BUSYBOX=%q\n' "$busybox"

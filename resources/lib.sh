@@ -39,6 +39,45 @@ ensure_apt() {
     }
 }
 
+# The nested L1 test host needs QEMU 10 or newer as its emulator: under Debian 12's QEMU 7.2,
+# guests of KVM inside L1 triple-faulted or took L1 down in a third of the soak's boots, and
+# under QEMU 10 in none (README, "The nested test host"; tests/soak/nested.sh).
+QEMU_MIN_MAJOR=10
+
+# qemu_major VERSION: the major number of a Debian package version (1:10.0.2+ds-2 -> 10).
+qemu_major() { local v=${1#*:}; echo "${v%%.*}"; }
+
+# ensure_qemu: qemu-system-x86 of at least QEMU_MIN_MAJOR, from the distribution's own suite
+# when it has one (Debian 13), else from bookworm-backports on Debian 12 (its source list
+# file is added once, as /etc/apt/sources.list.d/ballast-bookworm-backports.sources).
+ensure_qemu() {
+    local have cand list=/etc/apt/sources.list.d/ballast-bookworm-backports.sources
+    have=$(dpkg-query -W -f='${Status} ${Version}' qemu-system-x86 2>/dev/null || true)
+    if [[ $have == "install ok installed "* ]] && [ "$(qemu_major "${have##* }")" -ge "$QEMU_MIN_MAJOR" ]; then
+        return 0
+    fi
+    [ "$(id -u)" = 0 ] || die "QEMU $QEMU_MIN_MAJOR or newer (qemu-system-x86) is needed for the nested L1 test host; run as root or install it"
+    apt_lists_empty && apt_update_once
+    cand=$(apt-cache policy qemu-system-x86 2>/dev/null | sed -n 's/^  Candidate: //p')
+    if [ -n "$cand" ] && [ "$cand" != "(none)" ] && [ "$(qemu_major "$cand")" -ge "$QEMU_MIN_MAJOR" ]; then
+        log "apt-get install qemu-system-x86 ($cand)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 >&2
+        return 0
+    fi
+    . /etc/os-release
+    [ "${VERSION_CODENAME:-}" = bookworm ] ||
+        die "this distribution offers qemu-system-x86 ${cand:-(none)}; the nested L1 test host needs QEMU $QEMU_MIN_MAJOR or newer"
+    if [ ! -f "$list" ]; then
+        log "adding bookworm-backports to apt's sources ($list) for QEMU $QEMU_MIN_MAJOR"
+        printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+            'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$list"
+        _apt_updated=0
+    fi
+    apt_update_once
+    log "apt-get install -t bookworm-backports qemu-system-x86"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports qemu-system-x86 >&2
+}
+
 # Content hash of files and strings, for cache keys (a file counts by its content
 # only, so the same scripts in another checkout share the cached images).
 cache_key() {
@@ -48,14 +87,17 @@ cache_key() {
     done | sha256sum | cut -c1-16
 }
 
-# Sets BALLAST_KERNEL, BALLAST_KVER, BALLAST_MODULES, BALLAST_BUSYBOX (see fetch.sh),
+# Sets BALLAST_KERNEL, BALLAST_KVER, BALLAST_MODULES, BALLAST_BUSYBOX and the
+# BALLAST_L1_{KERNEL,KVER,MODULES} of the nested L1 test host (see fetch.sh),
 # keeping values a calling script already exported (one apt look-up per run).
 ensure_fetched() {
-    if [ -f "${BALLAST_KERNEL:-}" ] && [ -d "${BALLAST_MODULES:-}" ] && [ -x "${BALLAST_BUSYBOX:-}" ]; then
+    if [ -f "${BALLAST_KERNEL:-}" ] && [ -d "${BALLAST_MODULES:-}" ] && [ -x "${BALLAST_BUSYBOX:-}" ] &&
+        [ -f "${BALLAST_L1_KERNEL:-}" ] && [ -d "${BALLAST_L1_MODULES:-}" ]; then
         return 0
     fi
     eval "$("$(dirname "${BASH_SOURCE[0]}")/fetch.sh")"
-    export BALLAST_KERNEL BALLAST_KVER BALLAST_MODULES BALLAST_BUSYBOX
+    export BALLAST_KERNEL BALLAST_KVER BALLAST_MODULES BALLAST_BUSYBOX \
+        BALLAST_L1_KERNEL BALLAST_L1_KVER BALLAST_L1_MODULES
 }
 
 # pack DIR OUT: a newc cpio of DIR, owned by root, gzip'd.
@@ -75,16 +117,19 @@ busybox_root() {
     done
 }
 
-# copy_module REL DEST_DIR: REL is a path under lib/modules/<ver>/kernel without
-# .ko. The package may ship .ko, .ko.xz or .ko.zst; busybox insmod only takes a
-# plain .ko, so decompress here.
+# copy_module REL DEST_DIR [MODULES]: REL is a path under lib/modules/<ver>/kernel
+# (MODULES, default $BALLAST_MODULES) without .ko. The package may ship .ko, .ko.xz or
+# .ko.zst; busybox insmod only takes a plain .ko, so decompress here.
+# Returns 1 when the kernel has the module built in (modules.builtin lists it): there
+# is nothing to copy or load then.
 copy_module() {
-    local src="$BALLAST_MODULES/$1" name=${1##*/}
+    local dir=${3:-$BALLAST_MODULES} src="${3:-$BALLAST_MODULES}/$1" name=${1##*/}
     if [ -f "$src.ko" ]; then cp "$src.ko" "$2/$name.ko"
     elif [ -f "$src.ko.xz" ]; then xz -dc "$src.ko.xz" >"$2/$name.ko"
     elif [ -f "$src.ko.zst" ]; then zstd -qdc "$src.ko.zst" >"$2/$name.ko"
     elif [ -f "$src.ko.gz" ]; then gzip -dc "$src.ko.gz" >"$2/$name.ko"
-    else die "module $1 not found under $BALLAST_MODULES"; fi
+    elif grep -qx "kernel/$1.ko" "${dir%/kernel}/modules.builtin" 2>/dev/null; then return 1
+    else die "module $1 not found under $dir"; fi
 }
 
 # cached_image NAME KEY BUILDER: prints the path of $BALLAST_CACHE/images/NAME-KEY.cpio.gz,

@@ -1,23 +1,9 @@
 # shellcheck shell=bash
 # Nested mode of the benchmarks (tests/bench/boot.sh, tests/bench/block.sh): both VMMs run
 # inside one L1 test host under TCG with nested SVM. Sourced by those scripts, after
-# resources/lib.sh (ensure_fetched sets BALLAST_KERNEL, the L1 kernel).
-
-# payload_add_qemu DIR: qemu-system-x86_64 into the L1 payload DIR (usr/bin), with the
-# shared libraries ldd names (at their own paths) and the firmware the microvm machine
-# loads (usr/share/qemu/{bios-microvm.bin,linuxboot_dma.bin}).
-payload_add_qemu() {
-    local p=$1 qemu lib f
-    mkdir -p "$p/usr/share/qemu" "$p/lib64"
-    qemu=$(command -v qemu-system-x86_64)
-    install -D -m 755 "$qemu" "$p/usr/bin/qemu-system-x86_64"
-    ldd "$qemu" | awk '/=> \// { print $3 } /^[ \t]*\/lib64/ { print $1 }' | while read -r lib; do
-        install -D -m 755 "$(realpath "$lib")" "$p$lib"
-    done
-    for f in bios-microvm.bin linuxboot_dma.bin; do
-        install -m 644 "/usr/share/qemu/$f" "$p/usr/share/qemu/$f"
-    done
-}
+# resources/lib.sh (ensure_fetched sets BALLAST_KERNEL and BALLAST_L1_KERNEL).
+# shellcheck source=tests/harness/l1-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../harness/l1-lib.sh"
 
 # bench_payload DIR LOOP_SCRIPT GUEST_INITRD COMMAND: the L1 payload of a benchmark in DIR:
 # ballast ($BALLAST_BIN) as /bin/ballast, QEMU (payload_add_qemu), GUEST_INITRD as
@@ -48,9 +34,7 @@ run_l1() {
     shift 3
     l1="$(dirname "$payload")/l1.cpio.gz"
     "$(dirname "${BASH_SOURCE[0]}")/../harness/build-l1-initramfs.sh" --payload "$payload" -o "$l1"
-    timeout 3600 qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm -smp 2 -m "$mem" \
-        -kernel "$BALLAST_KERNEL" -initrd "$l1" \
-        -append "console=ttyS0 panic=-1 rdinit=/init quiet" -nographic -no-reboot "$@" \
-        </dev/null 2>&"$errfd" | tr -d '\r' | grep --line-buffered -v "TCG doesn't support" |
+    timeout 3600 bash -c "$(declare -f l1_qemu); l1_qemu \"\$@\"" l1 \
+        "$mem" "$l1" "$@" </dev/null 2>&"$errfd" | tr -d '\r' | grep --line-buffered -v "TCG doesn't support" |
         tee "$out" | grep --line-buffered '^BENCH' || true
 }

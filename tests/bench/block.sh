@@ -24,7 +24,8 @@ reps=${2:-3}
 mem_mib=512
 file_mib=256
 
-ensure_apt qemu-system-x86 cpio gzip e2fsprogs openssl
+ensure_qemu
+ensure_apt cpio gzip e2fsprogs openssl
 ensure_fetched
 extra=${BALLAST_BENCH_ARGS:-}
 vcpus=${BALLAST_BENCH_VCPUS:-1}

@@ -14,7 +14,8 @@ repo=$(cd "$here/../.." && pwd)
 runs=${1:-5}
 mem_mib=256
 
-ensure_apt qemu-system-x86 cpio gzip
+ensure_qemu
+ensure_apt cpio gzip
 ensure_fetched
 eval "$("$repo/tests/harness/build-ballast.sh")"
 work=$(mktemp -d)

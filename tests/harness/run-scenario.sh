@@ -43,7 +43,12 @@
 # disks of L1, and ballast gets L1's /dev/vdX). BALLAST_E2E_MODE=direct|nested forces it.
 # Other knobs: BALLAST_E2E_TIMEOUT (seconds per scenario, default 600),
 # BALLAST_GUEST_CMDLINE, BALLAST_L1_MEMORY (MiB), BALLAST_E2E_OUT (log folder),
-# BALLAST_E2E_KEEP_DISKS=1 (keep the disk images next to the logs).
+# BALLAST_E2E_KEEP_DISKS=1 (keep the disk images next to the logs); nested mode:
+# BALLAST_L1_QEMU, BALLAST_L1_CMDLINE, BALLAST_L1_SMP (tests/harness/l1-lib.sh),
+# BALLAST_L1_SUITE / BALLAST_L1_KERNEL_PKG (L1's kernel, resources/fetch.sh),
+# BALLAST_L1_TRACE (trace events L1 records, printed when a guest dies: l1-init),
+# BALLAST_L2_VMM=qemu (QEMU microvm runs the guests instead of ballast: the control).
+# A folder given more than once runs that many times (tests/soak/nested.sh).
 # --stream copies the console to stderr as it runs; --l1-check (nested) also
 # prints `ballast --help` as run inside L1, and works with no scenario at all.
 set -euo pipefail
@@ -51,6 +56,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 # shellcheck source=resources/lib.sh
 . "$repo/resources/lib.sh"
+# shellcheck source=tests/harness/l1-lib.sh
+. "$here/l1-lib.sh"
 
 ballast='' agent='' stream=0 check=0 dirs=()
 while [ $# -gt 0 ]; do
@@ -83,7 +90,7 @@ nested) log "mode: nested (no usable hardware virtualisation here: ballast runs 
 esac
 
 ensure_apt cpio gzip
-[ "$mode" = direct ] || ensure_apt qemu-system-x86
+[ "$mode" = direct ] || ensure_qemu
 ensure_fetched
 if [ -z "$ballast" ]; then
     bins=$("$here/build-ballast.sh") || die "building the static ballast failed (tests/harness/build-ballast.sh)"
@@ -120,12 +127,13 @@ mib() {
 disk_root="$work/disks"
 if [ "${BALLAST_E2E_KEEP_DISKS:-0}" = 1 ]; then disk_root="$out/disks"; fi
 qemu_drives=()
+declare -A built_disk=()
 
 # build_disks N DIR S: builds scenario N's images (DIR/disks) into $disk_root/N/,
 # writes S/disks (the --disk values, which run-one.sh resolves in L1) and
 # $disk_root/N/env (DISK_<NAME>=IMG and DISK_<NAME>_SHA256 for after.sh).
 build_disks() {
-    local nn=$1 d=$2 s=$3 k=0 line name word ro size from gen img stage spec
+    local nn=$1 d=$2 s=$3 k=0 line name word ro size from gen img stage spec memo
     local dd="$disk_root/$nn" w
     mkdir -p "$dd"
     : >"$dd/env"
@@ -146,6 +154,14 @@ build_disks() {
             esac
         done
         stage="$dd/$name.root" img="$dd/$name.img"
+        # The same scenario folder given again (a soak) shares its read-only images.
+        memo="$d|$name"
+        if [ -n "$ro" ] && [ ! -f "$d/after.sh" ] && [ -n "${built_disk[$memo]:-}" ]; then
+            img=${built_disk[$memo]}
+            add_disk_spec
+            k=$((k + 1))
+            continue
+        fi
         rm -rf "$stage"
         mkdir -p "$stage"
         if [ -n "$from" ]; then
@@ -161,20 +177,27 @@ build_disks() {
         fi
         "$repo/resources/build-disk-image.sh" "$stage" "$img" ${size:+"$size"}
         rm -rf "$stage"
-        if [ "$mode" = direct ]; then
-            spec=$img
-        else
-            spec="serial:ballast-$nn-$k"
-            qemu_drives+=(-drive "file=$img,format=raw,if=none,id=d$nn-$k,cache=writeback${ro:+,readonly=on}"
-                -device "virtio-blk-pci,drive=d$nn-$k,serial=ballast-$nn-$k")
-        fi
-        echo "$spec${ro:+,readonly=on}" >>"$s/disks"
-        printf 'DISK_%s=%q\n' "${name^^}" "$img" >>"$dd/env"
+        built_disk[$memo]=$img
+        add_disk_spec
         if [ -f "$d/after.sh" ]; then
             printf 'DISK_%s_SHA256=%s\n' "${name^^}" "$(sha256sum <"$img" | cut -d' ' -f1)" >>"$dd/env"
         fi
         k=$((k + 1))
     done <"$d/disks"
+}
+
+# add_disk_spec: (build_disks' locals) the --disk value of image $img, and in nested
+# mode the QEMU drive that carries it into L1.
+add_disk_spec() {
+    if [ "$mode" = direct ]; then
+        spec=$img
+    else
+        spec="serial:ballast-$nn-$k"
+        qemu_drives+=(-drive "file=$img,format=raw,if=none,id=d$nn-$k,cache=writeback${ro:+,readonly=on}"
+            -device "virtio-blk-pci,drive=d$nn-$k,serial=ballast-$nn-$k")
+    fi
+    echo "$spec${ro:+,readonly=on}" >>"$s/disks"
+    printf 'DISK_%s=%q\n' "${name^^}" "$img" >>"$dd/env"
 }
 
 # Per-scenario inputs: scenarios/NN/{initrd.cpio.gz,args,...} (NN keeps the order in L1).
@@ -183,14 +206,15 @@ case $work$disk_root in *[[:space:],]*) die "the work folders ($work, $disk_root
 for i in "${!dirs[@]}"; do
     nn=$(printf %02d "$i")
     d=${dirs[$i]} s="$work/scenarios/$nn"
-    names+=("$(basename "$d")")
+    # A folder given more than once (a soak) gets NAME, NAME.2, NAME.3, ...
+    name=$(basename "$d") seen=1
+    for prev in "${names[@]}"; do [ "${prev%.[0-9]*}" != "$name" ] || seen=$((seen + 1)); done
+    [ "$seen" = 1 ] || name="$name.$seen"
+    names+=("$name")
     mkdir -p "$s" "$out/${names[$i]}"
     "$repo/resources/build-guest-initramfs.sh" --scenario "$d/guest.sh" ${agent:+--agent "$agent"} -o "$s/initrd.cpio.gz"
     # ballast.args: one line of arguments; '#' lines are comments.
     { grep -v '^[[:space:]]*#' "$d/ballast.args" 2>/dev/null || true; } | tr '\n' ' ' >"$s/args"
-    # Nested TCG: guests offered the TSC-deadline timer crashed within seconds of heavy I/O
-    # (README, "The nested crash"); the APIC's one-shot mode held up far better there.
-    [ "$mode" = direct ] || printf ' --tsc-deadline off' >>"$s/args"
     if [ -f "$d/cmdline" ]; then
         { grep -v '^[[:space:]]*#' "$d/cmdline" || true; } | tr '\n' ' ' >"$s/cmdline"
     fi
@@ -306,9 +330,18 @@ fi
 # Nested: one L1 boot runs every scenario in turn.
 payload="$work/payload"
 mkdir -p "$payload/etc/ballast" "$payload/bin"
-install -m 755 "$ballast" "$payload/bin/ballast"
+case ${BALLAST_L2_VMM:-ballast} in
+ballast) install -m 755 "$ballast" "$payload/bin/ballast" ;;
+qemu) # The control: QEMU microvm in ballast's place (scenarios without host.sh).
+    install -m 755 "$here/qemu-as-ballast.sh" "$payload/bin/ballast"
+    payload_add_qemu "$payload" ;;
+*) die "BALLAST_L2_VMM must be ballast or qemu" ;;
+esac
 echo "$timeout" >"$payload/etc/ballast/timeout"
 echo "$cmdline" >"$payload/etc/ballast/cmdline"
+# BALLAST_L1_TRACE="kvm/kvm_exit ...": L1 records these trace events while each scenario
+# runs and prints the last of them when its guest died (l1-init).
+[ -z "${BALLAST_L1_TRACE:-}" ] || echo "$BALLAST_L1_TRACE" >"$payload/etc/ballast/trace"
 [ "$check" = 0 ] || touch "$payload/etc/ballast/check"
 [ ${#dirs[@]} -eq 0 ] || mv "$work/scenarios" "$payload/scenarios"
 "$here/build-l1-initramfs.sh" --payload "$payload" -o "$work/l1.cpio.gz"
@@ -319,10 +352,8 @@ l1_log="$out/l1-console.log"
 total=$((${#dirs[@]} * timeout + 300))
 log "booting the L1 test host (${l1_mem} MiB, $((${#qemu_drives[@]} / 4)) disk(s)); its console: $l1_log"
 set +e
-timeout -k 10 "$total" qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm -smp 2 -m "$l1_mem" \
-    -kernel "$BALLAST_KERNEL" -initrd "$work/l1.cpio.gz" \
-    -append "console=ttyS0 panic=-1 rdinit=/init quiet" -nographic -no-reboot -nic none \
-    "${qemu_drives[@]}" </dev/null 2>&1 |
+timeout -k 10 "$total" bash -c "$(declare -f l1_qemu); l1_qemu \"\$@\"" l1 \
+    "$l1_mem" "$work/l1.cpio.gz" -nic none "${qemu_drives[@]}" </dev/null 2>&1 |
     console_filter |
     if [ "$stream" = 1 ]; then tee "$l1_log" >&2; else cat >"$l1_log"; fi
 qemu_rc=${PIPESTATUS[0]}

@@ -284,59 +284,22 @@ pub fn run_and_check(dirs: &[PathBuf]) -> Result<(), String> {
 }
 
 /// Runs one built-in scenario (a folder under `tests/scenarios/`) and panics
-/// with the mismatches if it fails. Does nothing unless `BALLAST_E2E=1`.
+/// with the mismatches if it fails. Does nothing unless `BALLAST_E2E=1`. One boot:
+/// a scenario that fails is never run again (a pass on a rerun would hide a guest that
+/// dies now and then; `tests/soak/nested.sh` is the tool for counting such deaths).
 pub fn run_builtin(name: &str) {
     if !e2e_enabled() {
         return;
     }
-    let dir = scenarios_dir().join(name);
-    let mut earlier = Vec::new();
-    loop {
-        match run_and_check(std::slice::from_ref(&dir)) {
-            Ok(()) => return,
-            // Under nested TCG a guest now and then resets with nothing on its console, or the
-            // L1 test host's own kernel dies under it (README, "The nested crash"): more boots
-            // tell that apart from a scenario that really fails.
-            Err(e) if earlier.len() < NESTED_DEATH_RERUNS && nested_death(&e) => {
-                eprintln!("[e2e] {name}: the nested guest or its L1 test host died; running it again:\n{e}");
-                earlier.push(e);
-            }
-            Err(e) if earlier.is_empty() => panic!("{e}"),
-            Err(e) => panic!("{e}\n(earlier runs:\n{})", earlier.join("\n")),
-        }
+    if let Err(e) = run_and_check(&[scenarios_dir().join(name)]) {
+        panic!("{e}");
     }
-}
-
-/// How many more boots a scenario gets when its nested guest or L1 test host died silently.
-const NESTED_DEATH_RERUNS: usize = 2;
-
-/// Whether a failure is the nested environment dying rather than the scenario failing.
-fn nested_death(failure: &str) -> bool {
-    failure.contains("nested mode")
-        && (failure.contains("the guest never powered off")
-            || failure.contains("the L1 test host stopped"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn only_a_silent_nested_death_is_run_again() {
-        assert!(nested_death(
-            "scenario x (nested mode) failed:\n  the guest never powered off (no ...)"
-        ));
-        assert!(nested_death(
-            "scenario x (nested mode) failed:\n  harness_error: \"the L1 test host stopped (qemu exit 0)\""
-        ));
-        assert!(!nested_death(
-            "scenario x (direct mode) failed:\n  the guest never powered off"
-        ));
-        assert!(!nested_death(
-            "scenario x (nested mode) failed:\n  result nproc: got 1, expected 2"
-        ));
-    }
 
     const STREAM: &str = r#"
 {"harness_mode":"nested","scenario":"boot-2-vcpus"}

@@ -125,8 +125,7 @@ fn limit_reclaim() {
 
 /// Four limit cuts and clears in one boot of a guest that re-reads its page cache and keeps
 /// 48 MiB of anon memory busy: every cut reaches the threshold, every clear empties the balloon,
-/// and the guest survives them all. One vCPU: with two, under nested TCG, the guest or the L1
-/// test host's kernel died within a few cycles in most runs (README, issue 7).
+/// and the guest survives them all.
 #[test]
 fn limit_cycles() {
     run_builtin("limit-cycles");
