@@ -13,13 +13,9 @@ use acpi_tables::xsdt::XSDT;
 use acpi_tables::{aml, Aml};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-use crate::layout;
+use ballast_devices::legacy::acpi_pm::{RESET_VALUE, S5_SLEEP_TYPE};
 
-/// The sleep type the DSDT's `\_S5_` object hands to the guest; the guest writes it (shifted into
-/// SLP_TYP, with SLP_EN) to the sleep control register to power off.
-pub const S5_SLEEP_TYPE: u8 = 5;
-/// The value the guest writes to the FADT reset register to reboot.
-pub const RESET_VALUE: u8 = 1;
+use crate::layout;
 
 const OEM_ID: [u8; 6] = *b"BALLST";
 const OEM_REVISION: u32 = 1;

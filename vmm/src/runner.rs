@@ -6,7 +6,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ballast_balloon::{Balloon, BalloonError};
+use ballast_devices::balloon::{Balloon, BalloonError};
+use ballast_devices::block::{Block, BlockError};
+use ballast_devices::bus::{Bus, BusError};
+use ballast_devices::legacy::acpi_pm::AcpiPmDevice;
+use ballast_devices::legacy::i8042::{I8042, I8042_PORT_RANGE};
+use ballast_devices::legacy::serial::{SerialDevice, SerialInput, SERIAL_PORT_RANGE};
+use ballast_devices::legacy::EventFdTrigger;
+use ballast_devices::vsock::{Vsock, VsockError};
+use ballast_manager::host_enforce::HostEnforcer;
+use ballast_manager::policy::PolicyConfig;
+use ballast_manager::{ManagerConfig, ManagerParts, MemoryManager};
 use ballast_virtio::VirtioDevice;
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use vm_superio::I8042Device;
@@ -14,33 +24,22 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
 use crate::acpi::{create_acpi_tables, AcpiError, VirtioMmioInfo};
-use crate::agent::{
-    AgentDialer, AgentLink, VsockDialer, AGENT_PORT, BOOT_GRACE, REQUEST_TIMEOUT, STATS_INTERVAL,
-};
+use crate::agent::{AgentService, AgentTimings, VsockDialer, AGENT_PORT};
 use crate::api::handler::{ApiHandler, VmHandles};
 use crate::api::server::ApiServer;
 use crate::api_socket::{self, ApiSocketError};
 use crate::boot::{self, BootError};
 use crate::config::{self, ConfigError, VmConfig};
 use crate::control::Control;
-use crate::devices::acpi_pm::AcpiPmDevice;
-use crate::devices::block::{Block, BlockError};
-use crate::devices::bus::{Bus, BusError};
-use crate::devices::legacy::i8042::{I8042, I8042_PORT_RANGE};
-use crate::devices::legacy::serial::{SerialDevice, SerialInput, SERIAL_PORT_RANGE};
-use crate::devices::legacy::EventFdTrigger;
-use crate::devices::virtio_mmio::{self, VirtioMmioError};
-use crate::devices::vsock::{Vsock, VsockError};
-use crate::host_enforce::HostEnforcer;
 use crate::layout::{ACPI_PM_PORT, COM1_PORT, I8042_PORT, SERIAL_IRQ};
-use crate::manager::{ManagerConfig, ManagerParts, MemoryManager, PAGE_SIZE};
+use crate::ports::BalloonPort;
 use crate::signals;
+use crate::virtio_mmio::{self, VirtioMmioError};
 use crate::vstate::dirty_log::KvmDirtyLog;
 use crate::vstate::exit::{ExitState, VmExit};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{kick_signal, Vcpu, VcpuPause};
 use crate::vstate::vm::{open_kvm, Vm, VmError};
-use ballast_balloon::manager::policy::PolicyConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -102,7 +101,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     let signals = signals::termination_signalfd().map_err(io("watch SIGINT/SIGTERM"))?;
     signals::install_kick_handler().map_err(RunError::Signal)?;
     config::validate_memory(config.mem_size, config::host_memory_bytes())?;
-    config::validate_limit(config.limit, config.mem_size)?;
+    config::validate_limit(config.limit_pages, config.mem_size)?;
     // Before KVM and guest RAM exist: cgroup v2 charges memory where it was first touched and
     // never moves the charge, so everything ballast will hold must be touched in its cgroup.
     let host_enforcer = HostEnforcer::start(&config.host_enforce);
@@ -238,40 +237,31 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         }
     }
 
-    let agent_connector = agent;
-    let agent = match agent_connector.clone() {
+    let agent = match agent {
         Some(connector) => Some(
-            AgentLink::start(
+            AgentService::start(
                 VsockDialer {
                     connector,
                     port: AGENT_PORT,
                 },
-                STATS_INTERVAL,
-                REQUEST_TIMEOUT,
-                BOOT_GRACE,
+                AgentTimings::default(),
             )
-            .map_err(io("start the guest agent link"))?,
+            .map_err(io("start the guest agent service"))?,
         ),
         None => None,
     };
 
     let manager = MemoryManager::start(
         ManagerParts {
-            mem: mem.clone(),
-            balloon: balloon.clone(),
+            ram: Box::new(mem.clone()),
+            balloon: Box::new(BalloonPort(balloon.clone())),
             dirty_log: Box::new(dirty_log),
-            agent_status: agent.as_ref().map(AgentLink::shared_status),
-            agent_dialer: agent_connector.map(|connector| {
-                Box::new(VsockDialer {
-                    connector,
-                    port: AGENT_PORT,
-                }) as Box<dyn AgentDialer>
-            }),
+            agent: agent.as_ref().map(|a| Box::new(a.handle()) as _),
             host_enforcer,
         },
         ManagerConfig {
             sample_interval: config.sample_interval,
-            limit_pages: config.limit.map(|bytes| bytes / PAGE_SIZE),
+            limit_pages: config.limit_pages,
             policy: PolicyConfig::default(),
         },
     )
@@ -287,8 +277,8 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
                 mem_size: config.mem_size,
                 balloon: balloon.clone(),
                 started,
-                agent: agent.as_ref().map(AgentLink::shared_status),
-                manager: Some(manager.handle()),
+                agent: agent.as_ref().map(AgentService::handle),
+                manager: manager.handle(),
             };
             events.add_subscriber(Arc::new(Mutex::new(ApiHandler::new(receiver, vm_handles))));
             match ApiServer::start(listener, path, sender) {

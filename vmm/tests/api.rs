@@ -919,7 +919,7 @@ fn cli_subcommands_talk_to_the_socket() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "ballast: limit_mib 1024 is more than the guest's 64 MiB of memory\n"
+        "ballast: a memory limit of 1024 MiB is more than the guest's 64 MiB of memory\n"
     );
     let out = cli(&b, &["limit", "set", "1G", "--json"]);
     assert_eq!(out.status.code(), Some(1));

@@ -14,6 +14,8 @@ pub mod text;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use ballast_manager::pages;
+
 use super::{MemoryState, VmState, VmmMetrics};
 use text::{gauge, state_gauge, Family};
 
@@ -119,22 +121,20 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
             (MemoryState::GuestUnresponsive, "guest_unresponsive"),
         ],
     );
-    if let Some(view) = &vmm.manager {
-        memory::manager(&mut out, view);
-    }
+    memory::manager(&mut out, &vmm.manager);
     memory::host_enforce(&mut out, &mem.host_enforce);
 
     gauge(
         &mut out,
         "ballast_balloon_target_bytes",
         "The balloon size the host asked for.",
-        u64::from(vmm.balloon_target_pages) * 4096,
+        pages::to_bytes(u64::from(vmm.balloon_target_pages)),
     );
     gauge(
         &mut out,
         "ballast_balloon_actual_bytes",
         "The balloon size the guest driver reports.",
-        u64::from(vmm.balloon_actual_pages) * 4096,
+        pages::to_bytes(u64::from(vmm.balloon_actual_pages)),
     );
     // Every balloon counter, by its field name, so counters the device adds show up here too.
     if let Ok(serde_json::Value::Object(counters)) = serde_json::to_value(&vmm.balloon) {
@@ -170,18 +170,18 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
 mod tests {
     use std::time::Duration;
 
-    use ballast_balloon::manager::policy::{ManagerState, OverLimitCause, StepCounters};
+    use ballast_manager::policy::{ManagerState, OverLimitCause, StepCounters};
 
     use super::text::{parse, Sample};
     use super::*;
     use crate::api::{HostEnforceState, HostEnforceStatus, MemoryInfo, VmInfo};
-    use crate::manager::ManagerView;
+    use ballast_manager::ManagerView;
 
     const MIB: u64 = 1 << 20;
 
     /// A VM over its 256 MiB limit with the balloon at its cap, after some reclaim.
     fn manager_view() -> ManagerView {
-        let mut view = ManagerView::new(Some(256 * 256), HostEnforceStatus::off());
+        let mut view = ManagerView::new(512 * 256, Some(256 * 256), HostEnforceStatus::off());
         view.threshold_pages = Some(224 * 256);
         view.resident_pages = Some(300 * 256);
         view.working_set_pages = Some(100 * 256);
@@ -245,7 +245,7 @@ mod tests {
             balloon_target_pages: 256,
             balloon_actual_pages: 0,
             balloon: Default::default(),
-            manager: Some(view),
+            manager: view,
         }
     }
 
@@ -359,7 +359,7 @@ mod tests {
         let mut metrics = sample_metrics();
         metrics.memory.limit_mib = None;
         metrics.memory.host_enforce = HostEnforceStatus::off();
-        let view = metrics.manager.as_mut().unwrap();
+        let view = &mut metrics.manager;
         view.limit_pages = None;
         view.working_set_pages = None;
         view.dirty_rate_pages_per_s = None;
@@ -384,12 +384,6 @@ mod tests {
             value(&samples, "ballast_host_enforce_state", &[("state", "off")]),
             1.0
         );
-
-        // Without a memory manager, only what the API measures itself.
-        metrics.manager = None;
-        let text = render(&metrics, &[]);
-        parse(&text).unwrap();
-        assert!(!text.contains("ballast_memory_reclaim_"));
         assert!(text.contains("ballast_memory_resident_bytes 12345\n"));
     }
 }
