@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use ballast_virtio::options::{self, switch_str, OptionError};
+
 /// What the balloon device offers the guest. Fixed at creation: features are negotiated once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BalloonConfig {
@@ -37,15 +39,20 @@ const DEFLATE_ON_OOM: &str = "deflate_on_oom";
 const FREE_PAGE_REPORTING: &str = "free_page_reporting";
 const STATS_POLLING_INTERVAL_S: &str = "stats_polling_interval_s";
 
-fn parse_switch(key: &str, value: &str) -> Result<bool, BalloonConfigError> {
-    match value {
-        "on" | "true" => Ok(true),
-        "off" | "false" => Ok(false),
-        _ => Err(BalloonConfigError::InvalidSwitch {
-            key: key.to_string(),
-            value: value.to_string(),
-        }),
+impl From<OptionError> for BalloonConfigError {
+    fn from(e: OptionError) -> Self {
+        match e {
+            OptionError::MissingValue(option) => BalloonConfigError::MissingValue(option),
+            OptionError::Duplicate(key) => BalloonConfigError::Duplicate(key),
+        }
     }
+}
+
+fn parse_switch(key: &str, value: &str) -> Result<bool, BalloonConfigError> {
+    options::switch(value).ok_or_else(|| BalloonConfigError::InvalidSwitch {
+        key: key.to_string(),
+        value: value.to_string(),
+    })
 }
 
 impl FromStr for BalloonConfig {
@@ -55,15 +62,8 @@ impl FromStr for BalloonConfig {
     /// statistics). An empty string is the default configuration.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut config = BalloonConfig::default();
-        let mut seen: Vec<&str> = Vec::new();
-        for option in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            let (key, value) = option
-                .split_once('=')
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| BalloonConfigError::MissingValue(option.to_string()))?;
-            if seen.contains(&key) {
-                return Err(BalloonConfigError::Duplicate(key.to_string()));
-            }
+        for option in options::parse(s) {
+            let (key, value) = option?;
             match key {
                 DEFLATE_ON_OOM => config.deflate_on_oom = parse_switch(key, value)?,
                 FREE_PAGE_REPORTING => config.free_page_reporting = parse_switch(key, value)?,
@@ -78,7 +78,6 @@ impl FromStr for BalloonConfig {
                 }
                 _ => return Err(BalloonConfigError::UnknownKey(key.to_string())),
             }
-            seen.push(key);
         }
         Ok(config)
     }
@@ -87,12 +86,11 @@ impl FromStr for BalloonConfig {
 impl fmt::Display for BalloonConfig {
     /// The command-line form, which `from_str` reads back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let switch = |on: bool| if on { "on" } else { "off" };
         write!(
             f,
             "{DEFLATE_ON_OOM}={},{FREE_PAGE_REPORTING}={},{STATS_POLLING_INTERVAL_S}={}",
-            switch(self.deflate_on_oom),
-            switch(self.free_page_reporting),
+            switch_str(self.deflate_on_oom),
+            switch_str(self.free_page_reporting),
             self.stats_polling_interval_s
         )
     }

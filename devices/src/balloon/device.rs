@@ -12,10 +12,8 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BALLOON;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::timerfd::TimerFd;
 
-use ballast_virtio::device_state::read_config;
 use ballast_virtio::{
-    ActivateError, ActivationEvents, DeviceState, GuestMemoryMmap, QueueEvent, VirtioDevice,
-    VirtioInterrupt,
+    ActivateError, DeviceCore, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt,
 };
 
 use super::queue::{negotiated_queues, ActiveQueues};
@@ -42,26 +40,13 @@ pub enum BalloonError {
     StatsDisabled,
 }
 
-/// The driver-visible config space (virtio 1.2, 5.5.4): `num_pages` is the target the host sets,
-/// `actual` the number of pages the driver says the balloon holds. The later fields
-/// (free_page_hint_cmd_id, poison_val) belong to features not offered, so they read as zero.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct ConfigSpace {
-    num_pages: u32,
-    actual: u32,
-}
-
+/// The driver-visible config space (virtio 1.2, 5.5.4): `num_pages` (le32) is the target the
+/// host sets, `actual` (le32) the number of pages the driver says the balloon holds. The later
+/// fields (free_page_hint_cmd_id, poison_val) belong to features not offered, so they read as
+/// zero.
 const CONFIG_SPACE_SIZE: usize = 8;
+const NUM_PAGES_OFFSET: usize = 0;
 const ACTUAL_OFFSET: usize = 4;
-
-impl ConfigSpace {
-    fn to_bytes(self) -> [u8; CONFIG_SPACE_SIZE] {
-        let mut bytes = [0; CONFIG_SPACE_SIZE];
-        bytes[..ACTUAL_OFFSET].copy_from_slice(&self.num_pages.to_le_bytes());
-        bytes[ACTUAL_OFFSET..].copy_from_slice(&self.actual.to_le_bytes());
-        bytes
-    }
-}
 
 /// The virtio-balloon device.
 ///
@@ -70,13 +55,8 @@ impl ConfigSpace {
 /// event loop, in `process` (see `event_handler.rs`).
 pub struct Balloon {
     config: BalloonConfig,
-    /// Features and the broken flag.
-    pub(super) state: DeviceState,
-    queue_sizes: Vec<u16>,
-    config_space: ConfigSpace,
-    /// Wakes the event loop after `activate` or `reset` (both run on a vCPU thread) so it can
-    /// register or unregister the queues' eventfds.
-    pub(super) events: ActivationEvents,
+    /// Type, queues, features, config space, the broken flag and the activation eventfd.
+    pub(super) core: DeviceCore,
     /// Present only when STATS_VQ is offered.
     pub(super) stats_timer: Option<TimerFd>,
     pub(super) stats_interval_s: u16,
@@ -109,10 +89,14 @@ impl Balloon {
         }
         Ok(Balloon {
             config,
-            state: DeviceState::new(avail_features),
-            queue_sizes: vec![QUEUE_SIZE; queues],
-            config_space: ConfigSpace::default(),
-            events: ActivationEvents::new().map_err(BalloonError::EventFd)?,
+            core: DeviceCore::new(
+                LABEL,
+                VIRTIO_ID_BALLOON,
+                vec![QUEUE_SIZE; queues],
+                avail_features,
+                vec![0; CONFIG_SPACE_SIZE],
+            )
+            .map_err(BalloonError::EventFd)?,
             stats_timer,
             stats_interval_s: config.stats_polling_interval_s,
             timer_registered: false,
@@ -132,7 +116,8 @@ impl Balloon {
     /// config-change interrupt and moves towards the target; before that the driver reads the
     /// target when it starts.
     pub fn set_target_pages(&mut self, pages: u32) {
-        self.config_space.num_pages = pages;
+        self.core.config_space[NUM_PAGES_OFFSET..ACTUAL_OFFSET]
+            .copy_from_slice(&pages.to_le_bytes());
         if let Some(active) = &self.active {
             match active.interrupt.signal_config_change() {
                 Ok(()) => self.metrics.config_changes.inc(),
@@ -157,12 +142,18 @@ impl Balloon {
 
     /// The target the host set, in 4 KiB guest pages.
     pub fn target_pages(&self) -> u32 {
-        self.config_space.num_pages
+        self.config_field(NUM_PAGES_OFFSET)
     }
 
     /// The balloon's size as the driver reports it in config space (`actual`), in 4 KiB pages.
     pub fn actual_pages(&self) -> u32 {
-        self.config_space.actual
+        self.config_field(ACTUAL_OFFSET)
+    }
+
+    fn config_field(&self, offset: usize) -> u32 {
+        let mut bytes = [0; 4];
+        bytes.copy_from_slice(&self.core.config_space[offset..offset + 4]);
+        u32::from_le_bytes(bytes)
     }
 
     /// Guest pages the device saw go into the balloon and not come out.
@@ -214,7 +205,7 @@ impl Balloon {
     /// DEVICE_NEEDS_RESET in the status register (a config-change interrupt was raised to tell
     /// the driver). Cleared by `reset`.
     pub fn needs_reset(&self) -> bool {
-        self.state.is_broken()
+        self.core.is_broken()
     }
 
     pub(super) fn arm_stats_timer(&mut self) -> io::Result<()> {
@@ -233,54 +224,35 @@ impl Balloon {
     /// Stops processing the queues after a failure that leaves them in an unknown state, and
     /// tells the driver through a config-change interrupt (virtio 1.2, 2.1.2).
     pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        self.state.mark_broken(
-            LABEL,
-            why,
-            self.active.as_ref().map(|active| &*active.interrupt),
-            &self.metrics.queue_errors,
-            &self.metrics.interrupt_errors,
-        );
+        let metrics = &self.metrics;
+        (self.core).mark_broken(why, &metrics.queue_errors, &metrics.interrupt_errors);
     }
 }
 
 impl VirtioDevice for Balloon {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_BALLOON
+    fn core(&self) -> &DeviceCore {
+        &self.core
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.state.avail_features()
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.state.set_acked_features(LABEL, features);
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config(&self.config_space.to_bytes(), offset, data);
+    fn core_mut(&mut self) -> &mut DeviceCore {
+        &mut self.core
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         // Only `actual` is the driver's to write; `num_pages` is the host's.
-        let mut actual = self.config_space.actual.to_le_bytes();
         for (i, &byte) in data.iter().enumerate() {
             match offset
                 .checked_add(i as u64)
                 .and_then(|p| usize::try_from(p).ok())
             {
                 Some(pos) if (ACTUAL_OFFSET..CONFIG_SPACE_SIZE).contains(&pos) => {
-                    actual[pos - ACTUAL_OFFSET] = byte
+                    self.core.config_space[pos] = byte
                 }
                 _ => {
                     warn!("balloon: the driver wrote read-only config byte at offset {offset}+{i}")
                 }
             }
         }
-        self.config_space.actual = u32::from_le_bytes(actual);
     }
 
     fn activate(
@@ -289,12 +261,8 @@ impl VirtioDevice for Balloon {
         interrupt: Arc<VirtioInterrupt>,
         queues: Vec<QueueEvent>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::Backend(
-                "the balloon is already active".to_string(),
-            ));
-        }
-        let layout = negotiated_queues(self.state.acked_features());
+        self.core.ensure_inactive("balloon")?;
+        let layout = negotiated_queues(self.core.acked_features());
         if queues.len() < layout.len() {
             return Err(ActivateError::QueueCount {
                 want: layout.len(),
@@ -310,42 +278,36 @@ impl VirtioDevice for Balloon {
                 queues.len()
             );
         }
-        let event_idx = self.state.has_acked(VIRTIO_RING_F_EVENT_IDX);
-        let mut active = ActiveQueues::new(mem, interrupt);
+        let event_idx = self.core.has_acked(VIRTIO_RING_F_EVENT_IDX);
+        let mut active = ActiveQueues::new(mem, interrupt.clone());
         for (index, (which, mut queue)) in layout.into_iter().zip(queues).enumerate() {
             queue.prepare(&active.mem, event_idx, format_args!("queue {index}"))?;
             active.insert(which, queue);
         }
         self.pages = BalloonBitmap::new(&active.mem);
         self.held_stats_buffer = None;
-        self.state.activated();
         self.active = Some(active);
-        // The event loop registers the queues' eventfds; this thread is a vCPU's.
-        self.events.activated()
-    }
-
-    fn needs_reset(&self) -> bool {
-        self.state.is_broken()
+        self.core.activated(&interrupt)
     }
 
     fn reset(&mut self) -> bool {
-        if let Some(active) = self.active.take() {
-            self.events.retire(active.into_events());
-        }
+        let retired = self.active.take().map(ActiveQueues::into_events);
         if let Some(timer) = self.stats_timer.as_mut() {
             if let Err(e) = timer.clear() {
                 warn!("balloon: cannot stop the statistics timer: {e}");
             }
         }
-        self.state.reset();
-        self.config_space.actual = 0;
+        self.core.config_space[ACTUAL_OFFSET..].fill(0);
         // The driver forgot its balloon: all guest pages are the guest's again.
         self.pages = BalloonBitmap::default();
         self.held_stats_buffer = None;
-        if self.events.has_retired() || self.timer_registered {
-            self.events
-                .wake_after_reset(LABEL, &self.metrics.event_errors);
-        }
+        // The loop also unregisters the statistics timer.
+        let wake = self.timer_registered;
+        self.core.reset(
+            retired.into_iter().flatten(),
+            wake,
+            &self.metrics.event_errors,
+        );
         true
     }
 }

@@ -35,7 +35,8 @@ fn tag(which: BalloonQueue) -> u32 {
 
 impl MutEventSubscriber for Balloon {
     fn init(&mut self, ops: &mut EventOps) {
-        self.events
+        self.core
+            .events
             .watch(ops, ACTIVATE, LABEL, &self.metrics.event_errors);
         // Registered after activation (unusual, but harmless): catch up now.
         self.sync_registrations(ops);
@@ -44,7 +45,7 @@ impl MutEventSubscriber for Balloon {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         match events.data() {
             ACTIVATE => {
-                self.events.clear();
+                self.core.events.clear();
                 self.sync_registrations(ops);
                 self.process_all_queues();
             }
@@ -65,7 +66,8 @@ impl Balloon {
     /// Makes the event loop watch exactly the current activation's eventfds (and the stats timer
     /// if statistics were negotiated).
     fn sync_registrations(&mut self, ops: &mut EventOps) {
-        self.events
+        self.core
+            .events
             .remove_retired(ops, LABEL, &self.metrics.event_errors);
 
         let wants_timer = self
@@ -85,12 +87,12 @@ impl Balloon {
         let Some(active) = self.active.as_ref() else {
             return;
         };
-        if self.events.is_registered() {
+        if self.core.events.is_registered() {
             return;
         }
         let mut failure: Option<String> = None;
         for (which, queue) in active.queues() {
-            if let Err(e) = self.events.register(ops, [(&queue.event, tag(which))]) {
+            if let Err(e) = self.core.events.register(ops, [(&queue.event, tag(which))]) {
                 failure = Some(format!("cannot watch the {which} queue's eventfd: {e}"));
             }
         }

@@ -149,7 +149,7 @@ impl ActiveQueues {
 impl Balloon {
     /// Handles every buffer the driver made available on `which`. Runs on the event loop.
     pub(crate) fn process_queue(&mut self, which: BalloonQueue) {
-        if self.state.is_broken() {
+        if self.core.is_broken() {
             return;
         }
         let Some(active) = self.active.as_mut() else {
@@ -219,7 +219,7 @@ impl Balloon {
 
     /// Asks the driver for fresh statistics by giving back the stats buffer the device holds.
     pub(crate) fn request_stats(&mut self) {
-        if self.state.is_broken() {
+        if self.core.is_broken() {
             return;
         }
         let Some(active) = self.active.as_mut() else {

@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use ballast_virtio::options::{self, switch_str, OptionError};
+
 /// One disk: a raw image file (or host block device) and how the guest may use it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockConfig {
@@ -43,14 +45,12 @@ pub enum BlockConfigError {
 
 const READONLY: &str = "readonly";
 
-fn parse_switch(key: &str, value: &str) -> Result<bool, BlockConfigError> {
-    match value {
-        "on" | "true" => Ok(true),
-        "off" | "false" => Ok(false),
-        _ => Err(BlockConfigError::InvalidSwitch {
-            key: key.to_string(),
-            value: value.to_string(),
-        }),
+impl From<OptionError> for BlockConfigError {
+    fn from(e: OptionError) -> Self {
+        match e {
+            OptionError::MissingValue(option) => BlockConfigError::MissingValue(option),
+            OptionError::Duplicate(key) => BlockConfigError::Duplicate(key),
+        }
     }
 }
 
@@ -60,25 +60,23 @@ impl FromStr for BlockConfig {
     /// `PATH[,readonly=on|off]`. The path is taken as written (no trimming); options may carry
     /// spaces around them, and empty options (a trailing comma) are ignored.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (path, options) = s.split_once(',').unwrap_or((s, ""));
+        let (path, rest) = s.split_once(',').unwrap_or((s, ""));
         if path.trim().is_empty() {
             return Err(BlockConfigError::MissingPath);
         }
         let mut config = BlockConfig::new(path);
-        let mut seen: Vec<&str> = Vec::new();
-        for option in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            let (key, value) = option
-                .split_once('=')
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| BlockConfigError::MissingValue(option.to_string()))?;
-            if seen.contains(&key) {
-                return Err(BlockConfigError::Duplicate(key.to_string()));
-            }
+        for option in options::parse(rest) {
+            let (key, value) = option?;
             match key {
-                READONLY => config.read_only = parse_switch(key, value)?,
+                READONLY => {
+                    config.read_only =
+                        options::switch(value).ok_or_else(|| BlockConfigError::InvalidSwitch {
+                            key: key.to_string(),
+                            value: value.to_string(),
+                        })?
+                }
                 _ => return Err(BlockConfigError::UnknownKey(key.to_string())),
             }
-            seen.push(key);
         }
         Ok(config)
     }
@@ -91,7 +89,7 @@ impl fmt::Display for BlockConfig {
             f,
             "{},{READONLY}={}",
             self.path.display(),
-            if self.read_only { "on" } else { "off" }
+            switch_str(self.read_only)
         )
     }
 }

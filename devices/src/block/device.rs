@@ -13,10 +13,9 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
-use ballast_virtio::device_state::read_config;
 use ballast_virtio::{
-    exact_queues, ActivateError, ActivationEvents, DeviceState, GuestMemoryMmap, QueueEvent,
-    VirtioDevice, VirtioInterrupt,
+    exact_queues, ActivateError, DeviceCore, GuestMemoryMmap, QueueEvent, VirtioDevice,
+    VirtioInterrupt,
 };
 
 use super::io::DiskImage;
@@ -86,8 +85,8 @@ pub(super) const SIZE_MAX_OFFSET: usize = 8;
 pub(super) const SEG_MAX_OFFSET: usize = 12;
 pub(super) const BLK_SIZE_OFFSET: usize = 20;
 
-fn config_space(capacity_sectors: u64) -> [u8; CONFIG_SPACE_SIZE] {
-    let mut bytes = [0u8; CONFIG_SPACE_SIZE];
+fn config_space(capacity_sectors: u64) -> Vec<u8> {
+    let mut bytes = vec![0u8; CONFIG_SPACE_SIZE];
     bytes[CAPACITY_OFFSET..CAPACITY_OFFSET + 8].copy_from_slice(&capacity_sectors.to_le_bytes());
     bytes[SIZE_MAX_OFFSET..SIZE_MAX_OFFSET + 4].copy_from_slice(&SIZE_MAX.to_le_bytes());
     bytes[SEG_MAX_OFFSET..SEG_MAX_OFFSET + 4].copy_from_slice(&SEG_MAX.to_le_bytes());
@@ -111,15 +110,9 @@ pub(super) struct ActiveQueue {
 pub struct Block {
     config: BlockConfig,
     pub(super) disk: DiskImage,
-    /// `virtio-blk <image path>`, for log messages.
-    pub(super) label: String,
-    /// Features and the broken flag.
-    pub(super) state: DeviceState,
-    queue_sizes: [u16; 1],
-    config_space: [u8; CONFIG_SPACE_SIZE],
-    /// Wakes the event loop after `activate` or `reset` (both run on a vCPU thread) so it can
-    /// register or unregister the queue's eventfd.
-    pub(super) events: ActivationEvents,
+    /// Type, queue, features, config space, the broken flag and the activation eventfd; its
+    /// label (`virtio-blk <image path>`) names the device in log messages.
+    pub(super) core: DeviceCore,
     pub(super) active: Option<ActiveQueue>,
     pub(super) metrics: Arc<BlockMetrics>,
 }
@@ -146,14 +139,18 @@ impl Block {
             (disk.capacity_sectors() * SECTOR_SIZE) >> 20,
             if config.read_only { ", read-only" } else { "" }
         );
+        let core = DeviceCore::new(
+            label,
+            VIRTIO_ID_BLOCK,
+            vec![QUEUE_SIZE],
+            avail_features,
+            config_space(disk.capacity_sectors()),
+        )
+        .map_err(BlockError::EventFd)?;
         Ok(Block {
-            config_space: config_space(disk.capacity_sectors()),
             config,
             disk,
-            label,
-            state: DeviceState::new(avail_features),
-            queue_sizes: [QUEUE_SIZE],
-            events: ActivationEvents::new().map_err(BlockError::EventFd)?,
+            core,
             active: None,
             metrics: Arc::new(BlockMetrics::default()),
         })
@@ -195,7 +192,7 @@ impl Block {
     /// DEVICE_NEEDS_RESET in the status register (a config-change interrupt was raised to tell
     /// the driver). Cleared by `reset`.
     pub fn needs_reset(&self) -> bool {
-        self.state.is_broken()
+        self.core.is_broken()
     }
 
     pub(super) fn limits(&self) -> DiskLimits {
@@ -208,47 +205,22 @@ impl Block {
     /// Stops processing the queue after a failure that leaves it in an unknown state, and tells
     /// the driver through a config-change interrupt (virtio 1.2, 2.1.2).
     pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        self.state.mark_broken(
-            &self.label,
-            why,
-            self.active.as_ref().map(|active| &*active.interrupt),
-            &self.metrics.queue_errors,
-            &self.metrics.interrupt_errors,
-        );
+        let metrics = &self.metrics;
+        (self.core).mark_broken(why, &metrics.queue_errors, &metrics.interrupt_errors);
     }
 }
 
 impl VirtioDevice for Block {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_BLOCK
+    fn core(&self) -> &DeviceCore {
+        &self.core
     }
 
-    fn needs_reset(&self) -> bool {
-        self.state.is_broken()
+    fn core_mut(&mut self) -> &mut DeviceCore {
+        &mut self.core
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.state.avail_features()
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.state.set_acked_features(&self.label, features);
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config(&self.config_space, offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // Every field is the device's (`wce` would be the driver's, but CONFIG_WCE is not
-        // offered).
-        self.state
-            .ignore_config_write(&self.label, offset, data.len());
-    }
+    // Every config field is the device's (`wce` would be the driver's, but CONFIG_WCE is not
+    // offered): the default `write_config` ignores the driver's writes.
 
     fn activate(
         &mut self,
@@ -256,36 +228,24 @@ impl VirtioDevice for Block {
         interrupt: Arc<VirtioInterrupt>,
         queues: Vec<QueueEvent>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::Backend(
-                "the block device is already active".to_string(),
-            ));
-        }
+        self.core.ensure_inactive("block device")?;
         let [mut queue] = exact_queues(queues)?;
         queue.prepare(
             &mem,
-            self.state.has_acked(VIRTIO_RING_F_EVENT_IDX),
+            self.core.has_acked(VIRTIO_RING_F_EVENT_IDX),
             "the request queue",
         )?;
-        self.state.activated();
         self.active = Some(ActiveQueue {
             mem,
-            interrupt,
+            interrupt: interrupt.clone(),
             queue,
         });
-        // The event loop registers the queue's eventfd; this thread is a vCPU's.
-        self.events.activated()
+        self.core.activated(&interrupt)
     }
 
     fn reset(&mut self) -> bool {
-        if let Some(active) = self.active.take() {
-            self.events.retire([active.queue.event]);
-        }
-        self.state.reset();
-        if self.events.has_retired() {
-            self.events
-                .wake_after_reset(&self.label, &self.metrics.event_errors);
-        }
+        let retired = self.active.take().map(|active| active.queue.event);
+        self.core.reset(retired, false, &self.metrics.event_errors);
         true
     }
 }

@@ -21,8 +21,9 @@ const QUEUE: u32 = 1;
 
 impl MutEventSubscriber for Block {
     fn init(&mut self, ops: &mut EventOps) {
-        self.events
-            .watch(ops, ACTIVATE, &self.label, &self.metrics.event_errors);
+        self.core
+            .events
+            .watch(ops, ACTIVATE, &self.core.label, &self.metrics.event_errors);
         // Registered after activation (unusual, but harmless): catch up now.
         self.sync_registrations(ops);
     }
@@ -30,7 +31,7 @@ impl MutEventSubscriber for Block {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         match events.data() {
             ACTIVATE => {
-                self.events.clear();
+                self.core.events.clear();
                 self.sync_registrations(ops);
                 // The driver may have queued requests before the eventfd was watched.
                 self.process_queue();
@@ -38,7 +39,7 @@ impl MutEventSubscriber for Block {
             QUEUE => self.on_queue_event(events.fd()),
             other => warn!(
                 "{}: event with unknown tag {other} on fd {}",
-                self.label,
+                self.core.label,
                 events.fd()
             ),
         }
@@ -48,15 +49,12 @@ impl MutEventSubscriber for Block {
 impl Block {
     /// Makes the event loop watch exactly the current activation's queue eventfd.
     fn sync_registrations(&mut self, ops: &mut EventOps) {
-        self.events
-            .remove_retired(ops, &self.label, &self.metrics.event_errors);
-        let Some(active) = self.active.as_ref() else {
-            return;
-        };
-        if self.events.is_registered() {
-            return;
-        }
-        if let Err(e) = self.events.register(ops, [(&active.queue.event, QUEUE)]) {
+        let queue = self.active.as_ref().map(|a| [(&a.queue.event, QUEUE)]);
+        let core = &mut self.core;
+        if let Err(e) = core
+            .events
+            .sync(ops, queue, &core.label, &self.metrics.event_errors)
+        {
             // The device cannot hear the driver: better the driver learns it needs a reset than
             // waits forever.
             self.metrics.event_errors.inc();
@@ -74,7 +72,7 @@ impl Block {
         }
         if let Err(e) = read_queue_event(&active.queue.event) {
             self.metrics.event_errors.inc();
-            warn!("{}: cannot read the queue's eventfd: {e}", self.label);
+            warn!("{}: cannot read the queue's eventfd: {e}", self.core.label);
         }
         self.process_queue();
     }

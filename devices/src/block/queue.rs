@@ -31,7 +31,7 @@ impl Block {
     /// Handles every request the driver made available (up to `MAX_CHAINS_PER_RUN`). Runs on the
     /// event loop.
     pub(crate) fn process_queue(&mut self) {
-        if self.state.is_broken() {
+        if self.core.is_broken() {
             return;
         }
         let limits = self.limits();
@@ -41,7 +41,7 @@ impl Block {
         let mut worker = Worker {
             disk: &mut self.disk,
             metrics: &self.metrics,
-            label: &self.label,
+            label: &self.core.label,
             limits,
         };
         let failure = match worker.drain(active) {

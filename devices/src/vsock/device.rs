@@ -2,99 +2,26 @@
 //! uses to create it and to open in-process connections.
 
 use std::io;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::{info, warn};
+use log::info;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::timerfd::TimerFd;
 
-use ballast_virtio::device_state::read_config;
 use ballast_virtio::{
-    exact_queues, ActivateError, ActivationEvents, DeviceState, GuestMemoryMmap, QueueEvent,
-    VirtioDevice, VirtioInterrupt,
+    exact_queues, ActivateError, DeviceCore, GuestMemoryMmap, QueueEvent, VirtioDevice,
+    VirtioInterrupt,
 };
 
+use super::config::{bind, VsockConfig, VsockError};
 use super::host::{LocalConnector, LocalQueue};
 use super::metrics::VsockMetrics;
 use super::muxer::Muxer;
 use super::{Limits, MAX_PKT_LEN, MIN_GUEST_CID, QUEUE_SIZE};
-use crate::unix_socket::{self, BindError};
-
-/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL).
-const MAX_SOCKET_PATH: usize = 107;
-/// The longest `_P` suffix of a guest connection's socket path (`_4294967295`).
-const MAX_PORT_SUFFIX: usize = 11;
-
-/// `--vsock-cid` and `--vsock-sock`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VsockConfig {
-    /// The guest's CID (3 or more).
-    pub guest_cid: u64,
-    /// The host Unix socket host programs connect to; guest connections to host port P go to
-    /// `<uds_path>_P`.
-    pub uds_path: PathBuf,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VsockError {
-    #[error(
-        "--vsock-cid {0} is reserved (0 is the hypervisor, 1 loopback, 2 the host); give the \
-         guest 3 or more"
-    )]
-    ReservedCid(u64),
-    #[error(
-        "--vsock-cid {0} is too large: CIDs are 32-bit and {max} is the largest a guest can have",
-        max = u32::MAX - 1
-    )]
-    CidTooLarge(u64),
-    #[error(
-        "--vsock-sock {} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}: \
-         choose a shorter path",
-        path.display()
-    )]
-    PathTooLong { path: PathBuf, len: usize },
-    #[error(
-        "--vsock-sock {} is taken: another process (another ballast?) is listening on it; choose \
-         another path",
-        .0.display()
-    )]
-    SocketLive(PathBuf),
-    #[error(
-        "--vsock-sock {} exists and is not a socket; choose another path or remove it",
-        .0.display()
-    )]
-    NotASocket(PathBuf),
-    #[error("cannot remove the stale vsock socket {}: {source}", path.display())]
-    RemoveStale {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "cannot create the vsock socket {}: {source} (does its directory exist and is it \
-         writable?)",
-        path.display()
-    )]
-    Bind {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot set up the vsock device: cannot {what}: {source}")]
-    Setup {
-        what: &'static str,
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// `virtio_vsock_config` (virtio 1.2, 5.10.4): guest_cid, le64.
-const CONFIG_SPACE_SIZE: usize = 8;
 
 /// What the device owns between `activate` and `reset`.
 pub(super) struct ActiveQueues {
@@ -113,14 +40,10 @@ pub(super) struct ActiveQueues {
 /// happens on the event loop, in `process` (see `event_handler.rs`).
 pub struct Vsock {
     config: VsockConfig,
-    pub(super) label: String,
-    /// Features and the broken flag.
-    pub(super) state: DeviceState,
-    queue_sizes: [u16; 3],
-    config_space: [u8; CONFIG_SPACE_SIZE],
-    /// Wakes the event loop after `activate` or `reset` (both run on a vCPU thread) so it can
-    /// register or unregister the queues' eventfds and the dropped connections' streams.
-    pub(super) events: ActivationEvents,
+    /// Type, queues, features, config space (`virtio_vsock_config`, virtio 1.2, 5.10.4: the
+    /// guest CID, le64), the broken flag and the activation eventfd (which also has the loop
+    /// unregister the dropped connections' streams after a reset).
+    pub(super) core: DeviceCore,
     pub(super) active: Option<ActiveQueues>,
     pub(super) muxer: Muxer,
     pub(super) local: Arc<LocalQueue>,
@@ -171,13 +94,17 @@ impl Vsock {
             config.guest_cid,
             config.uds_path.display()
         );
-        Ok(Vsock {
-            config_space: config.guest_cid.to_le_bytes(),
-            config,
+        let core = DeviceCore::new(
             label,
-            state: DeviceState::new((1u64 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)),
-            queue_sizes: [QUEUE_SIZE; 3],
-            events: ActivationEvents::new().map_err(setup("create an eventfd"))?,
+            VIRTIO_ID_VSOCK,
+            vec![QUEUE_SIZE; 3],
+            (1u64 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX),
+            config.guest_cid.to_le_bytes().to_vec(),
+        )
+        .map_err(setup("create an eventfd"))?;
+        Ok(Vsock {
+            config,
+            core,
             active: None,
             muxer,
             local,
@@ -230,66 +157,21 @@ impl Vsock {
     /// Stops processing after a failure that leaves a queue in an unknown state, and tells the
     /// driver through a config-change interrupt (virtio 1.2, 2.1.2).
     pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        self.state.mark_broken(
-            &self.label,
-            why,
-            self.active.as_ref().map(|active| &*active.interrupt),
-            &self.metrics.queue_errors,
-            &self.metrics.interrupt_errors,
-        );
+        let metrics = &self.metrics;
+        (self.core).mark_broken(why, &metrics.queue_errors, &metrics.interrupt_errors);
     }
-}
-
-fn bind(path: &Path) -> Result<UnixListener, VsockError> {
-    let len = path.as_os_str().len();
-    if len > MAX_SOCKET_PATH {
-        return Err(VsockError::PathTooLong {
-            path: path.into(),
-            len,
-        });
-    }
-    if len + MAX_PORT_SUFFIX > MAX_SOCKET_PATH {
-        warn!(
-            "--vsock-sock {} is {len} bytes: guest connections to high host ports would need \
-             socket paths longer than {MAX_SOCKET_PATH} bytes and fail; a shorter path avoids it",
-            path.display()
-        );
-    }
-    // The socket rules the API socket follows too: a stale file is replaced, a live socket or another file refused.
-    unix_socket::bind(path).map_err(|e| match e {
-        BindError::Live(path) => VsockError::SocketLive(path),
-        BindError::NotASocket(path) => VsockError::NotASocket(path),
-        BindError::RemoveStale { path, source } => VsockError::RemoveStale { path, source },
-        BindError::Bind { path, source } => VsockError::Bind { path, source },
-    })
 }
 
 impl VirtioDevice for Vsock {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_VSOCK
+    fn core(&self) -> &DeviceCore {
+        &self.core
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn core_mut(&mut self) -> &mut DeviceCore {
+        &mut self.core
     }
 
-    fn avail_features(&self) -> u64 {
-        self.state.avail_features()
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.state.set_acked_features(&self.label, features);
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config(&self.config_space, offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // guest_cid is the device's.
-        self.state
-            .ignore_config_write(&self.label, offset, data.len());
-    }
+    // guest_cid is the device's: the default `write_config` ignores the driver's writes.
 
     fn activate(
         &mut self,
@@ -297,45 +179,37 @@ impl VirtioDevice for Vsock {
         interrupt: Arc<VirtioInterrupt>,
         queues: Vec<QueueEvent>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::Backend(
-                "the vsock device is already active".to_string(),
-            ));
-        }
+        self.core.ensure_inactive("vsock device")?;
         let [mut rx, mut tx, mut event] = exact_queues(queues)?;
-        let event_idx = self.state.has_acked(VIRTIO_RING_F_EVENT_IDX);
+        let event_idx = self.core.has_acked(VIRTIO_RING_F_EVENT_IDX);
         for (name, queue) in [("rx", &mut rx), ("tx", &mut tx), ("event", &mut event)] {
             queue.prepare(&mem, event_idx, format_args!("the {name} queue"))?;
         }
-        self.state.activated();
         self.active = Some(ActiveQueues {
             mem,
-            interrupt,
+            interrupt: interrupt.clone(),
             rx,
             tx,
             event,
         });
         self.muxer.set_active(true);
-        // The event loop registers the queues' eventfds; this thread is a vCPU's.
-        self.events.activated()
+        self.core.activated(&interrupt)
     }
 
     fn reset(&mut self) -> bool {
-        if let Some(active) = self.active.take() {
-            self.events
-                .retire([active.rx.event, active.tx.event, active.event.event]);
-        }
+        let retired = self
+            .active
+            .take()
+            .map(|active| [active.rx.event, active.tx.event, active.event.event]);
         // The guest's sockets went with its driver; the host programs read EOF.
         self.muxer.drop_all();
-        self.state.reset();
-        // Always: the loop also unregisters the dropped connections' streams.
-        self.events
-            .wake_after_reset(&self.label, &self.metrics.event_errors);
+        // Always wake the loop: it also unregisters the dropped connections' streams.
+        self.core.reset(
+            retired.into_iter().flatten(),
+            true,
+            &self.metrics.event_errors,
+        );
         true
-    }
-
-    fn needs_reset(&self) -> bool {
-        self.state.is_broken()
     }
 }
 

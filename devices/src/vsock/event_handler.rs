@@ -32,7 +32,7 @@ pub(super) const STREAM: u32 = 7;
 impl MutEventSubscriber for Vsock {
     fn init(&mut self, ops: &mut EventOps) {
         let sources = [
-            ("the activation eventfd", self.events.events(ACTIVATE)),
+            ("the activation eventfd", self.core.events.events(ACTIVATE)),
             (
                 "the in-process connection eventfd",
                 Events::with_data(&self.local.event, LOCAL, EventSet::IN),
@@ -45,7 +45,7 @@ impl MutEventSubscriber for Vsock {
         for (what, events) in sources {
             if let Err(e) = ops.add(events) {
                 self.metrics.event_errors.inc();
-                error!("{}: cannot watch {what}: {e}", self.label);
+                error!("{}: cannot watch {what}: {e}", self.core.label);
             }
         }
         // Registered after activation (unusual, but harmless): catch up now.
@@ -57,7 +57,7 @@ impl MutEventSubscriber for Vsock {
         let now = Instant::now();
         match events.data() {
             ACTIVATE => {
-                self.events.clear();
+                self.core.events.clear();
                 self.sync_queue_registrations(ops);
             }
             // The queues are looked at after every event anyway.
@@ -70,7 +70,7 @@ impl MutEventSubscriber for Vsock {
                 if let Err(e) = self.timer.clear() {
                     report(
                         &self.metrics.event_errors,
-                        &self.label,
+                        &self.core.label,
                         format_args!("cannot disarm the timer: {e}"),
                     );
                 }
@@ -81,7 +81,7 @@ impl MutEventSubscriber for Vsock {
                 .on_stream_event(events.fd(), events.event_set(), now),
             other => warn!(
                 "{}: event with unknown tag {other} on fd {}",
-                self.label,
+                self.core.label,
                 events.fd()
             ),
         }
@@ -99,20 +99,18 @@ impl Vsock {
 
     /// Makes the event loop watch exactly the current activation's queue eventfds.
     fn sync_queue_registrations(&mut self, ops: &mut EventOps) {
-        self.events
-            .remove_retired(ops, &self.label, &self.metrics.event_errors);
-        let Some(active) = self.active.as_ref() else {
-            return;
-        };
-        if self.events.is_registered() {
-            return;
-        }
-        let queues = [
-            (&active.rx.event, RX_QUEUE),
-            (&active.tx.event, TX_QUEUE),
-            (&active.event.event, EVENT_QUEUE),
-        ];
-        if let Err(e) = self.events.register(ops, queues) {
+        let queues = self.active.as_ref().map(|a| {
+            [
+                (&a.rx.event, RX_QUEUE),
+                (&a.tx.event, TX_QUEUE),
+                (&a.event.event, EVENT_QUEUE),
+            ]
+        });
+        let core = &mut self.core;
+        if let Err(e) = core
+            .events
+            .sync(ops, queues, &core.label, &self.metrics.event_errors)
+        {
             // The device cannot hear the driver: better the driver learns it needs a reset than
             // waits forever.
             self.metrics.event_errors.inc();
@@ -134,7 +132,7 @@ impl Vsock {
         if let Err(e) = ballast_virtio::events::read_queue_event(event) {
             report(
                 &self.metrics.event_errors,
-                &self.label,
+                &self.core.label,
                 format_args!("cannot read a queue's eventfd: {e}"),
             );
         }
@@ -159,7 +157,7 @@ impl Vsock {
             Ok(()) => self.timer_deadline = next,
             Err(e) => report(
                 &self.metrics.event_errors,
-                &self.label,
+                &self.core.label,
                 format_args!("cannot arm the timer; timeouts may be late: {e}"),
             ),
         }

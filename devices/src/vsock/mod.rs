@@ -30,6 +30,7 @@
 //! | file | job |
 //! | --- | --- |
 //! | `device.rs` | the device: features, config space, activation, reset, the public API |
+//! | `config.rs` | `--vsock-cid` and `--vsock-sock`, their errors, and binding the host socket |
 //! | `packet.rs` | protocol constants, the packet header, parsing chains (with `virtio-vsock`) |
 //! | `queue.rs` | the rx and tx queues: moving packets between the guest and the muxer |
 //! | `muxer/` | the connection table (`mod.rs`), routing guest packets (`guest.rs`), the order of packets for the guest (`rx.rs`), host connections arriving (`accept.rs`), the epoll set (`epoll.rs`) |
@@ -38,6 +39,7 @@
 //! | `event_handler.rs` | event-manager wiring: activation, queue kicks, host sockets, the timer |
 //! | `metrics.rs` | counters of what the device did and what it refused |
 
+mod config;
 mod connection;
 mod device;
 mod event_handler;
@@ -52,7 +54,8 @@ mod tests;
 
 use std::time::Duration;
 
-pub use device::{Vsock, VsockConfig, VsockError};
+pub use config::{VsockConfig, VsockError};
+pub use device::Vsock;
 pub use host::LocalConnector;
 pub use metrics::{Counter, VsockMetrics, VsockMetricsSnapshot};
 

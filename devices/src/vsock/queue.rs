@@ -42,7 +42,7 @@ impl Vsock {
     pub(super) fn pump(&mut self, now: Instant) {
         const ROUNDS: usize = 4;
         for round in 1..=ROUNDS {
-            if self.state.is_broken() || self.active.is_none() {
+            if self.core.is_broken() || self.active.is_none() {
                 return;
             }
             let tx = match self.process_tx(now) {
@@ -78,7 +78,7 @@ impl Vsock {
             if let Err(e) = event(active).write(1) {
                 report(
                     &self.metrics.event_errors,
-                    &self.label,
+                    &self.core.label,
                     format_args!("cannot re-kick a queue to finish its work: {e}"),
                 );
             }
@@ -110,7 +110,7 @@ impl Vsock {
                     // No such descriptor: nothing to read, and nothing the used ring may name.
                     report(
                         &self.metrics.malformed_tx,
-                        &self.label,
+                        &self.core.label,
                         format_args!(
                             "the tx ring names descriptor {head}, the queue has {}; skipped",
                             queue.size()
@@ -140,7 +140,7 @@ impl Vsock {
             }
         };
         if used_any && queue.needs_notification(mem)? {
-            signal(&active.interrupt, &self.metrics, &self.label);
+            signal(&active.interrupt, &self.metrics, &self.core.label);
         }
         Ok(run)
     }
@@ -173,7 +173,7 @@ impl Vsock {
             if head >= queue.size() {
                 report(
                     &self.metrics.bad_rx_buffers,
-                    &self.label,
+                    &self.core.label,
                     format_args!(
                         "the rx ring names descriptor {head}, the queue has {}; skipped",
                         queue.size()
@@ -187,7 +187,7 @@ impl Vsock {
                 Err(e) => {
                     report(
                         &self.metrics.bad_rx_buffers,
-                        &self.label,
+                        &self.core.label,
                         format_args!("returned an unusable rx buffer empty: {e}"),
                     );
                     queue.add_used(mem, head, 0)?;
@@ -224,7 +224,7 @@ impl Vsock {
                     // host is lost either way, and so is the connection.
                     report(
                         &self.metrics.bad_rx_buffers,
-                        &self.label,
+                        &self.core.label,
                         format_args!("cannot fill an rx buffer with {hdr:?}: {e}"),
                     );
                     self.muxer.lost_rx(&hdr);
@@ -234,7 +234,7 @@ impl Vsock {
             used_any = true;
         }
         if used_any && queue.needs_notification(mem)? {
-            signal(&active.interrupt, &self.metrics, &self.label);
+            signal(&active.interrupt, &self.metrics, &self.core.label);
         }
         Ok(run)
     }

@@ -13,7 +13,9 @@ use super::regs::*;
 use super::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FAILED, FEATURES_OK, NEEDS_RESET};
 use super::{MmioError, MmioTransport};
 use crate::interrupt::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
-use crate::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use crate::{
+    ActivateError, DeviceCore, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt,
+};
 
 const VERSION_1: u64 = 1 << VIRTIO_F_VERSION_1;
 const EVENT_IDX: u64 = 1 << VIRTIO_RING_F_EVENT_IDX;
@@ -23,8 +25,10 @@ const FEATURES: u64 = VERSION_1 | EVENT_IDX | DEVICE_BIT;
 const MEM_SIZE: usize = 0x8000;
 const TYPE: u32 = 5;
 
-#[derive(Default)]
+/// Records what the transport told it; answers every `VirtioDevice` method itself rather than
+/// from its core.
 struct FakeDevice {
+    core: DeviceCore,
     max_sizes: Vec<u16>,
     features: u64,
     acked: Option<u64>,
@@ -37,7 +41,33 @@ struct FakeDevice {
     broken: bool,
 }
 
+impl Default for FakeDevice {
+    fn default() -> Self {
+        FakeDevice {
+            core: DeviceCore::new("fake", TYPE, Vec::new(), 0, Vec::new()).unwrap(),
+            max_sizes: Vec::new(),
+            features: 0,
+            acked: None,
+            config: [0; 8],
+            activated: None,
+            activations: 0,
+            fail_activate: false,
+            resets: 0,
+            refuse_reset: false,
+            broken: false,
+        }
+    }
+}
+
 impl VirtioDevice for FakeDevice {
+    fn core(&self) -> &DeviceCore {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut DeviceCore {
+        &mut self.core
+    }
+
     fn device_type(&self) -> u32 {
         TYPE
     }
@@ -55,7 +85,7 @@ impl VirtioDevice for FakeDevice {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        crate::device_state::read_config(&self.config, offset, data);
+        crate::device_core::read_config(&self.config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {

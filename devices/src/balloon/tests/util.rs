@@ -1,13 +1,13 @@
-//! Test helpers: guest memory with a hole, the driver's side of the balloon's queues (on
-//! virtio-queue's mock), and host residency of guest pages.
+//! Test helpers on the shared driver-side kit (`ballast_virtio::test_utils`): the balloon's
+//! queues by role, PFN arrays, statistics buffers, and host residency of guest pages.
 
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use ballast_virtio::test_utils::{leaked_guest_memory, test_interrupt};
 pub use ballast_virtio::test_utils::{run_until, DriverQueue};
-use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::test_utils::{test_guest_memory, TestDriver, TEST_HOLE_END, TEST_RAM0_END};
+use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioDevice};
 
 use crate::balloon::queue::{negotiated_queues, BalloonQueue};
 use crate::balloon::{Balloon, BalloonConfig, GUEST_PAGE_SIZE, QUEUE_SIZE};
@@ -18,8 +18,8 @@ pub const PAGE: u64 = GUEST_PAGE_SIZE;
 /// Test guest RAM: `[0, 8 MiB)` and `[12 MiB, 20 MiB)`, with a 4 MiB hole standing in for the
 /// MMIO gap. The queues live at the bottom, driver buffers from 1 MiB, and the guest pages the
 /// tests balloon from 4 MiB up.
-pub const RAM0_END: u64 = 8 * MIB;
-pub const HOLE_END: u64 = 12 * MIB;
+pub const RAM0_END: u64 = TEST_RAM0_END;
+pub const HOLE_END: u64 = TEST_HOLE_END;
 pub const RAM_END: u64 = 20 * MIB;
 pub const FIRST_TEST_PFN: u32 = (4 * MIB / PAGE) as u32;
 pub const HOLE_FIRST_PFN: u32 = (RAM0_END / PAGE) as u32;
@@ -27,13 +27,12 @@ pub const HOLE_LAST_PFN: u32 = (HOLE_END / PAGE) as u32 - 1;
 pub const RAM1_FIRST_PFN: u32 = (HOLE_END / PAGE) as u32;
 pub const RAM_END_PFN: u32 = (RAM_END / PAGE) as u32;
 
-const QUEUE_STRIDE: u64 = 0x1_0000;
-const BUFFERS_START: u64 = MIB;
+/// Driver buffers end where the pages the tests balloon begin.
 const BUFFERS_END: u64 = 4 * MIB;
 
 /// Guest memory that lives as long as the test process: the mock queues borrow it.
 pub fn guest_memory() -> &'static GuestMemoryMmap {
-    leaked_guest_memory(&[(0, RAM0_END), (HOLE_END, RAM_END - HOLE_END)])
+    test_guest_memory(RAM_END)
 }
 
 pub fn pfn_addr(pfn: u32) -> u64 {
@@ -94,13 +93,25 @@ pub fn encode_pfns(pfns: &[u32]) -> Vec<u8> {
     pfns.iter().flat_map(|pfn| pfn.to_le_bytes()).collect()
 }
 
-/// The driver's side of an activated balloon.
+/// The driver's side of an activated balloon: the shared test driver (which it dereferences
+/// to), and which negotiated queue is which.
 pub struct Driver {
-    pub mem: &'static GuestMemoryMmap,
-    pub interrupt: Arc<VirtioInterrupt>,
-    pub queues: Vec<DriverQueue>,
+    driver: TestDriver,
     roles: Vec<Option<BalloonQueue>>,
-    next_buffer: u64,
+}
+
+impl Deref for Driver {
+    type Target = TestDriver;
+
+    fn deref(&self) -> &TestDriver {
+        &self.driver
+    }
+}
+
+impl DerefMut for Driver {
+    fn deref_mut(&mut self) -> &mut TestDriver {
+        &mut self.driver
+    }
 }
 
 impl Driver {
@@ -113,21 +124,12 @@ impl Driver {
         extra_queues: usize,
     ) -> Result<Self, ActivateError> {
         let acked = acked.unwrap_or(balloon.avail_features());
-        balloon.set_acked_features(acked);
         // The device keeps only what it offered; so does a real driver.
         let roles = negotiated_queues(acked & balloon.avail_features());
-        let (queues, events): (Vec<_>, Vec<_>) = (0..roles.len() + extra_queues)
-            .map(|i| DriverQueue::new(mem, i as u64 * QUEUE_STRIDE, QUEUE_SIZE))
-            .unzip();
-        let interrupt = test_interrupt();
-        balloon.activate(mem.clone(), interrupt.clone(), events)?;
-        Ok(Driver {
-            mem,
-            interrupt,
-            queues,
-            roles,
-            next_buffer: BUFFERS_START,
-        })
+        let queues = roles.len() + extra_queues;
+        let driver =
+            TestDriver::activate(balloon, mem, Some(acked), queues, QUEUE_SIZE, BUFFERS_END)?;
+        Ok(Driver { driver, roles })
     }
 
     pub fn queue(&mut self, which: BalloonQueue) -> &mut DriverQueue {
@@ -136,19 +138,12 @@ impl Driver {
             .iter()
             .position(|&role| role == Some(which))
             .unwrap_or_else(|| panic!("no {which} queue was negotiated"));
-        &mut self.queues[index]
+        &mut self.driver.queues[index]
     }
 
     /// Copies `bytes` into a fresh driver buffer in guest RAM; returns its address.
     pub fn buffer(&mut self, bytes: &[u8]) -> u64 {
-        let addr = self.next_buffer;
-        self.next_buffer = (addr + bytes.len() as u64).next_multiple_of(16);
-        assert!(
-            self.next_buffer <= BUFFERS_END,
-            "test driver out of buffer space"
-        );
-        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
-        addr
+        self.driver.buffer_with(bytes)
     }
 
     /// Makes one PFN array available on `which` (inflate or deflate); returns the head index.

@@ -13,9 +13,9 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRI
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::tempfile::TempFile;
 
-use ballast_virtio::test_utils::leaked_guest_memory;
 pub use ballast_virtio::test_utils::{run_until, test_interrupt, DriverQueue};
-use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::test_utils::{test_guest_memory, TestDriver, TEST_RAM0_END};
+use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioInterrupt};
 
 use crate::block::{Block, BlockConfig, QUEUE_SIZE, SECTOR_SIZE};
 
@@ -25,18 +25,15 @@ pub const READ: u16 = 0;
 
 /// Test guest RAM: `[0, 8 MiB)` and `[12 MiB, 16 MiB)`, with a 4 MiB hole standing in for the
 /// MMIO gap. The queue lives at the bottom, driver buffers from 1 MiB.
-pub const RAM0_END: u64 = 8 * MIB;
-pub const HOLE_END: u64 = 12 * MIB;
+pub const RAM0_END: u64 = TEST_RAM0_END;
 pub const RAM_END: u64 = 16 * MIB;
-const BUFFERS_START: u64 = MIB;
-const BUFFERS_END: u64 = RAM0_END;
 
 /// What a status byte holds before the device answers.
 pub const UNANSWERED: u8 = 0xee;
 
 /// Guest memory that lives as long as the test process: the mock queue borrows it.
 pub fn guest_memory() -> &'static GuestMemoryMmap {
-    leaked_guest_memory(&[(0, RAM0_END), (HOLE_END, RAM_END - HOLE_END)])
+    test_guest_memory(RAM_END)
 }
 
 /// The byte at `offset` of a test image: varies with the offset inside a sector and with the
@@ -90,56 +87,42 @@ pub struct Req {
 pub struct Driver {
     pub mem: &'static GuestMemoryMmap,
     pub interrupt: Arc<VirtioInterrupt>,
-    queue: DriverQueue,
-    next_buffer: u64,
+    driver: TestDriver,
 }
 
 impl Deref for Driver {
     type Target = DriverQueue;
 
     fn deref(&self) -> &DriverQueue {
-        &self.queue
+        &self.driver.queues[0]
     }
 }
 
 impl DerefMut for Driver {
     fn deref_mut(&mut self) -> &mut DriverQueue {
-        &mut self.queue
+        &mut self.driver.queues[0]
     }
 }
 
 impl Driver {
     /// Acks `acked` (all offered features if `None`) and activates `block` with one queue.
     pub fn activate(block: &mut Block, acked: Option<u64>) -> Result<Self, ActivateError> {
-        let mem = guest_memory();
-        let acked = acked.unwrap_or(block.avail_features());
-        block.set_acked_features(acked);
-        let (queue, event) = DriverQueue::new(mem, 0, QUEUE_SIZE);
-        let interrupt = test_interrupt();
-        block.activate(mem.clone(), interrupt.clone(), vec![event])?;
+        let driver = TestDriver::activate(block, guest_memory(), acked, 1, QUEUE_SIZE, RAM0_END)?;
         Ok(Driver {
-            mem,
-            interrupt,
-            queue,
-            next_buffer: BUFFERS_START,
+            mem: driver.mem,
+            interrupt: driver.interrupt.clone(),
+            driver,
         })
     }
 
     /// A fresh buffer of `len` bytes in guest RAM, filled with `fill`; returns its address.
     pub fn buffer(&mut self, len: usize, fill: u8) -> u64 {
-        self.buffer_with(&vec![fill; len])
+        self.driver.buffer(len, fill)
     }
 
     /// Copies `bytes` into a fresh buffer in guest RAM; returns its address.
     pub fn buffer_with(&mut self, bytes: &[u8]) -> u64 {
-        let addr = self.next_buffer;
-        self.next_buffer = (addr + bytes.len().max(1) as u64).next_multiple_of(16);
-        assert!(
-            self.next_buffer <= BUFFERS_END,
-            "test driver out of buffer space"
-        );
-        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
-        addr
+        self.driver.buffer_with(bytes)
     }
 
     /// A request header in guest RAM.

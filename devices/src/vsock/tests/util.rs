@@ -14,8 +14,8 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempdir::TempDir;
 
-use ballast_virtio::test_utils::{leaked_guest_memory, test_interrupt, DriverQueue};
-use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::test_utils::{test_guest_memory, DriverQueue, TestDriver, TEST_RAM0_END};
+use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioInterrupt};
 
 use super::super::packet::{Header, HEADER_SIZE, OP_REQUEST, OP_RESPONSE, OP_RW, TYPE_STREAM};
 use super::super::{Limits, Vsock, VsockConfig, HOST_CID, QUEUE_SIZE};
@@ -31,17 +31,13 @@ const PATIENCE: Duration = Duration::from_secs(5);
 
 /// Test guest RAM: `[0, 8 MiB)` and `[12 MiB, 16 MiB)`, with a 4 MiB hole. The queues live at
 /// the bottom, driver buffers from 1 MiB.
-pub const RAM0_END: u64 = 8 * MIB;
+pub const RAM0_END: u64 = TEST_RAM0_END;
 pub const HOLE_START: u64 = RAM0_END;
-const HOLE_END: u64 = 12 * MIB;
 const RAM_END: u64 = 16 * MIB;
-const BUFFERS_START: u64 = MIB;
-const BUFFERS_END: u64 = RAM0_END;
-const QUEUE_BASES: [u64; 3] = [0, 0x1_0000, 0x2_0000];
 
 /// Guest memory that lives as long as the test process: the mock queues borrow it.
 pub fn guest_memory() -> &'static GuestMemoryMmap {
-    leaked_guest_memory(&[(0, RAM0_END), (HOLE_END, RAM_END - HOLE_END)])
+    test_guest_memory(RAM_END)
 }
 
 /// A guest packet header: stream type, guest CID to the host, the guest's full credit.
@@ -77,9 +73,8 @@ struct RxBuffer {
 pub struct Guest {
     pub mem: &'static GuestMemoryMmap,
     pub interrupt: Arc<VirtioInterrupt>,
-    rx: DriverQueue,
-    tx: DriverQueue,
-    next_buffer: u64,
+    /// The rx, tx and event queues, and the buffers.
+    driver: TestDriver,
     rx_buffers: HashMap<u16, RxBuffer>,
     /// Rx buffers handed to the device and not yet used.
     pub rx_outstanding: usize,
@@ -103,25 +98,15 @@ impl Guest {
         features: Option<u64>,
         rx_buffers: usize,
     ) -> Result<Self, ActivateError> {
-        let mem = guest_memory();
-        vsock.set_acked_features(features.unwrap_or(vsock.avail_features()));
-        let (rx, rx_event) = DriverQueue::new(mem, QUEUE_BASES[0], QUEUE_SIZE);
-        let (tx, tx_event) = DriverQueue::new(mem, QUEUE_BASES[1], QUEUE_SIZE);
-        let (_, ev_event) = DriverQueue::new(mem, QUEUE_BASES[2], QUEUE_SIZE);
-        let rx_kick = rx.kick.try_clone().unwrap();
-        let tx_kick = tx.kick.try_clone().unwrap();
-        let interrupt = test_interrupt();
-        vsock.activate(
-            mem.clone(),
-            interrupt.clone(),
-            vec![rx_event, tx_event, ev_event],
-        )?;
+        let driver =
+            TestDriver::activate(vsock, guest_memory(), features, 3, QUEUE_SIZE, RAM0_END)?
+                .wrapping();
+        let rx_kick = driver.queues[0].kick.try_clone().unwrap();
+        let tx_kick = driver.queues[1].kick.try_clone().unwrap();
         let mut guest = Guest {
-            mem,
-            interrupt,
-            rx,
-            tx,
-            next_buffer: BUFFERS_START,
+            mem: driver.mem,
+            interrupt: driver.interrupt.clone(),
+            driver,
             rx_buffers: HashMap::new(),
             rx_outstanding: 0,
             auto_refill: true,
@@ -140,18 +125,19 @@ impl Guest {
     /// A fresh buffer of `len` bytes in guest RAM (the allocator wraps around; tests keep few
     /// buffers outstanding).
     pub fn alloc(&mut self, len: usize) -> u64 {
-        if self.next_buffer + len as u64 > BUFFERS_END {
-            self.next_buffer = BUFFERS_START;
-        }
-        let addr = self.next_buffer;
-        self.next_buffer = (addr + len.max(1) as u64).next_multiple_of(16);
-        addr
+        self.driver.alloc(len)
     }
 
     pub fn buffer_with(&mut self, bytes: &[u8]) -> u64 {
-        let addr = self.alloc(bytes.len());
-        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
-        addr
+        self.driver.buffer_with(bytes)
+    }
+
+    fn rx(&mut self) -> &mut DriverQueue {
+        &mut self.driver.queues[0]
+    }
+
+    fn tx(&mut self) -> &mut DriverQueue {
+        &mut self.driver.queues[1]
     }
 
     /// Posts an rx buffer with room for `size` payload bytes, header and payload in one
@@ -159,7 +145,7 @@ impl Guest {
     pub fn add_rx(&mut self, size: u32) -> u16 {
         let len = HEADER_SIZE as u32 + size;
         let addr = self.buffer_with(&vec![0xee; len as usize]);
-        let head = self.rx.add_chain(&[(addr, len, WRITE)]);
+        let head = self.rx().add_chain(&[(addr, len, WRITE)]);
         self.rx_buffers.insert(
             head,
             RxBuffer {
@@ -176,7 +162,7 @@ impl Guest {
         let header = self.buffer_with(&[0xee; HEADER_SIZE]);
         let data = self.buffer_with(&vec![0xee; size as usize]);
         let head = self
-            .rx
+            .rx()
             .add_chain(&[(header, HEADER_SIZE as u32, WRITE), (data, size, WRITE)]);
         self.rx_buffers.insert(head, RxBuffer { header, data });
         self.rx_outstanding += 1;
@@ -186,7 +172,7 @@ impl Guest {
     /// Posts a raw rx chain (for hostile cases); when used, it shows in `inbox` with an empty
     /// header and its used length.
     pub fn add_rx_raw(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
-        let head = self.rx.add_chain(descs);
+        let head = self.rx().add_chain(descs);
         self.rx_buffers.remove(&head);
         self.rx_outstanding += 1;
         head
@@ -219,27 +205,27 @@ impl Guest {
 
     /// Sends a raw tx chain and kicks.
     pub fn send_raw(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
-        let head = self.tx.add_chain(descs);
+        let head = self.tx().add_chain(descs);
         self.tx_kick.write(1).unwrap();
         head
     }
 
     /// Puts `head` on the tx available ring as is, valid or not, and kicks.
     pub fn push_tx_head(&mut self, head: u16) {
-        self.tx.push_avail_head(head);
+        self.tx().push_avail_head(head);
         self.tx_kick.write(1).unwrap();
     }
 
     /// Overwrites the tx available index, as a hostile driver could.
     pub fn set_tx_avail_idx(&self, idx: u16) {
-        self.tx.set_avail_idx(idx);
+        self.driver.queues[1].set_avail_idx(idx);
         self.tx_kick.write(1).unwrap();
     }
 
     /// Reads what the device put in the used rings: packets go to `inbox`.
     pub fn collect(&mut self) {
-        self.tx_used += self.tx.take_used().len();
-        for (head, used_len) in self.rx.take_used() {
+        self.tx_used += self.tx().take_used().len();
+        for (head, used_len) in self.rx().take_used() {
             self.rx_outstanding -= 1;
             match self.rx_buffers.remove(&head) {
                 Some(buffer) if used_len as usize >= HEADER_SIZE => {
