@@ -44,7 +44,7 @@ pub struct ManagerConfig {
 }
 
 /// What the manager knows, published for the API after every epoch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ManagerView {
     /// Guest RAM, in guest pages.
     pub guest_pages: u64,
@@ -75,15 +75,8 @@ impl ManagerView {
         Self {
             guest_pages,
             limit_pages,
-            threshold_pages: None,
-            resident_pages: None,
-            working_set_pages: None,
-            dirty_rate_pages_per_s: None,
-            state: ManagerState::WithinLimit,
-            counters: PolicyCounters::default(),
-            epochs: 0,
-            sample_cost: Duration::ZERO,
             host_enforce,
+            ..Default::default()
         }
     }
 }

@@ -173,18 +173,25 @@ fn config(limit_pages: Option<u64>) -> ManagerConfig {
     }
 }
 
+/// 48 MiB resident, 24 MiB of it page cache (the agent's statistics `age` old): over a 32 MiB
+/// limit.
+fn over_limit_guest(age: Duration) -> Shared {
+    let guest = Shared::default();
+    {
+        let mut g = lock(&guest);
+        g.resident = from_mib(48);
+        g.stats = Some((stats(24, 8), age));
+    }
+    guest
+}
+
 fn view(driver: &Driver) -> ManagerView {
     driver.shared.view().clone()
 }
 
 #[test]
 fn an_epoch_over_the_limit_asks_the_agent_then_the_balloon_and_publishes() {
-    let guest = Shared::default();
-    {
-        let mut g = lock(&guest);
-        g.resident = from_mib(48);
-        g.stats = Some((stats(24, 8), Duration::ZERO));
-    }
+    let guest = over_limit_guest(Duration::ZERO);
     let mut driver = driver(&guest, true, Some(32));
     driver.epoch();
 
@@ -218,13 +225,8 @@ fn an_epoch_over_the_limit_asks_the_agent_then_the_balloon_and_publishes() {
 
 #[test]
 fn a_failed_agent_request_is_counted_and_the_balloon_still_moves() {
-    let guest = Shared::default();
-    {
-        let mut g = lock(&guest);
-        g.resident = from_mib(48);
-        g.stats = Some((stats(24, 8), Duration::ZERO));
-        g.answers = vec![Err(AgentError::Client(ClientError::Closed))];
-    }
+    let guest = over_limit_guest(Duration::ZERO);
+    lock(&guest).answers = vec![Err(AgentError::Client(ClientError::Closed))];
     let mut driver = driver(&guest, true, Some(32));
     driver.epoch();
     let v = view(&driver);
@@ -235,12 +237,7 @@ fn a_failed_agent_request_is_counted_and_the_balloon_still_moves() {
 #[test]
 fn without_an_agent_or_fresh_statistics_the_balloon_alone_answers() {
     for (agent, age) in [(false, Duration::ZERO), (true, STATS_FRESH * 2)] {
-        let guest = Shared::default();
-        {
-            let mut g = lock(&guest);
-            g.resident = from_mib(48);
-            g.stats = Some((stats(24, 8), age));
-        }
+        let guest = over_limit_guest(age);
         let mut driver = driver(&guest, agent, Some(32));
         driver.epoch();
         let g = lock(&guest);

@@ -52,10 +52,11 @@ impl Default for HostEnforceConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostEnforceState {
     /// `--host-enforce` was not given.
+    #[default]
     Off,
     /// Asked for, but the host does not allow it (`reason` says why).
     Unavailable,
@@ -65,8 +66,8 @@ pub enum HostEnforceState {
     Active,
 }
 
-/// The enforcer as `GET /vm/memory` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The enforcer as `GET /vm/memory` shows it; the default is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostEnforceStatus {
     pub state: HostEnforceState,
@@ -84,14 +85,7 @@ pub struct HostEnforceStatus {
 
 impl HostEnforceStatus {
     pub fn off() -> Self {
-        Self {
-            state: HostEnforceState::Off,
-            reason: None,
-            cgroup: None,
-            memory_high_bytes: None,
-            memory_current_bytes: None,
-            overhead_bytes: 0,
-        }
+        Self::default()
     }
 }
 

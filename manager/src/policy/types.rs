@@ -60,8 +60,9 @@ pub enum Action {
     SetBalloon { target_pages: u64 },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum ManagerState {
+    #[default]
     WithinLimit,
     Reclaiming,
     OverLimit {

@@ -38,9 +38,10 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// A guest gets this long to boot and start its agent before it counts as unresponsive.
 pub const BOOT_GRACE: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AgentState {
     /// Not answered yet, within the boot grace period.
+    #[default]
     Connecting,
     /// The last request was answered.
     Ready,
@@ -59,7 +60,7 @@ impl AgentState {
 }
 
 /// What the VMM knows of the agent: written by the service's thread, read by everyone else.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AgentStatus {
     pub state: AgentState,
     /// Why the agent is not ready, when it is not.
@@ -71,20 +72,6 @@ pub struct AgentStatus {
     /// connections).
     pub connects: u64,
     pub failures: u64,
-}
-
-impl AgentStatus {
-    fn new() -> Self {
-        Self {
-            state: AgentState::Connecting,
-            reason: None,
-            hello: None,
-            stats: None,
-            stats_at: None,
-            connects: 0,
-            failures: 0,
-        }
-    }
 }
 
 /// How the service reaches the agent; tests give their own.
@@ -153,7 +140,7 @@ pub struct AgentService {
 
 impl AgentService {
     pub fn start(dialer: impl AgentDialer, timings: AgentTimings) -> std::io::Result<Self> {
-        let status = Arc::new(Mutex::new(AgentStatus::new()));
+        let status = Arc::new(Mutex::new(AgentStatus::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (requests, inbox) = mpsc::channel();
         let worker = worker::Worker::new(

@@ -204,16 +204,31 @@ impl Driver {
         data_flags: u16,
         header_len: Option<u32>,
     ) -> Req {
+        let buffers: Vec<_> = lens.iter().map(|&len| (len, data_flags)).collect();
+        self.request_with(request_type, sector, &buffers, 0xaa, header_len)
+    }
+
+    /// A request whose data buffers each have their own length and flags, filled with `fill`
+    /// (the header is `header_len` bytes, 16 if `None`).
+    pub fn request_with(
+        &mut self,
+        request_type: u32,
+        sector: u64,
+        buffers: &[(u32, u16)],
+        fill: u8,
+        header_len: Option<u32>,
+    ) -> Req {
         let header = self.header(request_type, sector);
-        let data: Vec<(u64, u32)> = lens
+        let data: Vec<(u64, u32, u16)> = buffers
             .iter()
-            .map(|&len| (self.buffer(len as usize, 0xaa), len))
+            .map(|&(len, flags)| (self.buffer(len as usize, fill), len, flags))
             .collect();
         let status = self.status_byte();
         let mut descs = vec![(header, header_len.unwrap_or(16), READ)];
-        descs.extend(data.iter().map(|&(addr, len)| (addr, len, data_flags)));
+        descs.extend(data.iter().copied());
         descs.push((status, 1, WRITE));
         let head = self.add_chain(&descs);
+        let data = data.into_iter().map(|(addr, len, _)| (addr, len)).collect();
         Req { head, data, status }
     }
 
