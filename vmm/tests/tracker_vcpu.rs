@@ -171,6 +171,7 @@ fn no_huge_pages(mem: &GuestMemoryMmap) {
 }
 
 /// Runs the two-batch payload with the log read in `mode`; checks every sample.
+// Long on purpose: one guest run told step by step, each step checked where it happens.
 fn two_epochs(mode: ClearMode) {
     let kvm = open_kvm().expect("/dev/kvm");
     let mut vm = Vm::new(&kvm).unwrap();

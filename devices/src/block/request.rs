@@ -152,6 +152,8 @@ pub(super) enum InvalidRequest {
 }
 
 /// Reads a chain and checks it, before any I/O.
+// Long on purpose: one walk down the chain, header, data buffers, status byte, each checked
+// against the guest's memory and the disk before the next is looked at.
 pub(super) fn parse(
     mem: &GuestMemoryMmap,
     chain: impl Iterator<Item = Descriptor>,

@@ -145,6 +145,9 @@ impl Vsock {
         Ok(run)
     }
 
+    // Long on purpose: one pass over the rx queue, in the order the bounds are checked (a
+    // buffer, then its header, then what the muxer may put in it); split up, the checks would
+    // lose the order that makes them safe.
     fn process_rx(&mut self, now: Instant) -> Result<RxRun, virtio_queue::Error> {
         let mut run = RxRun {
             delivered: 0,

@@ -255,6 +255,7 @@ fn too_large_is_an_error() {
 
 /// Disassembles every table with ACPICA's `iasl` (package acpica-tools) when it is installed,
 /// which checks the AML and the table layouts independently of acpi_tables.
+// Long on purpose: write the tables, run iasl, check each table's disassembly, in one place.
 #[test]
 fn iasl_disassembles_the_tables() {
     let Ok(out) = std::process::Command::new("iasl").arg("-v").output() else {

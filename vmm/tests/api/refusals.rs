@@ -2,6 +2,7 @@
 
 use super::*;
 
+// Long on purpose: a table of bad requests against one VM, each checked to change nothing.
 #[test]
 fn bad_requests_are_refused_and_change_nothing() {
     let b = default_vm();

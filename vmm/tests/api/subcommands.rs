@@ -2,6 +2,7 @@
 
 use super::*;
 
+// Long on purpose: one VM driven through every subcommand in turn, as a user would.
 #[test]
 fn cli_subcommands_talk_to_the_socket() {
     let mut b = ballast(Launch {

@@ -13,6 +13,8 @@ use super::Muxer;
 
 impl Muxer {
     /// A packet the guest sent, with its payload.
+    // Long on purpose: a guest packet's checks in the order they must run (source, destination,
+    // type, op, length) before it reaches a connection, each refusal next to its check.
     pub fn handle_tx(&mut self, hdr: &Header, data: &[u8], now: Instant) {
         if hdr.src_cid != self.guest_cid {
             // Not the guest's address: nothing to answer to.

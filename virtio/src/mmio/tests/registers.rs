@@ -240,6 +240,7 @@ fn try_new_rejects_a_mismatched_setup() {
 
 /// A driver writing random values of random sizes at random offsets, from every stage of the
 /// init sequence: nothing may panic, and the transport must still come up cleanly afterwards.
+// Long on purpose: the register list and the fuzz loop belong together.
 #[test]
 fn hostile_driver_cannot_panic_the_transport() {
     const KNOWN: [u64; 22] = [

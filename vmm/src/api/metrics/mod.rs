@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use ballast_manager::pages;
 
-use super::{MemoryState, VmState, VmmMetrics};
+use super::{MemoryInfo, MemoryState, VmInfo, VmState, VmmMetrics};
 use text::{gauge, state_gauge, Family};
 
 /// The content type Prometheus expects for this format.
@@ -65,13 +65,20 @@ impl RequestCounters {
 /// The whole `GET /metrics` body.
 pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
     let mut out = String::new();
-    let vm = &vmm.vm;
-    let mem = &vmm.memory;
+    vm(&mut out, &vmm.vm);
+    memory(&mut out, &vmm.memory);
+    memory::manager(&mut out, &vmm.manager);
+    memory::host_enforce(&mut out, &vmm.memory.host_enforce);
+    balloon(&mut out, vmm);
+    api_requests(&mut out, requests);
+    out
+}
 
-    Family::new(&mut out, "ballast_info", "gauge", "ballast's version.")
+fn vm(out: &mut String, vm: &VmInfo) {
+    Family::new(out, "ballast_info", "gauge", "ballast's version.")
         .sample(&[("version", &vm.ballast_version)], 1);
     state_gauge(
-        &mut out,
+        out,
         "ballast_vm_state",
         "1 for the VM's current state, 0 for the others.",
         &vm.state,
@@ -81,36 +88,39 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
             (VmState::Stopped, "stopped"),
         ],
     );
-    gauge(&mut out, "ballast_vm_vcpus", "vCPUs of the VM.", vm.vcpus);
+    gauge(out, "ballast_vm_vcpus", "vCPUs of the VM.", vm.vcpus);
     gauge(
-        &mut out,
+        out,
         "ballast_vm_uptime_seconds",
         "Seconds since the vCPUs started.",
         vm.uptime_ms as f64 / 1000.0,
     );
+}
 
+/// What the API measures itself: guest RAM, the limit, residency, the memory state.
+fn memory(out: &mut String, mem: &MemoryInfo) {
     gauge(
-        &mut out,
+        out,
         "ballast_memory_guest_bytes",
         "Guest RAM size.",
         mem.memory_mib << 20,
     );
     if let Some(limit) = mem.limit_mib {
         gauge(
-            &mut out,
+            out,
             "ballast_memory_limit_bytes",
             "The VM's memory limit (absent when there is none).",
             limit << 20,
         );
     }
     gauge(
-        &mut out,
+        out,
         "ballast_memory_resident_bytes",
         "Guest RAM resident on the host, measured with mincore.",
         mem.resident_bytes,
     );
     state_gauge(
-        &mut out,
+        out,
         "ballast_memory_state",
         "1 for the VM's current memory state against its limit, 0 for the others.",
         &mem.state,
@@ -121,17 +131,17 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
             (MemoryState::GuestUnresponsive, "guest_unresponsive"),
         ],
     );
-    memory::manager(&mut out, &vmm.manager);
-    memory::host_enforce(&mut out, &mem.host_enforce);
+}
 
+fn balloon(out: &mut String, vmm: &VmmMetrics) {
     gauge(
-        &mut out,
+        out,
         "ballast_balloon_target_bytes",
         "The balloon size the host asked for.",
         pages::to_bytes(u64::from(vmm.balloon_target_pages)),
     );
     gauge(
-        &mut out,
+        out,
         "ballast_balloon_actual_bytes",
         "The balloon size the guest driver reports.",
         pages::to_bytes(u64::from(vmm.balloon_actual_pages)),
@@ -142,13 +152,15 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
             if let Some(value) = value.as_u64() {
                 let name = format!("ballast_balloon_{field}_total");
                 let help = format!("Balloon device counter {field}.");
-                Family::new(&mut out, &name, "counter", &help).sample(&[], value);
+                Family::new(out, &name, "counter", &help).sample(&[], value);
             }
         }
     }
+}
 
+fn api_requests(out: &mut String, requests: &[(RequestKey, u64)]) {
     let mut family = Family::new(
-        &mut out,
+        out,
         "ballast_api_requests_total",
         "counter",
         "API requests answered, by method, route and HTTP status.",
@@ -163,7 +175,6 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
             count,
         );
     }
-    out
 }
 
 #[cfg(test)]
