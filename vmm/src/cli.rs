@@ -36,6 +36,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show a running VM's state, memory and balloon.
     Status(ClientArgs),
+    /// Print a running VM's metrics (`GET /metrics`, Prometheus text).
+    Metrics(ClientArgs),
     /// Set or clear a running VM's memory limit.
     Limit {
         #[command(subcommand)]

@@ -7,7 +7,6 @@ rss() { awk '/^VmRSS:/ { print $2 }' /proc/$busy/status; }
 i=0
 while [ "$(rss)" -lt 131072 ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
 result busy_rss_kib "$(rss)"
-echo "BALLAST-SYNC ready"
-read -r line            # the host cut the limit, saw memory.high written, and cleared it
+sync_host ready  # the host cut the limit, saw memory.high written, and cleared it
 if kill -0 "$busy" 2>/dev/null; then result busy_survived true; else result busy_survived false; fi
 kill "$busy"

@@ -138,3 +138,16 @@ fn the_socket_is_private_and_not_shared() {
     assert!(stderr(&out).contains("is taken"), "{}", stderr(&out));
     assert_eq!(b.json("/vm")["state"], "running");
 }
+
+#[test]
+fn metrics_prints_the_prometheus_text() {
+    let b = default_vm();
+    let out = cli(&b, &["metrics"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("# TYPE ballast_memory_reclaim_steps_total counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("ballast_memory_resident_bytes "), "{text}");
+}
