@@ -3,7 +3,7 @@
 
 use vm_superio::I8042Device;
 
-use super::EventFdTrigger;
+use super::{read_byte_register, write_byte_register, EventFdTrigger};
 use crate::bus::BusDevice;
 
 /// Ports 0x60 (data) to 0x64 (command/status).
@@ -13,18 +13,15 @@ pub struct I8042(pub I8042Device<EventFdTrigger>);
 
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        if let (Ok(offset), Some(first)) = (u8::try_from(offset), data.first_mut()) {
-            *first = self.0.read(offset);
-        }
+        read_byte_register(offset, data, |offset| self.0.read(offset));
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if let (Ok(offset), Some(&value)) = (u8::try_from(offset), data.first()) {
+        write_byte_register(offset, data, |offset, value| {
             if let Err(e) = self.0.write(offset, value) {
                 log::error!("i8042: cannot signal the reset: {e}");
             }
-        }
+        });
     }
 }
 

@@ -10,7 +10,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::Serial;
 use vmm_sys_util::epoll::EventSet;
 
-use super::EventFdTrigger;
+use super::{read_byte_register, write_byte_register, EventFdTrigger};
 use crate::bus::BusDevice;
 
 /// The eight UART registers.
@@ -28,19 +28,16 @@ impl SerialDevice {
 
 impl BusDevice for SerialDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        if let (Ok(offset), Some(first)) = (u8::try_from(offset), data.first_mut()) {
-            *first = self.0.read(offset);
-        }
+        read_byte_register(offset, data, |offset| self.0.read(offset));
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if let (Ok(offset), Some(&value)) = (u8::try_from(offset), data.first()) {
+        write_byte_register(offset, data, |offset, value| {
             // A closed stdout must not stop the guest; its console output is then lost.
             if let Err(e) = self.0.write(offset, value) {
                 log::debug!("serial: {e:?}");
             }
-        }
+        });
     }
 }
 

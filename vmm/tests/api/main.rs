@@ -32,6 +32,29 @@ fn default_vm() -> Ballast {
     ballast(Launch::default())
 }
 
+/// A two-vCPU VM with a busy guest, paused.
+fn paused_busy_vm() -> Ballast {
+    let b = ballast(Launch {
+        guest: Guest::Ticker,
+        vcpus: 2,
+        ..Launch::default()
+    });
+    assert_eq!(action(&b, "Pause").status, 204);
+    b
+}
+
+/// ballast exits, with status 0, within 10 s.
+fn assert_exits_0(b: &mut Ballast) {
+    let status = b.wait_exit(Duration::from_secs(10)).expect("ballast exits");
+    assert_eq!(status.code(), Some(0), "{}", b.stderr_text());
+}
+
+/// The answer is a 400 whose fault message contains `why`.
+fn assert_bad_request(answer: &support::HttpAnswer, why: &str) {
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.fault().contains(why), "{}", answer.body);
+}
+
 /// Waits until `cond` holds, for at most `timeout`.
 fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -120,36 +143,23 @@ fn shutdown_ends_ballast_with_status_0() {
     let mut b = default_vm();
     let answer = action(&b, "Shutdown");
     assert_eq!(answer.status, 204, "{}", answer.body);
-    let status = b.wait_exit(Duration::from_secs(10)).expect("ballast exits");
-    assert_eq!(status.code(), Some(0), "{}", b.stderr_text());
+    assert_exits_0(&mut b);
     assert!(!b.sock.exists(), "the socket file is removed on exit");
 }
 
 #[test]
 fn shutdown_of_a_paused_vm_ends_ballast_with_status_0() {
-    let mut b = ballast(Launch {
-        guest: Guest::Ticker,
-        vcpus: 2,
-        ..Launch::default()
-    });
-    assert_eq!(action(&b, "Pause").status, 204);
+    let mut b = paused_busy_vm();
     assert_eq!(action(&b, "Shutdown").status, 204);
-    let status = b.wait_exit(Duration::from_secs(10)).expect("ballast exits");
-    assert_eq!(status.code(), Some(0), "{}", b.stderr_text());
+    assert_exits_0(&mut b);
 }
 
 #[test]
 fn sigterm_while_paused_ends_ballast_with_status_0() {
-    let mut b = ballast(Launch {
-        guest: Guest::Ticker,
-        vcpus: 2,
-        ..Launch::default()
-    });
-    assert_eq!(action(&b, "Pause").status, 204);
+    let mut b = paused_busy_vm();
     // SAFETY: kill(2) on the ballast child this test started; no memory is involved.
     assert_eq!(unsafe { libc::kill(b.pid() as i32, libc::SIGTERM) }, 0);
-    let status = b.wait_exit(Duration::from_secs(10)).expect("ballast exits");
-    assert_eq!(status.code(), Some(0), "{}", b.stderr_text());
+    assert_exits_0(&mut b);
 }
 
 fn cli(b: &Ballast, args: &[&str]) -> Output {

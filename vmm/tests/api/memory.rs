@@ -29,8 +29,7 @@ fn balloon_target_is_set_and_checked() {
     assert_eq!(b.json("/vm/memory")["balloon_target_mib"], 32);
 
     let too_big = b.send("PATCH", "/balloon", r#"{"amount_mib": 65}"#);
-    assert_eq!(too_big.status, 400);
-    assert!(too_big.fault().contains("64 MiB"), "{}", too_big.body);
+    assert_bad_request(&too_big, "64 MiB");
     for bad in [
         r#"{"amount_mib": -1}"#,
         r#"{"amount_mib": 1.5}"#,
@@ -68,41 +67,18 @@ fn balloon_statistics_follow_firecracker() {
             "actual_mib": 0,
         })
     );
-    let answer = with.send(
-        "PATCH",
-        "/balloon/statistics",
-        r#"{"stats_polling_interval_s": 5}"#,
-    );
+    let answer = set_stats_interval(&with, 5);
     assert_eq!(answer.status, 204, "{}", answer.body);
     assert_eq!(with.json("/balloon")["stats_polling_interval_s"], 5);
-    let disable = with.send(
-        "PATCH",
-        "/balloon/statistics",
-        r#"{"stats_polling_interval_s": 0}"#,
-    );
-    assert_eq!(disable.status, 400);
-    assert!(
-        disable.fault().contains("cannot be disabled"),
-        "{}",
-        disable.body
-    );
+    let disable = set_stats_interval(&with, 0);
+    assert_bad_request(&disable, "cannot be disabled");
     assert_eq!(with.json("/balloon")["stats_polling_interval_s"], 5);
 
     let without = default_vm();
     let get = without.get("/balloon/statistics");
-    assert_eq!(get.status, 400);
-    assert!(get.fault().contains("not enabled"), "{}", get.body);
-    let enable = without.send(
-        "PATCH",
-        "/balloon/statistics",
-        r#"{"stats_polling_interval_s": 5}"#,
-    );
-    assert_eq!(enable.status, 400);
-    assert!(
-        enable.fault().contains("cannot be enabled"),
-        "{}",
-        enable.body
-    );
+    assert_bad_request(&get, "not enabled");
+    let enable = set_stats_interval(&without, 5);
+    assert_bad_request(&enable, "cannot be enabled");
     assert_eq!(without.json("/balloon")["stats_polling_interval_s"], 0);
 }
 
@@ -388,4 +364,10 @@ fn host_enforce_says_where_it_stands() {
         text.contains("host enforce: unavailable (") && text.contains("cgroup v2"),
         "{text}"
     );
+}
+
+/// `PATCH /balloon/statistics` with a new interval.
+fn set_stats_interval(b: &Ballast, seconds: u16) -> support::HttpAnswer {
+    let body = format!(r#"{{"stats_polling_interval_s": {seconds}}}"#);
+    b.send("PATCH", "/balloon/statistics", &body)
 }

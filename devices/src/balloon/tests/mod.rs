@@ -30,6 +30,23 @@ fn config(deflate_on_oom: bool, free_page_reporting: bool, stats_s: u16) -> Ball
     }
 }
 
+/// `count` queues as a transport would hand them over before the driver set them up, and an
+/// interrupt.
+fn unready_queues(
+    count: usize,
+) -> (
+    Vec<ballast_virtio::QueueEvent>,
+    Arc<ballast_virtio::VirtioInterrupt>,
+) {
+    let events = (0..count)
+        .map(|_| ballast_virtio::QueueEvent {
+            queue: virtio_queue::Queue::new(256).unwrap(),
+            event: vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
+        })
+        .collect();
+    (events, test_interrupt())
+}
+
 fn bit(feature: u32) -> u64 {
     1 << feature
 }
@@ -165,15 +182,7 @@ fn activation_needs_a_queue_per_negotiated_feature() {
 
     // Too few: refused.
     balloon.set_acked_features(balloon.avail_features());
-    let events = (0..3)
-        .map(|_| ballast_virtio::QueueEvent {
-            queue: virtio_queue::Queue::new(256).unwrap(),
-            event: vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
-        })
-        .collect();
-    let interrupt = Arc::new(ballast_virtio::VirtioInterrupt::new(
-        vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
-    ));
+    let (events, interrupt) = unready_queues(3);
     assert!(matches!(
         balloon.activate(mem.clone(), interrupt, events),
         Err(ActivateError::QueueCount { want: 4, got: 3 })
@@ -184,15 +193,7 @@ fn activation_needs_a_queue_per_negotiated_feature() {
 #[test]
 fn a_queue_that_is_not_ready_fails_activation() {
     let mut balloon = Balloon::new(BalloonConfig::default()).unwrap();
-    let events = (0..2)
-        .map(|_| ballast_virtio::QueueEvent {
-            queue: virtio_queue::Queue::new(256).unwrap(),
-            event: vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
-        })
-        .collect();
-    let interrupt = Arc::new(ballast_virtio::VirtioInterrupt::new(
-        vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
-    ));
+    let (events, interrupt) = unready_queues(2);
     assert!(matches!(
         balloon.activate(guest_memory().clone(), interrupt, events),
         Err(ActivateError::Backend(_))

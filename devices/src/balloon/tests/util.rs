@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-pub use ballast_virtio::test_utils::{run_until, DriverQueue};
+pub use ballast_virtio::test_utils::{run_until, test_interrupt, DriverQueue};
 use ballast_virtio::test_utils::{test_guest_memory, TestDriver, TEST_HOLE_END, TEST_RAM0_END};
 use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioDevice};
 

@@ -174,14 +174,7 @@ fn a_header_of_the_wrong_size_is_refused() {
 fn a_device_writable_header_is_refused() {
     let (mut block, mut driver, image) = activated(false);
     let header = driver.header(VIRTIO_BLK_T_IN, 0);
-    let data = driver.buffer(512, 0xaa);
-    let status = driver.status_byte();
-    let head = driver.add_chain(&[(header, 16, WRITE), (data, 512, WRITE), (status, 1, WRITE)]);
-    let req = Req {
-        head,
-        data: vec![(data, 512)],
-        status,
-    };
+    let req = driver.request_with_header(header, WRITE);
     assert_io_error(&mut block, &driver, image.as_path(), &req);
 }
 
@@ -190,14 +183,7 @@ fn a_header_outside_guest_memory_is_refused() {
     let (mut block, mut driver, image) = activated(false);
     // In the hole, straddling into it, past the end of RAM, wrapping around the address space.
     for header in [RAM0_END + 64, RAM0_END - 8, RAM_END - 8, u64::MAX - 7] {
-        let data = driver.buffer(512, 0xaa);
-        let status = driver.status_byte();
-        let head = driver.add_chain(&[(header, 16, READ), (data, 512, WRITE), (status, 1, WRITE)]);
-        let req = Req {
-            head,
-            data: vec![(data, 512)],
-            status,
-        };
+        let req = driver.request_with_header(header, READ);
         assert_io_error(&mut block, &driver, image.as_path(), &req);
     }
 }
@@ -334,18 +320,7 @@ fn a_chain_longer_than_seg_max_allows_is_refused() {
     let (mut block, _image) = block_of_size(2 * MIB, false);
     let image_path = block.config().path.clone();
     let mut driver = Driver::activate(&mut block, None).unwrap();
-    let header = driver.header(VIRTIO_BLK_T_IN, 0);
-    let mut descs = vec![(header, 16, READ)];
-    let mut data = Vec::new();
-    for _ in 0..SEG_MAX + 1 {
-        let addr = driver.buffer(512, 0xaa);
-        descs.push((addr, 512, WRITE));
-        data.push((addr, 512));
-    }
-    let status = driver.status_byte();
-    descs.push((status, 1, WRITE));
-    let head = driver.add_indirect_chain(&descs);
-    let req = Req { head, data, status };
+    let req = driver.indirect_read(0, SEG_MAX + 1);
     assert_refused(&mut block, &driver, &image_path, &req, Some(IOERR), false);
 }
 

@@ -208,6 +208,35 @@ impl Driver {
         self.request_with(request_type, sector, &buffers, 0xaa, header_len)
     }
 
+    /// A read of `buffers` 512-byte buffers from `sector`, through an indirect table.
+    pub fn indirect_read(&mut self, sector: u64, buffers: u32) -> Req {
+        let header = self.header(VIRTIO_BLK_T_IN, sector);
+        let mut descs = vec![(header, 16, READ)];
+        let mut data = Vec::new();
+        for _ in 0..buffers {
+            let addr = self.buffer(512, 0xaa);
+            descs.push((addr, 512, WRITE));
+            data.push((addr, 512));
+        }
+        let status = self.status_byte();
+        descs.push((status, 1, WRITE));
+        let head = self.add_indirect_chain(&descs);
+        Req { head, data, status }
+    }
+
+    /// A read into one 512-byte buffer whose header is at `header` with `flags`, as a hostile
+    /// driver may put it.
+    pub fn request_with_header(&mut self, header: u64, flags: u16) -> Req {
+        let data = self.buffer(512, 0xaa);
+        let status = self.status_byte();
+        let head = self.add_chain(&[(header, 16, flags), (data, 512, WRITE), (status, 1, WRITE)]);
+        Req {
+            head,
+            data: vec![(data, 512)],
+            status,
+        }
+    }
+
     /// A request whose data buffers each have their own length and flags, filled with `fill`
     /// (the header is `header_len` bytes, 16 if `None`).
     pub fn request_with(
