@@ -29,7 +29,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use ballast_devices::balloon::{
     release_pfns, Balloon, BalloonBitmap, BalloonConfig, BalloonMetrics,
 };
-use ballast_virtio::{GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use ballast_virtio::{Activation, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
 
 const MIB: u64 = 1 << 20;
 const PAGE: u64 = 4096;
@@ -198,7 +198,9 @@ impl<'m> DeviceOnEventLoop<'m> {
             let mut device = balloon.lock().unwrap();
             let features = device.avail_features();
             device.set_acked_features(features);
-            device.activate(mem.clone(), interrupt, queues).unwrap();
+            device
+                .activate(Activation::new(mem.clone(), interrupt, queues))
+                .unwrap();
         }
         manager.run_with_timeout(0).unwrap();
         DeviceOnEventLoop {

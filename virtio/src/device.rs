@@ -35,6 +35,33 @@ impl QueueEvent {
     }
 }
 
+/// What a device gets when the driver sets DRIVER_OK: guest memory, the interrupt it raises,
+/// and the queues the driver set up (with their notification eventfds), in queue-index order.
+pub struct Activation {
+    pub mem: GuestMemoryMmap,
+    pub interrupt: Arc<VirtioInterrupt>,
+    pub queues: Vec<QueueEvent>,
+}
+
+impl Activation {
+    /// Guest memory, the interrupt and the queues.
+    pub fn into_parts(self) -> (GuestMemoryMmap, Arc<VirtioInterrupt>, Vec<QueueEvent>) {
+        (self.mem, self.interrupt, self.queues)
+    }
+
+    pub fn new(
+        mem: GuestMemoryMmap,
+        interrupt: Arc<VirtioInterrupt>,
+        queues: Vec<QueueEvent>,
+    ) -> Self {
+        Self {
+            mem,
+            interrupt,
+            queues,
+        }
+    }
+}
+
 /// The queues of a device that has exactly `N` of them, in queue-index order.
 pub fn exact_queues<const N: usize>(
     queues: Vec<QueueEvent>,
@@ -92,12 +119,7 @@ pub trait VirtioDevice: Send {
         self.core_mut().ignore_config_write(offset, data.len());
     }
     /// Hands the driver's queues to the device.
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<VirtioInterrupt>,
-        queues: Vec<QueueEvent>,
-    ) -> Result<(), ActivateError>;
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// The driver reset the device: drop the queues and go back to the pre-activation state.
     /// Returns false if the device cannot be reset (the transport then sets NEEDS_RESET).
     fn reset(&mut self) -> bool;

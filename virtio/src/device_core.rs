@@ -11,9 +11,35 @@ use std::sync::Arc;
 
 use log::{error, warn};
 
+use event_manager::EventOps;
+use vmm_sys_util::eventfd::EventFd;
+
 use crate::events::ActivationEvents;
 use crate::metrics::Counter;
 use crate::{ActivateError, VirtioInterrupt};
+
+/// The failures every device counts the same way: clones of the counters in the device's own
+/// metrics, which the core counts into.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceErrors {
+    /// Queue failures that left the device needing a reset.
+    pub queue: Counter,
+    /// Interrupts that could not be raised.
+    pub interrupt: Counter,
+    /// Event loop failures: an eventfd that could not be read or (un)registered.
+    pub event: Counter,
+}
+
+impl DeviceErrors {
+    /// Sharing the device's own counters.
+    pub fn sharing(queue: &Counter, interrupt: &Counter, event: &Counter) -> Self {
+        Self {
+            queue: queue.clone(),
+            interrupt: interrupt.clone(),
+            event: event.clone(),
+        }
+    }
+}
 
 /// A device's bookkeeping towards the transport (virtio 1.2, 2.1.2 for DEVICE_NEEDS_RESET).
 #[derive(Debug)]
@@ -30,6 +56,7 @@ pub struct DeviceCore {
     pub events: ActivationEvents,
     /// The interrupt of the current activation.
     interrupt: Option<Arc<VirtioInterrupt>>,
+    errors: DeviceErrors,
     avail_features: u64,
     acked_features: u64,
     broken: bool,
@@ -38,13 +65,14 @@ pub struct DeviceCore {
 
 impl DeviceCore {
     /// A device of virtio type `device_type` with queues of `queue_sizes`, offering
-    /// `avail_features` (VIRTIO_F_VERSION_1 included).
+    /// `avail_features` (VIRTIO_F_VERSION_1 included), counting its failures in `errors`.
     pub fn new(
         label: impl Into<String>,
         device_type: u32,
         queue_sizes: Vec<u16>,
         avail_features: u64,
         config_space: Vec<u8>,
+        errors: DeviceErrors,
     ) -> std::io::Result<Self> {
         Ok(DeviceCore {
             label: label.into(),
@@ -53,6 +81,7 @@ impl DeviceCore {
             config_space,
             events: ActivationEvents::new()?,
             interrupt: None,
+            errors,
             avail_features,
             acked_features: 0,
             broken: false,
@@ -130,23 +159,18 @@ impl DeviceCore {
 
     /// Marks the device broken after a failure that leaves its queues in an unknown state, and
     /// tells the driver through a config-change interrupt (virtio 1.2, 2.1.2) if the device is
-    /// active. Counts the failure in `queue_errors`, and an interrupt that cannot be raised in
-    /// `interrupt_errors`. Nothing happens if the device is already broken.
-    pub fn mark_broken(
-        &mut self,
-        why: &dyn Display,
-        queue_errors: &Counter,
-        interrupt_errors: &Counter,
-    ) {
+    /// active. Counts the failure, and an interrupt that cannot be raised. Nothing happens if
+    /// the device is already broken.
+    pub fn mark_broken(&mut self, why: &dyn Display) {
         if self.broken {
             return;
         }
         self.broken = true;
-        queue_errors.inc();
+        self.errors.queue.inc();
         error!("{}: {why}; the device needs a reset", self.label);
         if let Some(interrupt) = &self.interrupt {
             if let Err(e) = interrupt.signal_config_change() {
-                interrupt_errors.inc();
+                self.errors.interrupt.inc();
                 error!(
                     "{}: cannot raise the config-change interrupt for NEEDS_RESET: {e}",
                     self.label
@@ -167,18 +191,46 @@ impl DeviceCore {
     /// `reset`: nothing acked, nothing broken; the eventfds of the activation that ends are
     /// retired, and the event loop is woken to remove them (always, with `wake` set: for a
     /// device that has more to undo there).
-    pub fn reset(
-        &mut self,
-        queue_events: impl IntoIterator<Item = vmm_sys_util::eventfd::EventFd>,
-        wake: bool,
-        event_errors: &Counter,
-    ) {
+    pub fn reset(&mut self, queue_events: impl IntoIterator<Item = EventFd>, wake: bool) {
         self.events.retire(queue_events);
         self.interrupt = None;
         self.acked_features = 0;
         self.broken = false;
         if wake || self.events.has_retired() {
-            self.events.wake_after_reset(&self.label, event_errors);
+            self.events
+                .wake_after_reset(&self.label, &self.errors.event);
+        }
+    }
+
+    // --- on the event loop ---
+
+    /// In the device's `init`: watches the activation eventfd under `tag`.
+    pub fn watch_activation(&self, ops: &mut EventOps, tag: u32) {
+        self.events.watch(ops, tag, &self.label, &self.errors.event);
+    }
+
+    /// Removes the eventfds of reset activations from the epoll set.
+    pub fn remove_retired(&mut self, ops: &mut EventOps) {
+        self.events
+            .remove_retired(ops, &self.label, &self.errors.event);
+    }
+
+    /// Makes the event loop watch exactly the current activation's `queues` (`None` while not
+    /// active; see `ActivationEvents::sync`). A queue eventfd that cannot be watched leaves the
+    /// device broken: better the driver learns it needs a reset than waits forever. `what`
+    /// names the eventfds in that message ("the queue's eventfd").
+    pub fn sync_queues<'a>(
+        &mut self,
+        ops: &mut EventOps,
+        queues: Option<impl IntoIterator<Item = (&'a EventFd, u32)>>,
+        what: &str,
+    ) {
+        let result = self
+            .events
+            .sync(ops, queues, &self.label, &self.errors.event);
+        if let Err(e) = result {
+            self.errors.event.inc();
+            self.mark_broken(&format_args!("cannot watch {what}: {e}"));
         }
     }
 }
@@ -203,7 +255,15 @@ mod tests {
     use crate::interrupt::VIRTIO_MMIO_INT_CONFIG;
 
     fn core(avail_features: u64) -> DeviceCore {
-        DeviceCore::new("test", 5, vec![4, 4], avail_features, vec![1, 2, 3]).unwrap()
+        DeviceCore::new(
+            "test",
+            5,
+            vec![4, 4],
+            avail_features,
+            vec![1, 2, 3],
+            DeviceErrors::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -212,7 +272,7 @@ mod tests {
         state.set_acked_features(0b1110);
         assert_eq!(state.acked_features(), 0b1010);
         assert!(state.has_acked(1) && state.has_acked(3) && !state.has_acked(2));
-        state.reset([], false, &Counter::default());
+        state.reset([], false);
         assert_eq!(state.acked_features(), 0);
         assert_eq!(state.avail_features(), 0b1011);
         assert_eq!(
@@ -233,27 +293,27 @@ mod tests {
     #[test]
     fn a_broken_device_interrupts_once_until_reset() {
         let interrupt = Arc::new(VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-        let (queue_errors, interrupt_errors) = (Counter::default(), Counter::default());
-        let mut state = core(0);
+        let errors = DeviceErrors::default();
+        let mut state = DeviceCore::new("test", 5, vec![4], 0, Vec::new(), errors.clone()).unwrap();
         state.activated(&interrupt).unwrap();
         assert!(state.ensure_inactive("test device").is_err());
         for _ in 0..2 {
-            state.mark_broken(&"it broke", &queue_errors, &interrupt_errors);
+            state.mark_broken(&"it broke");
         }
         assert!(state.is_broken());
-        assert_eq!(queue_errors.get(), 1);
-        assert_eq!(interrupt_errors.get(), 0);
+        assert_eq!(errors.queue.get(), 1, "counted into the device's counter");
+        assert_eq!(errors.interrupt.get(), 0);
         assert_eq!(interrupt.status(), VIRTIO_MMIO_INT_CONFIG);
         assert_eq!(interrupt.irqfd().read().unwrap(), 1);
 
         state.activated(&interrupt).unwrap();
         assert!(!state.is_broken());
-        state.reset([], false, &Counter::default());
+        state.reset([], false);
         state.ensure_inactive("test device").unwrap();
-        state.mark_broken(&"again", &queue_errors, &interrupt_errors);
-        assert_eq!(interrupt_errors.get(), 0);
-        state.reset([], false, &Counter::default());
+        state.mark_broken(&"again");
+        assert_eq!(errors.interrupt.get(), 0);
+        state.reset([], false);
         assert!(!state.is_broken());
-        assert_eq!(queue_errors.get(), 2);
+        assert_eq!(errors.queue.get(), 2);
     }
 }

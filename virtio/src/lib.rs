@@ -22,8 +22,8 @@ pub mod options;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
-pub use device::{exact_queues, ActivateError, QueueEvent, VirtioDevice};
-pub use device_core::DeviceCore;
+pub use device::{exact_queues, ActivateError, Activation, QueueEvent, VirtioDevice};
+pub use device_core::{DeviceCore, DeviceErrors};
 pub use events::ActivationEvents;
 pub use interrupt::VirtioInterrupt;
 pub use mmio::MmioTransport;

@@ -14,7 +14,9 @@ use virtio_queue::Queue;
 use vm_memory::{Address, Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use crate::{
+    ActivateError, Activation, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt,
+};
 
 pub const MIB: u64 = 1 << 20;
 /// Test guest RAM is `[0, 8 MiB)` and `[12 MiB, end)`: the 4 MiB hole stands in for the MMIO gap.
@@ -202,7 +204,7 @@ impl TestDriver {
             .map(|i| DriverQueue::new(mem, i as u64 * QUEUE_STRIDE, size))
             .unzip();
         let interrupt = test_interrupt();
-        device.activate(mem.clone(), interrupt.clone(), events)?;
+        device.activate(Activation::new(mem.clone(), interrupt.clone(), events))?;
         Ok(TestDriver {
             mem,
             interrupt,

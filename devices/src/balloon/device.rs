@@ -12,9 +12,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BALLOON;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::timerfd::TimerFd;
 
-use ballast_virtio::{
-    ActivateError, DeviceCore, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt,
-};
+use ballast_virtio::{ActivateError, Activation, DeviceCore, DeviceErrors, VirtioDevice};
 
 use super::queue::{negotiated_queues, ActiveQueues};
 use super::{
@@ -87,6 +85,12 @@ impl Balloon {
             avail_features |= 1 << VIRTIO_BALLOON_F_REPORTING;
             queues += 1;
         }
+        let metrics = Arc::new(BalloonMetrics::default());
+        let errors = DeviceErrors::sharing(
+            &metrics.queue_errors,
+            &metrics.interrupt_errors,
+            &metrics.event_errors,
+        );
         Ok(Balloon {
             config,
             core: DeviceCore::new(
@@ -95,6 +99,7 @@ impl Balloon {
                 vec![QUEUE_SIZE; queues],
                 avail_features,
                 vec![0; CONFIG_SPACE_SIZE],
+                errors,
             )
             .map_err(BalloonError::EventFd)?,
             stats_timer,
@@ -104,7 +109,7 @@ impl Balloon {
             pages: BalloonBitmap::default(),
             latest_stats: None,
             held_stats_buffer: None,
-            metrics: Arc::new(BalloonMetrics::default()),
+            metrics,
         })
     }
 
@@ -220,13 +225,6 @@ impl Balloon {
             .reset(interval, Some(interval))
             .map_err(io::Error::from)
     }
-
-    /// Stops processing the queues after a failure that leaves them in an unknown state, and
-    /// tells the driver through a config-change interrupt (virtio 1.2, 2.1.2).
-    pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        let metrics = &self.metrics;
-        (self.core).mark_broken(why, &metrics.queue_errors, &metrics.interrupt_errors);
-    }
 }
 
 impl VirtioDevice for Balloon {
@@ -255,12 +253,8 @@ impl VirtioDevice for Balloon {
         }
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<VirtioInterrupt>,
-        queues: Vec<QueueEvent>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        let (mem, interrupt, queues) = activation.into_parts();
         self.core.ensure_inactive("balloon")?;
         let layout = negotiated_queues(self.core.acked_features());
         if queues.len() < layout.len() {
@@ -303,11 +297,7 @@ impl VirtioDevice for Balloon {
         self.held_stats_buffer = None;
         // The loop also unregisters the statistics timer.
         let wake = self.timer_registered;
-        self.core.reset(
-            retired.into_iter().flatten(),
-            wake,
-            &self.metrics.event_errors,
-        );
+        self.core.reset(retired.into_iter().flatten(), wake);
         true
     }
 }

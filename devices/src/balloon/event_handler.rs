@@ -12,7 +12,6 @@ use ballast_virtio::events::read_queue_event;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use log::warn;
 
-use super::device::LABEL;
 use super::queue::BalloonQueue;
 use super::Balloon;
 
@@ -35,9 +34,7 @@ fn tag(which: BalloonQueue) -> u32 {
 
 impl MutEventSubscriber for Balloon {
     fn init(&mut self, ops: &mut EventOps) {
-        self.core
-            .events
-            .watch(ops, ACTIVATE, LABEL, &self.metrics.event_errors);
+        self.core.watch_activation(ops, ACTIVATE);
         // Registered after activation (unusual, but harmless): catch up now.
         self.sync_registrations(ops);
     }
@@ -66,9 +63,7 @@ impl Balloon {
     /// Makes the event loop watch exactly the current activation's eventfds (and the stats timer
     /// if statistics were negotiated).
     fn sync_registrations(&mut self, ops: &mut EventOps) {
-        self.core
-            .events
-            .remove_retired(ops, LABEL, &self.metrics.event_errors);
+        self.core.remove_retired(ops);
 
         let wants_timer = self
             .active
@@ -115,7 +110,7 @@ impl Balloon {
             // The device cannot hear the driver: better the driver learns it needs a reset than
             // waits forever.
             self.metrics.event_errors.inc();
-            self.mark_broken(&failure);
+            self.core.mark_broken(&failure);
         }
     }
 

@@ -200,7 +200,8 @@ impl Balloon {
             }),
         };
         if let Some(Err(e)) = result {
-            self.mark_broken(&format_args!("the {which} queue failed: {e}"));
+            self.core
+                .mark_broken(&format_args!("the {which} queue failed: {e}"));
         }
     }
 
@@ -241,7 +242,8 @@ impl Balloon {
             )
         });
         if let Err(e) = result {
-            self.mark_broken(&format_args!("the stats queue failed: {e}"));
+            self.core
+                .mark_broken(&format_args!("the stats queue failed: {e}"));
         }
     }
 }

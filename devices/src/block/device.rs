@@ -14,8 +14,8 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
 use ballast_virtio::{
-    exact_queues, ActivateError, DeviceCore, GuestMemoryMmap, QueueEvent, VirtioDevice,
-    VirtioInterrupt,
+    exact_queues, ActivateError, Activation, DeviceCore, DeviceErrors, GuestMemoryMmap, QueueEvent,
+    VirtioDevice, VirtioInterrupt,
 };
 
 use super::io::DiskImage;
@@ -139,12 +139,19 @@ impl Block {
             (disk.capacity_sectors() * SECTOR_SIZE) >> 20,
             if config.read_only { ", read-only" } else { "" }
         );
+        let metrics = Arc::new(BlockMetrics::default());
+        let errors = DeviceErrors::sharing(
+            &metrics.queue_errors,
+            &metrics.interrupt_errors,
+            &metrics.event_errors,
+        );
         let core = DeviceCore::new(
             label,
             VIRTIO_ID_BLOCK,
             vec![QUEUE_SIZE],
             avail_features,
             config_space(disk.capacity_sectors()),
+            errors,
         )
         .map_err(BlockError::EventFd)?;
         Ok(Block {
@@ -152,7 +159,7 @@ impl Block {
             disk,
             core,
             active: None,
-            metrics: Arc::new(BlockMetrics::default()),
+            metrics,
         })
     }
 
@@ -201,13 +208,6 @@ impl Block {
             read_only: self.disk.read_only(),
         }
     }
-
-    /// Stops processing the queue after a failure that leaves it in an unknown state, and tells
-    /// the driver through a config-change interrupt (virtio 1.2, 2.1.2).
-    pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        let metrics = &self.metrics;
-        (self.core).mark_broken(why, &metrics.queue_errors, &metrics.interrupt_errors);
-    }
 }
 
 impl VirtioDevice for Block {
@@ -222,12 +222,8 @@ impl VirtioDevice for Block {
     // Every config field is the device's (`wce` would be the driver's, but CONFIG_WCE is not
     // offered): the default `write_config` ignores the driver's writes.
 
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<VirtioInterrupt>,
-        queues: Vec<QueueEvent>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        let (mem, interrupt, queues) = activation.into_parts();
         self.core.ensure_inactive("block device")?;
         let [mut queue] = exact_queues(queues)?;
         queue.prepare(
@@ -245,7 +241,7 @@ impl VirtioDevice for Block {
 
     fn reset(&mut self) -> bool {
         let retired = self.active.take().map(|active| active.queue.event);
-        self.core.reset(retired, false, &self.metrics.event_errors);
+        self.core.reset(retired, false);
         true
     }
 }

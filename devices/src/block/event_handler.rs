@@ -21,9 +21,7 @@ const QUEUE: u32 = 1;
 
 impl MutEventSubscriber for Block {
     fn init(&mut self, ops: &mut EventOps) {
-        self.core
-            .events
-            .watch(ops, ACTIVATE, &self.core.label, &self.metrics.event_errors);
+        self.core.watch_activation(ops, ACTIVATE);
         // Registered after activation (unusual, but harmless): catch up now.
         self.sync_registrations(ops);
     }
@@ -50,16 +48,7 @@ impl Block {
     /// Makes the event loop watch exactly the current activation's queue eventfd.
     fn sync_registrations(&mut self, ops: &mut EventOps) {
         let queue = self.active.as_ref().map(|a| [(&a.queue.event, QUEUE)]);
-        let core = &mut self.core;
-        if let Err(e) = core
-            .events
-            .sync(ops, queue, &core.label, &self.metrics.event_errors)
-        {
-            // The device cannot hear the driver: better the driver learns it needs a reset than
-            // waits forever.
-            self.metrics.event_errors.inc();
-            self.mark_broken(&format_args!("cannot watch the queue's eventfd: {e}"));
-        }
+        self.core.sync_queues(ops, queue, "the queue's eventfd");
     }
 
     fn on_queue_event(&mut self, fd: RawFd) {

@@ -54,7 +54,7 @@ impl Block {
             Err(e) => Some(format!("the request queue failed: {e}")),
         };
         if let Some(failure) = failure {
-            self.mark_broken(&failure);
+            self.core.mark_broken(&failure);
         }
     }
 }

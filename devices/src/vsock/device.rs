@@ -13,8 +13,8 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::timerfd::TimerFd;
 
 use ballast_virtio::{
-    exact_queues, ActivateError, DeviceCore, GuestMemoryMmap, QueueEvent, VirtioDevice,
-    VirtioInterrupt,
+    exact_queues, ActivateError, Activation, DeviceCore, DeviceErrors, GuestMemoryMmap, QueueEvent,
+    VirtioDevice, VirtioInterrupt,
 };
 
 use super::config::{bind, VsockConfig, VsockError};
@@ -100,6 +100,11 @@ impl Vsock {
             vec![QUEUE_SIZE; 3],
             (1u64 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX),
             config.guest_cid.to_le_bytes().to_vec(),
+            DeviceErrors::sharing(
+                &metrics.queue_errors,
+                &metrics.interrupt_errors,
+                &metrics.event_errors,
+            ),
         )
         .map_err(setup("create an eventfd"))?;
         Ok(Vsock {
@@ -153,13 +158,6 @@ impl Vsock {
     pub fn connect_local(&self, port: u32) -> io::Result<UnixStream> {
         self.local_connector().connect(port)
     }
-
-    /// Stops processing after a failure that leaves a queue in an unknown state, and tells the
-    /// driver through a config-change interrupt (virtio 1.2, 2.1.2).
-    pub(super) fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        let metrics = &self.metrics;
-        (self.core).mark_broken(why, &metrics.queue_errors, &metrics.interrupt_errors);
-    }
 }
 
 impl VirtioDevice for Vsock {
@@ -173,12 +171,8 @@ impl VirtioDevice for Vsock {
 
     // guest_cid is the device's: the default `write_config` ignores the driver's writes.
 
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<VirtioInterrupt>,
-        queues: Vec<QueueEvent>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        let (mem, interrupt, queues) = activation.into_parts();
         self.core.ensure_inactive("vsock device")?;
         let [mut rx, mut tx, mut event] = exact_queues(queues)?;
         let event_idx = self.core.has_acked(VIRTIO_RING_F_EVENT_IDX);
@@ -204,11 +198,7 @@ impl VirtioDevice for Vsock {
         // The guest's sockets went with its driver; the host programs read EOF.
         self.muxer.drop_all();
         // Always wake the loop: it also unregisters the dropped connections' streams.
-        self.core.reset(
-            retired.into_iter().flatten(),
-            true,
-            &self.metrics.event_errors,
-        );
+        self.core.reset(retired.into_iter().flatten(), true);
         true
     }
 }

@@ -106,16 +106,7 @@ impl Vsock {
                 (&a.event.event, EVENT_QUEUE),
             ]
         });
-        let core = &mut self.core;
-        if let Err(e) = core
-            .events
-            .sync(ops, queues, &core.label, &self.metrics.event_errors)
-        {
-            // The device cannot hear the driver: better the driver learns it needs a reset than
-            // waits forever.
-            self.metrics.event_errors.inc();
-            self.mark_broken(&format_args!("cannot watch a queue's eventfd: {e}"));
-        }
+        self.core.sync_queues(ops, queues, "a queue's eventfd");
     }
 
     fn read_queue_event(&mut self, fd: RawFd) {

@@ -47,11 +47,19 @@ impl Vsock {
             }
             let tx = match self.process_tx(now) {
                 Ok(run) => run,
-                Err(e) => return self.mark_broken(&format_args!("the tx queue failed: {e}")),
+                Err(e) => {
+                    return self
+                        .core
+                        .mark_broken(&format_args!("the tx queue failed: {e}"))
+                }
             };
             let rx = match self.process_rx(now) {
                 Ok(run) => run,
-                Err(e) => return self.mark_broken(&format_args!("the rx queue failed: {e}")),
+                Err(e) => {
+                    return self
+                        .core
+                        .mark_broken(&format_args!("the rx queue failed: {e}"))
+                }
             };
             // A stalled tx queue goes on as soon as the guest took the resets in its way.
             let unstalled =

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ballast_virtio::interrupt::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
-use ballast_virtio::{ActivateError, VirtioDevice};
+use ballast_virtio::{ActivateError, Activation, VirtioDevice};
 use event_manager::{EventManager, SubscriberOps};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -184,7 +184,7 @@ fn activation_needs_a_queue_per_negotiated_feature() {
     balloon.set_acked_features(balloon.avail_features());
     let (events, interrupt) = unready_queues(3);
     assert!(matches!(
-        balloon.activate(mem.clone(), interrupt, events),
+        balloon.activate(Activation::new(mem.clone(), interrupt, events)),
         Err(ActivateError::QueueCount { want: 4, got: 3 })
     ));
     assert!(!balloon.is_activated());
@@ -195,7 +195,7 @@ fn a_queue_that_is_not_ready_fails_activation() {
     let mut balloon = Balloon::new(BalloonConfig::default()).unwrap();
     let (events, interrupt) = unready_queues(2);
     assert!(matches!(
-        balloon.activate(guest_memory().clone(), interrupt, events),
+        balloon.activate(Activation::new(guest_memory().clone(), interrupt, events)),
         Err(ActivateError::Backend(_))
     ));
     assert!(!balloon.is_activated());

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballast_virtio::interrupt::VIRTIO_MMIO_INT_CONFIG;
-use ballast_virtio::{ActivateError, VirtioDevice};
+use ballast_virtio::{ActivateError, Activation, VirtioDevice};
 use event_manager::{EventManager, SubscriberOps};
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -247,15 +247,15 @@ fn activation_needs_exactly_one_queue_and_no_active_one() {
     let interrupt = test_interrupt();
     let queue_event = |at: u64| DriverQueue::new(mem, at, QUEUE_SIZE).1;
     assert!(matches!(
-        block.activate(mem.clone(), interrupt.clone(), Vec::new()),
+        block.activate(Activation::new(mem.clone(), interrupt.clone(), Vec::new())),
         Err(ActivateError::QueueCount { want: 1, got: 0 })
     ));
     assert!(matches!(
-        block.activate(
+        block.activate(Activation::new(
             mem.clone(),
             interrupt.clone(),
             vec![queue_event(0), queue_event(0x10000)]
-        ),
+        )),
         Err(ActivateError::QueueCount { want: 1, got: 2 })
     ));
     assert!(!block.is_activated());
@@ -263,7 +263,11 @@ fn activation_needs_exactly_one_queue_and_no_active_one() {
     let _driver = Driver::activate(&mut block, None).unwrap();
     assert!(block.is_activated());
     assert!(matches!(
-        block.activate(mem.clone(), interrupt, vec![queue_event(0x10000)]),
+        block.activate(Activation::new(
+            mem.clone(),
+            interrupt,
+            vec![queue_event(0x10000)]
+        )),
         Err(ActivateError::Backend(_))
     ));
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ballast_virtio::interrupt::VIRTIO_MMIO_INT_CONFIG;
 use ballast_virtio::test_utils::{test_interrupt, DriverQueue};
-use ballast_virtio::{ActivateError, QueueEvent, VirtioDevice};
+use ballast_virtio::{ActivateError, Activation, QueueEvent, VirtioDevice};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::tempdir::TempDir;
@@ -136,7 +136,9 @@ fn activation_needs_all_three_queues_once() {
     let two: Vec<QueueEvent> = (0..2)
         .map(|i| DriverQueue::new(mem, i * 0x1_0000, 256).1)
         .collect();
-    let err = vsock.activate(mem.clone(), interrupt, two).unwrap_err();
+    let err = vsock
+        .activate(Activation::new(mem.clone(), interrupt, two))
+        .unwrap_err();
     assert!(matches!(err, ActivateError::QueueCount { want: 3, got: 2 }));
     assert!(!vsock.is_activated());
 

@@ -18,7 +18,8 @@ use super::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FAILED, FEATURES_OK, NEEDS_R
 use super::{MmioError, MmioTransport};
 use crate::interrupt::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use crate::{
-    ActivateError, DeviceCore, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt,
+    ActivateError, Activation, DeviceCore, GuestMemoryMmap, QueueEvent, VirtioDevice,
+    VirtioInterrupt,
 };
 
 const VERSION_1: u64 = 1 << VIRTIO_F_VERSION_1;
@@ -48,7 +49,8 @@ struct FakeDevice {
 impl Default for FakeDevice {
     fn default() -> Self {
         FakeDevice {
-            core: DeviceCore::new("fake", TYPE, Vec::new(), 0, Vec::new()).unwrap(),
+            core: DeviceCore::new("fake", TYPE, Vec::new(), 0, Vec::new(), Default::default())
+                .unwrap(),
             max_sizes: Vec::new(),
             features: 0,
             acked: None,
@@ -101,12 +103,8 @@ impl VirtioDevice for FakeDevice {
         }
     }
 
-    fn activate(
-        &mut self,
-        _mem: GuestMemoryMmap,
-        _interrupt: Arc<VirtioInterrupt>,
-        queues: Vec<QueueEvent>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        let (_mem, _interrupt, queues) = activation.into_parts();
         self.activations += 1;
         if self.fail_activate {
             return Err(ActivateError::Backend("told to fail".into()));
