@@ -14,6 +14,17 @@ sync_host() {
     read -r host_line
 }
 
+# wait_for TIMEOUT_S COMMAND [ARG...]: runs COMMAND every 0.1 s until it succeeds (0), or
+# tries it once more after TIMEOUT_S seconds and returns what that gives.
+wait_for() {
+    _wf_end=$(($(cut -d. -f1 /proc/uptime) + $1))
+    shift
+    until "$@"; do
+        [ "$(cut -d. -f1 /proc/uptime)" -ge "$_wf_end" ] && { "$@"; return; }
+        sleep 0.1
+    done
+}
+
 # disk_reads DEV: reads completed on the block device DEV (vda) since boot.
 disk_reads() { awk '{ print $1 }' "/sys/block/$1/stat"; }
 

@@ -248,8 +248,14 @@ wait_until 60 never || echo "ballast gone""#,
 #[test]
 fn sync_host_announces_and_waits_for_the_host() {
     let out = with_libs(
-        r#"sync_host filled "free=12"; echo "host said: $host_line""#,
+        r#"sync_host filled "free=12"; echo "host said: $host_line"
+n=0
+third() { n=$((n + 1)); [ "$n" -ge 3 ]; }
+wait_for 10 third && echo "ok after $n""#,
         "go on\n",
     );
-    assert_eq!(out, "BALLAST-SYNC filled free=12\nhost said: go on\n");
+    assert_eq!(
+        out,
+        "BALLAST-SYNC filled free=12\nhost said: go on\nok after 3\n"
+    );
 }

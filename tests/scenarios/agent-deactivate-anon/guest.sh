@@ -18,11 +18,8 @@ awk -v mib=64 'BEGIN {
     print ok >"/tmp/intact"
 }' &
 holder=$!
-i=0
-until [ "$(status_kib $holder RssAnon)" -ge 65536 ] 2>/dev/null || [ $i -ge 600 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+holding() { [ "$(status_kib $holder RssAnon)" -ge 65536 ] 2>/dev/null; }
+wait_for 60 holding
 result holder_anon_kib "$(status_kib $holder RssAnon)"
 result swap_used_before_kib "$(swap_used)"
 sync_host held  # the host's MADV_COLD request is done
