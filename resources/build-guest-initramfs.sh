@@ -3,7 +3,8 @@
 #
 # OUT is two concatenated cpio.gz segments (the kernel unpacks them in turn):
 #   1. the base, cached in $BALLAST_CACHE/images: busybox and its applet links, the
-#      kernel modules in load order, /init (resources/guest/init), /bin/result;
+#      kernel modules in load order, /init (resources/guest/init), /bin/result, and
+#      /etc/ballast/guest-lib.sh (the helpers every scenario's guest.sh gets);
 #   2. this image's own files: /scenario.sh and /bin/ballast-agent, when given.
 # So a scenario image costs one small cpio and a file copy.
 set -euo pipefail
@@ -45,10 +46,12 @@ guest_base() {
     done
     install -m 755 "$here/guest/init" "$1/init"
     install -m 755 "$here/guest/result" "$1/bin/result"
+    install -m 644 "$here/guest/guest-lib.sh" "$1/etc/ballast/guest-lib.sh"
 }
 
 ensure_fetched
 key=$(cache_key "${BASH_SOURCE[0]}" "$here/lib.sh" "$here/guest/init" "$here/guest/result" \
+    "$here/guest/guest-lib.sh" \
     "$BALLAST_MODULES" "$BALLAST_BUSYBOX")
 base=$(cached_image guest-base "$key" guest_base)
 

@@ -44,6 +44,26 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// Why the VMM could not have a request carried out by the agent: there is no way to reach it,
+/// no connection could be made, or the request on the connection failed.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("the VM has no vsock device, so no guest agent")]
+    NoVsock,
+    #[error("cannot open a vsock connection: {0}")]
+    Connect(#[source] io::Error),
+    #[error("no agent listening in the guest (connection refused)")]
+    NotListening,
+    #[error("cannot set up the agent connection: {0}")]
+    Setup(#[source] io::Error),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the VMM's guest agent service has stopped")]
+    Stopped,
+    #[error("the VMM's guest agent service did not answer within {0:?}")]
+    ServiceTimeout(Duration),
+}
+
 /// Turns received bytes into replies, with no I/O of its own.
 #[derive(Debug)]
 pub struct ReplyDecoder {
@@ -195,6 +215,11 @@ impl<S: AgentStream> AgentClient<S> {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// Changes the per-request timeout of the next requests.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     pub fn timeout(&self) -> Duration {

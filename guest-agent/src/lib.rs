@@ -20,7 +20,9 @@ pub mod vsock;
 #[cfg(test)]
 mod testutil;
 
-pub use client::{read_hybrid_ack, AgentClient, AgentStream, ClientError, ReplyDecoder};
+pub use client::{
+    read_hybrid_ack, AgentClient, AgentError, AgentStream, ClientError, ReplyDecoder,
+};
 pub use protocol::{Request, Response, PROTOCOL_VERSION};
 
 /// The kernel's page size, in bytes.

@@ -75,16 +75,84 @@ send_guest() {
     printf '%s\n' "$*" >"$BALLAST_STDIN"
 }
 
-# json_num KEY: the first number given for "KEY" in the JSON on stdin (as
-# `ballast status --json` prints it), or nothing.
-json_num() {
-    sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" | head -n 1
+# wait_until TIMEOUT_S COMMAND [ARG...]: runs COMMAND every 0.2 s until it succeeds.
+# Returns 0 then; after TIMEOUT_S seconds, or once ballast has exited, it tries COMMAND
+# once more and returns what that gives. COMMAND runs in this shell, so a function may
+# set variables as it goes. For host.sh, where BALLAST_PID is set.
+wait_until() {
+    wait_every 0.2 "$@"
+}
+
+# wait_every STEP_S TIMEOUT_S COMMAND [ARG...]: wait_until, trying every STEP_S seconds.
+wait_every() {
+    _we_step=$1
+    _we_end=$(($(_hl_now) + $2))
+    shift 2
+    until "$@"; do
+        if ! ballast_alive || [ "$(_hl_now)" -ge "$_we_end" ]; then
+            "$@"
+            return
+        fi
+        sleep "$_we_step"
+    done
+}
+
+# now_s: seconds since boot, to the hundredth; since_s T0: seconds since T0, to a tenth.
+now_s() { cut -d' ' -f1 /proc/uptime; }
+since_s() { awk -v a="$1" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# json_field KEY: the value of the first "KEY" in the (pretty-printed) JSON on stdin, as
+# written but without quotes: a number, true, false, null, or a string without escapes.
+# Prints nothing when KEY is absent. Narrow the input with json_object first when a key
+# appears in several objects ("state" does in `ballast status --json`).
+json_field() {
+    sed -n "s/.*\"$1\": *\"\{0,1\}\([^\",}]*\).*/\1/p" | head -n 1
+}
+
+# json_object KEY: the lines inside the first object named KEY in the pretty-printed JSON
+# on stdin (nested objects included), as in `ballast status --json | json_object memory`.
+json_object() {
+    awk -v key="\"$1\": {" '
+        !inside && index($0, key) { inside = 1; match($0, /^ */); indent = RLENGTH; next }
+        inside { match($0, /^ */); if (RLENGTH == indent && $0 ~ /^ *}/) exit; print }'
+}
+
+# status_field OBJECT KEY: KEY of OBJECT (vm, memory or balloon) in `ballast status --json`.
+status_field() {
+    ballast status --json | json_object "$1" | json_field "$2"
+}
+
+# metric NAME: the value of one series of `ballast metrics`, NAME with its labels as
+# written there (ballast_memory_reclaim_steps_total{step="file"}); nothing if absent.
+metric() {
+    ballast metrics | awk -v name="$1" '$1 == name { print $2; exit }'
 }
 
 # ballast_resident_mib: guest RAM resident on the host, in MiB, as ballast's API
 # measures it.
 ballast_resident_mib() {
-    echo $(($(ballast status --json | json_num resident_bytes) >> 20))
+    echo $(($(status_field memory resident_bytes) >> 20))
+}
+
+# resident_at_most MIB: whether resident guest RAM is at most MIB.
+resident_at_most() { [ "$(ballast_resident_mib)" -le "$1" ]; }
+
+# Balloon helpers, in MiB as the API has them.
+# balloon_actual_mib: what the guest's balloon driver says the balloon holds.
+balloon_actual_mib() { status_field balloon actual_mib; }
+# balloon_target_mib: the target the host set.
+balloon_target_mib() { status_field balloon amount_mib; }
+# balloon_holds MIB: whether the balloon holds exactly MIB.
+balloon_holds() { [ "$(balloon_actual_mib)" = "$1" ]; }
+# balloon_reach MIB [TIMEOUT_S]: sets the balloon's target to MIB and waits (120 s by
+# default) until the guest's balloon holds it (it moves in steps of 256 pages).
+balloon_reach() {
+    ballast balloon set "${1}M" >/dev/null && wait_until "${2:-120}" balloon_holds "$1"
+}
+
+# agent_ready: whether ballast's guest agent service has the agent answering.
+agent_ready() {
+    [ "$(ballast status --json | json_object agent | json_field state)" = ready ]
 }
 
 # ballast_rss_kib: ballast's resident memory (VmRSS) in KiB.

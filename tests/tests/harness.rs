@@ -155,3 +155,107 @@ fn failed_host_script_stops_ballast() {
     assert!(out.contains("BALLAST-RESULT {\"host_exit\":4}\n"), "{out}");
     assert_eq!(rc, 143, "{out}");
 }
+
+/// Runs `script` with tests/harness/host-lib.sh and resources/guest/guest-lib.sh sourced
+/// (POSIX sh), `input` on its stdin; returns its stdout.
+fn with_libs(script: &str, input: &str) -> String {
+    use std::io::Write as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let host_lib = root.join("harness/host-lib.sh");
+    let guest_lib = root.join("../resources/guest/guest-lib.sh");
+    let mut child = Command::new("sh")
+        .args(["-c", &format!(". \"$1\" && . \"$2\" && {script}"), "sh"])
+        .arg(&host_lib)
+        .arg(&guest_lib)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `ballast status --json` as serde_json pretty-prints it, with "state" in four objects.
+const STATUS: &str = r#"{
+  "vm": {
+    "state": "running",
+    "vcpus": 2
+  },
+  "memory": {
+    "guest": {
+      "file_bytes": 1234
+    },
+    "state": "reclaiming",
+    "agent": {
+      "state": "ready"
+    },
+    "host_enforce": {
+      "state": "active",
+      "cgroup": "/sys/fs/cgroup/ballast-42"
+    }
+  },
+  "balloon": {
+    "amount_mib": 64,
+    "actual_mib": 60
+  }
+}
+"#;
+
+#[test]
+fn json_helpers_read_the_field_of_the_right_object() {
+    let out = with_libs(
+        r#"json=$(cat)
+j() { printf '%s\n' "$json"; }
+echo "$(j | json_object vm | json_field state)"
+echo "$(j | json_object memory | json_field state)"
+echo "$(j | json_object agent | json_field state)"
+echo "$(j | json_object host_enforce | json_field cgroup)"
+echo "$(j | json_object memory | json_field file_bytes)"
+echo "$(j | json_object balloon | json_field actual_mib)"
+echo "[$(j | json_field missing)]""#,
+        STATUS,
+    );
+    assert_eq!(
+        out,
+        "running\nreclaiming\nready\n/sys/fs/cgroup/ballast-42\n1234\n60\n[]\n"
+    );
+}
+
+#[test]
+fn wait_until_retries_until_success_or_timeout() {
+    // BALLAST_PID is this shell: "ballast" is alive while it waits.
+    let out = with_libs(
+        r#"BALLAST_PID=$$
+n=0
+third() { n=$((n + 1)); [ "$n" -ge 3 ]; }
+wait_until 10 third && echo "ok after $n"
+never() { false; }
+wait_until 1 never || echo "gave up"
+BALLAST_PID=999999999
+wait_until 60 never || echo "ballast gone""#,
+        "",
+    );
+    assert_eq!(out, "ok after 3\ngave up\nballast gone\n");
+}
+
+#[test]
+fn sync_host_announces_and_waits_for_the_host() {
+    let out = with_libs(
+        r#"sync_host filled "free=12"; echo "host said: $host_line"
+n=0
+third() { n=$((n + 1)); [ "$n" -ge 3 ]; }
+wait_for 10 third && echo "ok after $n""#,
+        "go on\n",
+    );
+    assert_eq!(
+        out,
+        "BALLAST-SYNC filled free=12\nhost said: go on\nok after 3\n"
+    );
+}

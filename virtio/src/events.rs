@@ -138,6 +138,26 @@ impl ActivationEvents {
     }
 }
 
+impl ActivationEvents {
+    /// The device's registrations follow its state: removes the eventfds of a reset activation,
+    /// and registers those of the current one, `queues` (`None` while not active), unless that
+    /// was done. A device then calls this for its activation event, and from `init` (in case it
+    /// was registered after activation). The error is the last registration that failed.
+    pub fn sync<'a>(
+        &mut self,
+        ops: &mut EventOps,
+        queues: Option<impl IntoIterator<Item = (&'a EventFd, u32)>>,
+        label: impl std::fmt::Display,
+        event_errors: &Counter,
+    ) -> Result<(), event_manager::Error> {
+        self.remove_retired(ops, label, event_errors);
+        match queues {
+            Some(queues) if !self.registered => self.register(ops, queues),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Reads a queue's eventfd after it fired. An eventfd already read (by an earlier event or a
 /// re-kick the device handled) is not an error.
 pub fn read_queue_event(event: &EventFd) -> io::Result<()> {

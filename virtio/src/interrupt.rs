@@ -10,6 +10,7 @@ pub const VIRTIO_MMIO_INT_VRING: u32 = 0x1;
 /// InterruptStatus bit: the device configuration changed.
 pub const VIRTIO_MMIO_INT_CONFIG: u32 = 0x2;
 
+#[derive(Debug)]
 pub struct VirtioInterrupt {
     status: AtomicU32,
     irqfd: EventFd,

@@ -3,12 +3,14 @@
 
 use std::fmt::{Arguments, Display};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use log::{debug, warn};
 
-/// A monotonically increasing event counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// A monotonically increasing event counter. Clones count into the same count, so a device's
+/// core can count into the device's metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Counter(Arc<AtomicU64>);
 
 impl Counter {
     pub fn inc(&self) {

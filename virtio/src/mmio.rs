@@ -27,7 +27,9 @@ use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::interrupt::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
-use crate::{ActivateError, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt};
+use crate::{
+    ActivateError, Activation, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt,
+};
 use refusals::{refuse, Refusals};
 use status::{StatusChange, DRIVER_OK, FEATURES_OK, FEATURE_NEGOTIATION, NEEDS_RESET, QUEUE_SETUP};
 
@@ -426,7 +428,11 @@ impl MmioTransport {
                 .map_err(|source| ActivationError::CloneEvent { index, source })?;
             handed.push(QueueEvent { queue, event });
         }
-        lock(&self.device).activate(self.mem.clone(), self.interrupt.clone(), handed)?;
+        lock(&self.device).activate(Activation::new(
+            self.mem.clone(),
+            self.interrupt.clone(),
+            handed,
+        ))?;
         Ok(())
     }
 

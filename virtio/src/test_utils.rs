@@ -1,6 +1,7 @@
-//! Test helpers for the devices' unit tests (the `test-utils` feature): guest memory that outlives
-//! the test, the driver's side of a split virtqueue on virtio-queue's mock, and a way to run the
-//! event loop until something happens.
+//! The driver-side test kit of every device's unit tests (the `test-utils` feature): guest memory
+//! with a hole that outlives the test, the driver's side of a split virtqueue on virtio-queue's
+//! mock ([`DriverQueue`]), a driver that activates a device with its queues and lays out buffers
+//! in guest RAM ([`TestDriver`]), and a way to run the event loop until something happens.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,23 @@ use virtio_queue::Queue;
 use vm_memory::{Address, Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::{GuestMemoryMmap, QueueEvent, VirtioInterrupt};
+use crate::{
+    ActivateError, Activation, GuestMemoryMmap, QueueEvent, VirtioDevice, VirtioInterrupt,
+};
+
+pub const MIB: u64 = 1 << 20;
+/// Test guest RAM is `[0, 8 MiB)` and `[12 MiB, end)`: the 4 MiB hole stands in for the MMIO gap.
+pub const TEST_RAM0_END: u64 = 8 * MIB;
+pub const TEST_HOLE_END: u64 = 12 * MIB;
+/// The driver's queues live at the bottom of guest RAM, one every 64 KiB.
+pub const QUEUE_STRIDE: u64 = 0x1_0000;
+/// Driver buffers start at 1 MiB, above the queues.
+pub const BUFFERS_START: u64 = MIB;
+
+/// Test guest RAM up to `end` (above the hole), leaked so the mock queues can borrow it.
+pub fn test_guest_memory(end: u64) -> &'static GuestMemoryMmap {
+    leaked_guest_memory(&[(0, TEST_RAM0_END), (TEST_HOLE_END, end - TEST_HOLE_END)])
+}
 
 /// Guest memory made of `ranges` (start, length), leaked so that it lives as long as the test
 /// process: the mock queues borrow it.
@@ -154,6 +171,80 @@ impl DriverQueue {
             self.used_seen = self.used_seen.wrapping_add(1);
         }
         out
+    }
+}
+
+/// The driver's side of an activated device: guest memory, the queues it set up, the interrupt
+/// the device raises, and its buffers in guest RAM.
+pub struct TestDriver {
+    pub mem: &'static GuestMemoryMmap,
+    pub interrupt: Arc<VirtioInterrupt>,
+    pub queues: Vec<DriverQueue>,
+    next_buffer: u64,
+    buffers_end: u64,
+    /// Buffers wrap round to the start instead of running out (for tests that keep few
+    /// buffers outstanding but make many).
+    wrap: bool,
+}
+
+impl TestDriver {
+    /// Acks `acked` (all offered features if `None`), sets up `queues` queues of `size` at the
+    /// bottom of `mem`, and activates `device` with them. Buffers go from 1 MiB to
+    /// `buffers_end`.
+    pub fn activate(
+        device: &mut dyn VirtioDevice,
+        mem: &'static GuestMemoryMmap,
+        acked: Option<u64>,
+        queues: usize,
+        size: u16,
+        buffers_end: u64,
+    ) -> Result<Self, ActivateError> {
+        device.set_acked_features(acked.unwrap_or(device.avail_features()));
+        let (queues, events): (Vec<_>, Vec<_>) = (0..queues)
+            .map(|i| DriverQueue::new(mem, i as u64 * QUEUE_STRIDE, size))
+            .unzip();
+        let interrupt = test_interrupt();
+        device.activate(Activation::new(mem.clone(), interrupt.clone(), events))?;
+        Ok(TestDriver {
+            mem,
+            interrupt,
+            queues,
+            next_buffer: BUFFERS_START,
+            buffers_end,
+            wrap: false,
+        })
+    }
+
+    /// Buffers wrap round instead of running out.
+    pub fn wrapping(mut self) -> Self {
+        self.wrap = true;
+        self
+    }
+
+    /// Room for `len` bytes in guest RAM (16-byte aligned); its address.
+    pub fn alloc(&mut self, len: usize) -> u64 {
+        if self.wrap && self.next_buffer + len as u64 > self.buffers_end {
+            self.next_buffer = BUFFERS_START;
+        }
+        let addr = self.next_buffer;
+        self.next_buffer = (addr + len.max(1) as u64).next_multiple_of(16);
+        assert!(
+            self.next_buffer <= self.buffers_end,
+            "test driver out of buffer space"
+        );
+        addr
+    }
+
+    /// Copies `bytes` into a fresh buffer in guest RAM; its address.
+    pub fn buffer_with(&mut self, bytes: &[u8]) -> u64 {
+        let addr = self.alloc(bytes.len());
+        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
+        addr
+    }
+
+    /// A fresh buffer of `len` bytes filled with `fill`; its address.
+    pub fn buffer(&mut self, len: usize, fill: u8) -> u64 {
+        self.buffer_with(&vec![fill; len])
     }
 }
 

@@ -126,6 +126,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
+// Long on purpose: the benchmark reads top to bottom as the README describes it (boot, load,
+// measure, print the table).
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not: then a quick smoke run.
     let full = std::env::args().any(|a| a == "--bench");

@@ -1,10 +1,10 @@
-//! The API's Unix socket: created with mode 0600; a stale socket file is replaced, a live one
-//! (another ballast answering on it) or any other kind of file is refused.
+//! The API's Unix socket (`--api-sock`), bound with the devices' socket rules: mode 0600, a
+//! stale socket file replaced, a live one or any other kind of file refused.
 
-use std::io::ErrorKind;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+
+use ballast_devices::unix_socket::{self, BindError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiSocketError {
@@ -25,55 +25,10 @@ pub enum ApiSocketError {
 }
 
 pub fn bind(path: &Path) -> Result<UnixListener, ApiSocketError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ApiSocketError::Live(path.into()));
-            }
-            std::fs::remove_file(path).map_err(|source| ApiSocketError::RemoveStale {
-                path: path.into(),
-                source,
-            })?;
-        }
-        Ok(_) => return Err(ApiSocketError::NotASocket(path.into())),
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(ApiSocketError::Bind {
-                path: path.into(),
-                source,
-            })
-        }
-    }
-    let bind_err = |source| ApiSocketError::Bind {
-        path: path.into(),
-        source,
-    };
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    Ok(listener)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_is_replaced_live_and_files_are_refused() {
-        let dir = std::env::temp_dir().join(format!("ballast-sock-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("api.sock");
-        let live = bind(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert!(matches!(bind(&path), Err(ApiSocketError::Live(_))));
-        drop(live);
-        // The file stays behind when the listener goes: stale.
-        assert!(path.exists());
-        let _again = bind(&path).unwrap();
-        let file = dir.join("plain");
-        std::fs::write(&file, b"x").unwrap();
-        let err = bind(&file).unwrap_err();
-        assert!(err.to_string().contains("is not a socket"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    unix_socket::bind(path).map_err(|e| match e {
+        BindError::Live(path) => ApiSocketError::Live(path),
+        BindError::NotASocket(path) => ApiSocketError::NotASocket(path),
+        BindError::RemoveStale { path, source } => ApiSocketError::RemoveStale { path, source },
+        BindError::Bind { path, source } => ApiSocketError::Bind { path, source },
+    })
 }

@@ -2,14 +2,15 @@
 
 use std::path::PathBuf;
 
-use ballast_balloon::BalloonConfig;
+use ballast_devices::balloon::BalloonConfig;
+use ballast_manager::pages;
 
-use crate::devices::block::BlockConfig;
-use crate::devices::vsock::VsockConfig;
+use ballast_devices::block::BlockConfig;
+use ballast_devices::vsock::VsockConfig;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_size, VmConfig, DEFAULT_CMDLINE};
-use crate::host_enforce::{HostEnforceConfig, Target, DEFAULT_OVERHEAD};
+use ballast_manager::host_enforce::{HostEnforceConfig, Target, DEFAULT_OVERHEAD};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +36,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show a running VM's state, memory and balloon.
     Status(ClientArgs),
+    /// Print a running VM's metrics (`GET /metrics`, Prometheus text).
+    Metrics(ClientArgs),
     /// Set or clear a running VM's memory limit.
     Limit {
         #[command(subcommand)]
@@ -249,7 +252,8 @@ impl RunArgs {
                 guest_cid: self.vsock_cid,
                 uds_path,
             }),
-            limit: self.limit,
+            // Bytes on the command line, guest pages from here on.
+            limit_pages: self.limit.map(pages::from_bytes),
             // 10 ms to an hour; anything else is a typo.
             sample_interval: std::time::Duration::from_secs_f64(
                 self.sample_interval.clamp(0.01, 3600.0),

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use ballast_balloon::BalloonConfig;
-
-use crate::devices::block::BlockConfig;
-use crate::devices::vsock::VsockConfig;
-use crate::host_enforce::HostEnforceConfig;
+use ballast_devices::balloon::BalloonConfig;
+use ballast_devices::block::BlockConfig;
+use ballast_devices::vsock::VsockConfig;
+use ballast_manager::host_enforce::HostEnforceConfig;
+use ballast_manager::{limit, pages, LimitError};
 
 /// The command line Linux gets unless the user gives one: the console on COM1, reboot through the
 /// i8042 (which ballast turns into a clean exit), and no waiting after a panic.
@@ -24,8 +24,8 @@ pub struct VmConfig {
     /// Disks in the order the guest sees them (/dev/vda first).
     pub disks: Vec<BlockConfig>,
     pub vsock: Option<VsockConfig>,
-    /// The memory limit in bytes: resident guest RAM is kept at or under it.
-    pub limit: Option<u64>,
+    /// The memory limit in guest pages: resident guest RAM is kept at or under it.
+    pub limit_pages: Option<u64>,
     /// How often the memory manager samples residency and dirtiness.
     pub sample_interval: std::time::Duration,
     /// `--host-enforce`: a cgroup v2 `memory.high` behind the limit.
@@ -46,8 +46,8 @@ pub enum ConfigError {
     MoreThanHost { asked: u64, host: u64 },
     #[error("--memory {0} MiB is below the 16 MiB a Linux guest needs to boot")]
     TooLittleMemory(u64),
-    #[error("--limit {limit} MiB must be more than 0 and at most the guest's {memory} MiB")]
-    BadLimit { limit: u64, memory: u64 },
+    #[error("--limit: {0}")]
+    Limit(#[from] LimitError),
     #[error("--vcpus must be at least 1")]
     ZeroVcpus,
     #[error("--vcpus {asked} is more than the {max} this host's KVM allows")]
@@ -96,14 +96,10 @@ pub fn validate_memory(mem_size: u64, host: Option<u64>) -> Result<(), ConfigErr
     Ok(())
 }
 
-pub fn validate_limit(limit: Option<u64>, mem_size: u64) -> Result<(), ConfigError> {
-    match limit {
-        Some(l) if l < 1 << 20 || l > mem_size => Err(ConfigError::BadLimit {
-            limit: l >> 20,
-            memory: mem_size >> 20,
-        }),
-        _ => Ok(()),
-    }
+/// The memory manager's one validation of a limit, before any KVM object exists.
+pub fn validate_limit(limit_pages: Option<u64>, mem_size: u64) -> Result<(), ConfigError> {
+    limit::validate(limit_pages, pages::from_bytes(mem_size))?;
+    Ok(())
 }
 
 pub fn validate_vcpus(vcpus: u64, max: u64) -> Result<u8, ConfigError> {

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
+use ballast::builder;
 use ballast::cli::{Cli, Command, RunArgs};
-use ballast::runner;
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
 }
 
 fn run_vm(args: RunArgs) -> ExitCode {
-    match runner::run(args.into_config()) {
+    match builder::run(args.into_config()) {
         Ok(exit) => {
             if let ballast::vstate::exit::VmExit::Failure(reason) = &exit {
                 eprintln!("ballast: the VM failed: {reason}");

@@ -5,15 +5,15 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ballast::devices::bus::{Bus, BusDevice};
-use ballast::devices::legacy::serial::SerialDevice;
-use ballast::devices::legacy::EventFdTrigger;
 use ballast::layout::{COM1_PORT, HIMEM_START};
 use ballast::vstate::exit::{ExitState, VmExit};
 use ballast::vstate::memory::create_guest_memory;
 use ballast::vstate::regs::write_boot_structures;
 use ballast::vstate::vcpu::Vcpu;
 use ballast::vstate::vm::{open_kvm, Vm};
+use ballast_devices::bus::{Bus, BusDevice};
+use ballast_devices::legacy::serial::SerialDevice;
+use ballast_devices::legacy::EventFdTrigger;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 

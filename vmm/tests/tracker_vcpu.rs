@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ballast::devices::bus::{Bus, BusDevice};
 use ballast::layout::{BOOT_GDT_START, HIMEM_START, PDE_START, PDPTE_START, PML4_START};
 use ballast::vstate::dirty_log::{ClearMode, KvmDirtyLog};
 use ballast::vstate::exit::{ExitState, VmExit};
@@ -23,8 +22,9 @@ use ballast::vstate::memory::create_guest_memory;
 use ballast::vstate::regs::write_boot_structures;
 use ballast::vstate::vcpu::Vcpu;
 use ballast::vstate::vm::{open_kvm, Vm};
-use ballast_balloon::manager::tracker::{DirtyLog, Sample, Tracker, TrackerConfig};
-use ballast_balloon::BalloonBitmap;
+use ballast_devices::balloon::BalloonBitmap;
+use ballast_devices::bus::{Bus, BusDevice};
+use ballast_manager::tracker::{DirtyLog, Sample, Tracker, TrackerConfig};
 use ballast_virtio::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
@@ -129,7 +129,7 @@ impl Epochs {
     fn sample(&mut self) {
         let sample = self
             .tracker
-            .sample(&self.mem, &mut self.log, &self.balloon)
+            .sample(&self.mem, &mut self.log, &self.balloon.runs())
             .expect("sample");
         let dirtied = (0..PAGES)
             .filter(|&pfn| self.tracker.age(pfn) == Some(0))
@@ -171,6 +171,7 @@ fn no_huge_pages(mem: &GuestMemoryMmap) {
 }
 
 /// Runs the two-batch payload with the log read in `mode`; checks every sample.
+// Long on purpose: one guest run told step by step, each step checked where it happens.
 fn two_epochs(mode: ClearMode) {
     let kvm = open_kvm().expect("/dev/kvm");
     let mut vm = Vm::new(&kvm).unwrap();

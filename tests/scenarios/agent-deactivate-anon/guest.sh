@@ -1,10 +1,9 @@
 # With zram swap, a process holds 64 MiB of anon memory and idles; the host asks the agent
 # to deactivate 32 MiB of anon memory, first with MADV_COLD (nothing need go to swap), then
 # urgently (MADV_PAGEOUT: to swap now). The process must live on with its data intact.
-kib() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
-swap_used() { echo $(($(kib SwapTotal) - $(kib SwapFree))); }
+swap_used() { echo $(($(meminfo_kib SwapTotal) - $(meminfo_kib SwapFree))); }
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null; }
-result swap_total_kib "$(kib SwapTotal)"
+result swap_total_kib "$(meminfo_kib SwapTotal)"
 # The holder: 64 copies of a 1 MiB string (each its own malloc, so its own anon mmap). It
 # blocks opening the FIFO until we write to it, then checks every copy and exits.
 mkfifo /tmp/hold
@@ -19,18 +18,13 @@ awk -v mib=64 'BEGIN {
     print ok >"/tmp/intact"
 }' &
 holder=$!
-i=0
-until [ "$(status_kib $holder RssAnon)" -ge 65536 ] 2>/dev/null || [ $i -ge 600 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+holding() { [ "$(status_kib $holder RssAnon)" -ge 65536 ] 2>/dev/null; }
+wait_for 60 holding
 result holder_anon_kib "$(status_kib $holder RssAnon)"
 result swap_used_before_kib "$(swap_used)"
-echo "BALLAST-SYNC held"
-read -r _               # the host's MADV_COLD request is done
+sync_host held  # the host's MADV_COLD request is done
 result cold_swap_used_kib "$(swap_used)"
-echo "BALLAST-SYNC cold"
-read -r _               # the host's MADV_PAGEOUT request is done
+sync_host cold  # the host's MADV_PAGEOUT request is done
 result urgent_swap_used_kib "$(swap_used)"
 result holder_swap_kib "$(status_kib $holder VmSwap)"
 result holder_anon_after_kib "$(status_kib $holder RssAnon)"

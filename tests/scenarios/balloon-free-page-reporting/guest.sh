@@ -2,8 +2,6 @@
 # host without any inflate.
 mkdir -p /fill && mount -t tmpfs -o size=90% tmpfs /fill
 dd if=/dev/zero of=/fill/f bs=1M count=128 2>/dev/null
-echo "BALLAST-SYNC filled"
-read -r line
+sync_host filled
 rm /fill/f
-echo "BALLAST-SYNC freed"
-read -r line
+sync_host freed

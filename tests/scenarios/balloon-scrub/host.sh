@@ -1,13 +1,6 @@
 # Counts the guest's pattern in ballast's guest RAM (read through /proc/PID/mem) before and
 # after inflating the balloon over nearly all free guest memory, and after deflating it.
 pat=BALLAST-SCRUB:0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM
-actual_mib() { ballast balloon set "$1" --json | sed -n 's/.*"actual_mib": *\([0-9]*\).*/\1/p'; }
-# wait_actual MIB: until the guest's balloon holds MIB (it moves in steps of 256 pages).
-wait_actual() {
-    i=0
-    while [ "$(actual_mib "$1")" != "$1" ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
-    [ "$(actual_mib "$1")" = "$1" ]
-}
 # pattern_kib: KiB of guest RAM holding the pattern (64-byte lines, one a grep line); null
 # when the read of guest RAM falls short (a scan that read nothing must not pass as clean).
 pattern_kib() {
@@ -34,19 +27,18 @@ done <"/proc/$BALLAST_PID/maps"
 free_mib=$(console_line 'BALLAST-SYNC filled' | sed -n 's/.*free=\([0-9]*\).*/\1/p')
 # All free memory but 16 MiB: the guest keeps a little for itself.
 target=$((free_mib - 16))
-t0=$(cut -d' ' -f1 /proc/uptime)
+t0=$(now_s)
 host_result host_pattern_before_kib "$(pattern_kib)"
-t1=$(cut -d' ' -f1 /proc/uptime)
-host_result host_scan_s "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
+host_result host_scan_s "$(since_s "$t0")"
 host_result host_balloon_mib "$target"
 rss0=$(ballast_rss_kib)
-wait_actual "$target" || { host_result host_inflate_reached false; exit 1; }
+balloon_reach "$target" || { host_result host_inflate_reached false; exit 1; }
 host_result host_inflate_reached true
 host_result host_rss_drop_kib $((rss0 - $(ballast_rss_kib)))
 host_result host_pattern_inflated_kib "$(pattern_kib)"
 send_guest inflated
 wait_console 'BALLAST-SYNC measured' || exit 1
-wait_actual 0 || { host_result host_deflate_reached false; exit 1; }
+balloon_reach 0 || { host_result host_deflate_reached false; exit 1; }
 host_result host_deflate_reached true
 host_result host_pattern_deflated_kib "$(pattern_kib)"
 send_guest deflated

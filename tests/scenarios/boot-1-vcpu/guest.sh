@@ -1,3 +1,3 @@
 # What the guest sees of the vCPUs and memory ballast gave it.
 result nproc "$(nproc)"
-result memtotal_kib "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+result memtotal_kib "$(meminfo_kib MemTotal)"

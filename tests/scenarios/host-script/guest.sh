@@ -2,8 +2,7 @@
 # then read one line the host sends on the console and report it.
 (i=0; while [ $i -lt 600 ]; do i=$((i + 1)); echo "tick $i"; sleep 0.1; done) &
 ticker=$!
-echo "BALLAST-SYNC ready"
-read -r line
+sync_host ready
 kill "$ticker"
-result guest_got "$line"
+result guest_got "$host_line"
 echo "BALLAST-SYNC got"

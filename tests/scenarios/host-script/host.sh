@@ -5,7 +5,7 @@ host_result host_pid_is_ballast "$(grep -q ballast "/proc/$BALLAST_PID/cmdline" 
 host_result host_rss_kib "$(ballast_rss_kib)"
 ballast status || exit 1
 status=$(ballast status --json) || exit 1
-host_result host_status_vcpus "$(echo "$status" | sed -n 's/^ *"vcpus": *\([0-9]*\).*/\1/p')"
+host_result host_status_vcpus "$(echo "$status" | json_object vm | json_field vcpus)"
 
 # Pause: the guest stops ticking, and ballast's CPU time (its vCPU thread's, mostly)
 # almost stops growing; the guest's ticker (a fork and exec of sleep each time) keeps

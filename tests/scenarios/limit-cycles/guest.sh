@@ -6,8 +6,7 @@ busy=$!
 c=1
 while [ $c -le 4 ]; do
     cat /mnt/*.bin >/dev/null
-    echo "BALLAST-SYNC cycle$c"
-    read -r _
+    sync_host cycle$c
     kill -0 "$busy" 2>/dev/null || { result busy_died_in_cycle "$c"; exit 1; }
     c=$((c + 1))
 done

@@ -1,7 +1,7 @@
 # Each round: cut the limit to 192 MiB and wait for resident ≤ 168 MiB (the threshold),
 # then clear it and wait for the balloon to empty. On a guest that stops answering, say
 # what ballast's threads and the L1 kernel are doing.
-balloon_mib() { ballast status --json | json_num amount_mib; }
+balloon_empty() { [ "$(balloon_target_mib)" = 0 ]; }
 diag() {
     echo "[diag] $*"
     for t in /proc/"$BALLAST_PID"/task/*; do
@@ -18,15 +18,11 @@ c=1
 while [ $c -le 4 ]; do
     wait_console "BALLAST-SYNC cycle$c" 180 || { ballast_alive && diag "no cycle $c"; break; }
     ballast limit set 192M >/dev/null || exit 1
-    i=0
-    while [ $i -lt 120 ] && ballast_alive && [ "$(ballast_resident_mib)" -gt 168 ]; do sleep 0.5; i=$((i + 1)); done
+    wait_every 0.5 60 resident_at_most 168 && reached=$((reached + 1))
     ballast_alive || break
-    [ "$(ballast_resident_mib)" -le 168 ] && reached=$((reached + 1))
     ballast limit clear >/dev/null || exit 1
-    i=0
-    while [ $i -lt 80 ] && ballast_alive && [ "$(balloon_mib)" -gt 0 ]; do sleep 0.5; i=$((i + 1)); done
+    wait_every 0.5 40 balloon_empty && emptied=$((emptied + 1))
     ballast_alive || break
-    [ "$(balloon_mib)" = 0 ] && emptied=$((emptied + 1))
     echo "cycle $c: threshold reached $reached, balloon emptied $emptied"
     send_guest go
     c=$((c + 1))

@@ -4,10 +4,9 @@ if rmmod virtio_balloon; then result balloon_driver_removed true; else result ba
 dd if=/dev/zero of=/dev/null bs=128M count=2000000000 2>/dev/null &
 busy=$!
 rss() { awk '/^VmRSS:/ { print $2 }' /proc/$busy/status; }
-i=0
-while [ "$(rss)" -lt 131072 ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+busy_full() { [ "$(rss)" -ge 131072 ]; }
+wait_for 60 busy_full
 result busy_rss_kib "$(rss)"
-echo "BALLAST-SYNC ready"
-read -r line            # the host cut the limit, saw memory.high written, and cleared it
+sync_host ready  # the host cut the limit, saw memory.high written, and cleared it
 if kill -0 "$busy" 2>/dev/null; then result busy_survived true; else result busy_survived false; fi
 kill "$busy"

@@ -1,32 +1,47 @@
-//! The VMM's link to `ballast-agent` in the guest, over the guest's vsock device.
+//! The VMM's agent service: its one link to `ballast-agent` in the guest, over the guest's vsock
+//! device. One thread owns one connection: it asks for `stats` every interval (what the API
+//! shows and the memory manager reads), and carries out the memory manager's deactivation
+//! requests on the same connection, in between.
 //!
-//! The link runs on a thread of its own, not on the event loop: an agent request (a file-cache
-//! deactivation) may take up to its 2 s timeout, and devices must not wait behind it. The event
-//! loop and the API only read the shared [`AgentStatus`], which never blocks on the guest.
+//! The service runs on a thread of its own, not on the event loop: an agent request may take up
+//! to its timeout, and devices must not wait behind it. The event loop and the API only read the
+//! shared [`AgentStatus`], which never blocks on the guest; the manager's requests wait on their
+//! own reply channel.
+//!
+//! | file | job |
+//! | --- | --- |
+//! | `mod.rs` | the status, the dialer, the service and the handle (the manager's guest agent port) |
+//! | `worker.rs` | the thread: connect, `hello`, `stats` every interval, requests in between |
+//! | `tests.rs` | the service against the real agent's request handler and misbehaving peers |
 
 mod worker;
 
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ballast_agent::protocol::{Hello, Stats};
-
-use crate::devices::vsock::LocalConnector;
+use ballast_agent::AgentError;
+use ballast_devices::vsock::LocalConnector;
+use ballast_manager::driver::ports::GuestAgent;
 
 /// The vsock port `ballast-agent` listens on by default.
 pub const AGENT_PORT: u32 = 52;
-/// How long a request to the agent may take.
+/// How long connecting and a `hello` or `stats` request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the link asks for `stats`.
+/// How long one deactivation request may take: the agent's own budget is 1.5 s.
+pub const DEACTIVATE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often the service asks for `stats`.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// A guest gets this long to boot and start its agent before it counts as unresponsive.
 pub const BOOT_GRACE: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AgentState {
     /// Not answered yet, within the boot grace period.
+    #[default]
     Connecting,
     /// The last request was answered.
     Ready,
@@ -44,8 +59,8 @@ impl AgentState {
     }
 }
 
-/// What the VMM knows of the agent: shared between the link's thread and its readers.
-#[derive(Debug, Clone)]
+/// What the VMM knows of the agent: written by the service's thread, read by everyone else.
+#[derive(Debug, Clone, Default)]
 pub struct AgentStatus {
     pub state: AgentState,
     /// Why the agent is not ready, when it is not.
@@ -53,30 +68,17 @@ pub struct AgentStatus {
     pub hello: Option<Hello>,
     pub stats: Option<Stats>,
     pub stats_at: Option<Instant>,
-    /// Connections made, and requests that failed (timeouts, bad replies, closed connections).
+    /// Connections made, and `stats` polls that failed (timeouts, bad replies, closed
+    /// connections).
     pub connects: u64,
     pub failures: u64,
 }
 
-impl AgentStatus {
-    fn new() -> Self {
-        Self {
-            state: AgentState::Connecting,
-            reason: None,
-            hello: None,
-            stats: None,
-            stats_at: None,
-            connects: 0,
-            failures: 0,
-        }
-    }
-}
-
-/// How the link reaches the agent; tests give their own.
+/// How the service reaches the agent; tests give their own.
 pub trait AgentDialer: Send + 'static {
     /// A connection on which the agent's lines can be exchanged (the `OK` line of the hybrid
     /// vsock handshake already consumed), or why there is none.
-    fn dial(&mut self, timeout: Duration) -> Result<std::os::unix::net::UnixStream, String>;
+    fn dial(&mut self, timeout: Duration) -> Result<UnixStream, AgentError>;
 }
 
 /// Dials the agent through the VMM's own end of the vsock device.
@@ -86,51 +88,114 @@ pub struct VsockDialer {
 }
 
 impl AgentDialer for VsockDialer {
-    fn dial(&mut self, timeout: Duration) -> Result<std::os::unix::net::UnixStream, String> {
+    fn dial(&mut self, timeout: Duration) -> Result<UnixStream, AgentError> {
         let mut stream = self
             .connector
             .connect(self.port)
-            .map_err(|e| format!("cannot open a vsock connection: {e}"))?;
+            .map_err(AgentError::Connect)?;
         worker::read_ok_line(&mut stream, self.port, timeout)?;
         Ok(stream)
     }
 }
 
-/// The running link.
-pub struct AgentLink {
-    status: Arc<Mutex<AgentStatus>>,
+/// A deactivation the memory manager asked for, with the channel its answer goes back on.
+enum Request {
+    File {
+        pages: u64,
+        reply: mpsc::Sender<Result<u64, AgentError>>,
+    },
+    Anon {
+        pages: u64,
+        urgent: bool,
+        reply: mpsc::Sender<Result<u64, AgentError>>,
+    },
+}
+
+/// How often and how patiently the service talks to the agent.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentTimings {
+    pub stats_interval: Duration,
+    pub request_timeout: Duration,
+    pub deactivate_timeout: Duration,
+    pub boot_grace: Duration,
+}
+
+impl Default for AgentTimings {
+    fn default() -> Self {
+        Self {
+            stats_interval: STATS_INTERVAL,
+            request_timeout: REQUEST_TIMEOUT,
+            deactivate_timeout: DEACTIVATE_TIMEOUT,
+            boot_grace: BOOT_GRACE,
+        }
+    }
+}
+
+/// The running service.
+pub struct AgentService {
+    handle: AgentHandle,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl AgentLink {
-    pub fn start(
-        dialer: impl AgentDialer,
-        interval: Duration,
-        timeout: Duration,
-        grace: Duration,
-    ) -> std::io::Result<Self> {
-        let status = Arc::new(Mutex::new(AgentStatus::new()));
+impl AgentService {
+    pub fn start(dialer: impl AgentDialer, timings: AgentTimings) -> std::io::Result<Self> {
+        let status = Arc::new(Mutex::new(AgentStatus::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let worker = worker::Worker {
-            dialer: Box::new(dialer),
-            status: status.clone(),
-            stop: stop.clone(),
-            interval,
-            timeout,
-            grace,
-            started: Instant::now(),
-        };
+        let (requests, inbox) = mpsc::channel();
+        let worker = worker::Worker::new(
+            Box::new(dialer),
+            status.clone(),
+            inbox,
+            stop.clone(),
+            timings,
+        );
         let thread = std::thread::Builder::new()
             .name("agent".into())
             .spawn(move || worker.run())?;
         Ok(Self {
-            status,
+            handle: AgentHandle {
+                status,
+                requests,
+                reply_timeout: timings.deactivate_timeout + timings.request_timeout * 2,
+            },
             stop,
             thread: Some(thread),
         })
     }
 
+    /// What the API and the memory manager keep.
+    pub fn handle(&self) -> AgentHandle {
+        self.handle.clone()
+    }
+
+    /// A copy of what is known now.
+    pub fn status(&self) -> AgentStatus {
+        self.handle.status()
+    }
+}
+
+impl Drop for AgentService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            // The worker checks the flag at least every 100 ms and its I/O has a timeout.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A reader of the agent's status, and the memory manager's way to the agent.
+#[derive(Clone)]
+pub struct AgentHandle {
+    status: Arc<Mutex<AgentStatus>>,
+    requests: mpsc::Sender<Request>,
+    /// How long a requester waits for the service's answer: the request's own timeout, plus
+    /// a connection and a `stats` poll that may come first.
+    reply_timeout: Duration,
+}
+
+impl AgentHandle {
     /// A copy of what is known now.
     pub fn status(&self) -> AgentStatus {
         self.status
@@ -139,19 +204,42 @@ impl AgentLink {
             .clone()
     }
 
-    /// A handle readers keep (the API handler).
-    pub fn shared_status(&self) -> Arc<Mutex<AgentStatus>> {
-        self.status.clone()
+    fn ask(
+        &self,
+        request: impl FnOnce(mpsc::Sender<Result<u64, AgentError>>) -> Request,
+    ) -> Result<u64, AgentError> {
+        let (reply, answer) = mpsc::channel();
+        self.requests
+            .send(request(reply))
+            .map_err(|_| AgentError::Stopped)?;
+        answer
+            .recv_timeout(self.reply_timeout)
+            .map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => AgentError::ServiceTimeout(self.reply_timeout),
+                mpsc::RecvTimeoutError::Disconnected => AgentError::Stopped,
+            })?
     }
 }
 
-impl Drop for AgentLink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            // The worker checks the flag at least every 100 ms and its I/O has a timeout.
-            let _ = thread.join();
+impl GuestAgent for AgentHandle {
+    fn latest_stats(&self) -> Option<(Stats, Instant)> {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if status.state != AgentState::Ready {
+            return None;
         }
+        Some((status.stats.clone()?, status.stats_at?))
+    }
+
+    fn deactivate_file(&mut self, pages: u64) -> Result<u64, AgentError> {
+        self.ask(|reply| Request::File { pages, reply })
+    }
+
+    fn deactivate_anon(&mut self, pages: u64, urgent: bool) -> Result<u64, AgentError> {
+        self.ask(|reply| Request::Anon {
+            pages,
+            urgent,
+            reply,
+        })
     }
 }
 

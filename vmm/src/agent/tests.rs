@@ -1,4 +1,4 @@
-//! The link against the real agent's request handler, served over a Unix socket pair, and
+//! The service against the real agent's request handler, served over a Unix socket pair, and
 //! against peers that misbehave.
 
 use std::io::Write;
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast_agent::agent::{Agent, AgentConfig};
-use ballast_agent::server::serve_connection;
+use ballast_agent::protocol::{AnonReport, ErrorBody, Request, Response};
+use ballast_agent::server::{serve_connection, Handler};
 
 use super::*;
 
@@ -19,9 +20,9 @@ struct PairDialer<F: Fn(UnixStream) + Send + Sync + 'static> {
 }
 
 impl<F: Fn(UnixStream) + Send + Sync + 'static> AgentDialer for PairDialer<F> {
-    fn dial(&mut self, _timeout: Duration) -> Result<UnixStream, String> {
+    fn dial(&mut self, _timeout: Duration) -> Result<UnixStream, AgentError> {
         self.dials.fetch_add(1, Ordering::SeqCst);
-        let (ours, theirs) = UnixStream::pair().map_err(|e| e.to_string())?;
+        let (ours, theirs) = UnixStream::pair().map_err(AgentError::Connect)?;
         let serve = self.serve.clone();
         std::thread::spawn(move || serve(theirs));
         Ok(ours)
@@ -30,12 +31,22 @@ impl<F: Fn(UnixStream) + Send + Sync + 'static> AgentDialer for PairDialer<F> {
 
 struct NoAgent;
 impl AgentDialer for NoAgent {
-    fn dial(&mut self, _timeout: Duration) -> Result<UnixStream, String> {
-        Err("no agent listening in the guest (connection refused)".into())
+    fn dial(&mut self, _timeout: Duration) -> Result<UnixStream, AgentError> {
+        Err(AgentError::NotListening)
     }
 }
 
-fn wait_for(link: &AgentLink, what: &str, pred: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
+/// The service's timings for a test: stats every `interval`, requests within `timeout`.
+fn timings(interval: Duration, timeout: Duration, grace: Duration) -> AgentTimings {
+    AgentTimings {
+        stats_interval: interval,
+        request_timeout: timeout,
+        deactivate_timeout: timeout,
+        boot_grace: grace,
+    }
+}
+
+fn wait_for(link: &AgentService, what: &str, pred: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let status = link.status();
@@ -66,7 +77,11 @@ fn the_real_agent_answers_and_its_stats_arrive() {
         serve: Arc::new(real_agent),
         dials: dials.clone(),
     };
-    let link = AgentLink::start(dialer, FAST, Duration::from_secs(2), Duration::ZERO).unwrap();
+    let link = AgentService::start(
+        dialer,
+        timings(FAST, Duration::from_secs(2), Duration::ZERO),
+    )
+    .unwrap();
     let status = wait_for(&link, "stats", |s| s.stats.is_some());
     assert_eq!(status.state, AgentState::Ready);
     let stats = status.stats.unwrap();
@@ -83,12 +98,13 @@ fn the_real_agent_answers_and_its_stats_arrive() {
 
 #[test]
 fn an_absent_agent_is_connecting_during_boot_then_unresponsive() {
-    let booting = AgentLink::start(NoAgent, FAST, TIMEOUT, Duration::from_secs(3600)).unwrap();
+    let booting =
+        AgentService::start(NoAgent, timings(FAST, TIMEOUT, Duration::from_secs(3600))).unwrap();
     let s = wait_for(&booting, "a failed dial", |s| s.failures > 0);
     assert_eq!(s.state, AgentState::Connecting);
     drop(booting);
 
-    let link = AgentLink::start(NoAgent, FAST, TIMEOUT, Duration::ZERO).unwrap();
+    let link = AgentService::start(NoAgent, timings(FAST, TIMEOUT, Duration::ZERO)).unwrap();
     let s = wait_for(&link, "unresponsive", |s| {
         s.state == AgentState::Unresponsive
     });
@@ -104,7 +120,7 @@ fn nonsense_and_silence_mark_it_unresponsive_without_blocking() {
         }),
         dials: Arc::new(AtomicUsize::new(0)),
     };
-    let link = AgentLink::start(nonsense, FAST, TIMEOUT, Duration::ZERO).unwrap();
+    let link = AgentService::start(nonsense, timings(FAST, TIMEOUT, Duration::ZERO)).unwrap();
     let s = wait_for(&link, "unresponsive", |s| {
         s.state == AgentState::Unresponsive
     });
@@ -119,7 +135,7 @@ fn nonsense_and_silence_mark_it_unresponsive_without_blocking() {
         dials: Arc::new(AtomicUsize::new(0)),
     };
     let started = Instant::now();
-    let link = AgentLink::start(silent, FAST, TIMEOUT, Duration::ZERO).unwrap();
+    let link = AgentService::start(silent, timings(FAST, TIMEOUT, Duration::ZERO)).unwrap();
     let s = wait_for(&link, "unresponsive", |s| {
         s.state == AgentState::Unresponsive
     });
@@ -158,14 +174,12 @@ fn a_restarted_agent_is_reached_again() {
             real_agent(stream)
         }
     };
-    let link = AgentLink::start(
+    let link = AgentService::start(
         PairDialer {
             serve: Arc::new(serve),
             dials: dials.clone(),
         },
-        FAST,
-        TIMEOUT,
-        Duration::ZERO,
+        timings(FAST, TIMEOUT, Duration::ZERO),
     )
     .unwrap();
     let s = wait_for(&link, "the second connection", |s| {
@@ -184,5 +198,61 @@ fn the_vsock_handshake_line_is_checked() {
     assert!(worker::read_ok_line(&mut a, 52, TIMEOUT).is_err());
     drop(b);
     let err = worker::read_ok_line(&mut a, 52, TIMEOUT).unwrap_err();
-    assert!(err.contains("no agent listening"), "{err}");
+    assert!(err.to_string().contains("no agent listening"), "{err}");
+}
+
+/// The real agent for `hello` and `stats`; `deactivate_anon` answered as if it had deactivated
+/// everything asked (the real one would act on this host's processes).
+struct Canned(Agent);
+
+impl Handler for Canned {
+    fn handle(&self, request: Request) -> Result<Response, ErrorBody> {
+        match request {
+            Request::DeactivateAnon(params) => Ok(Response::DeactivateAnon(AnonReport {
+                target_pages: params.target_pages,
+                urgent: params.urgent,
+                deactivated_pages: params.target_pages,
+                ..Default::default()
+            })),
+            other => self.0.handle(other),
+        }
+    }
+}
+
+#[test]
+fn the_managers_requests_share_the_stats_connection() {
+    let dials = Arc::new(AtomicUsize::new(0));
+    let dialer = PairDialer {
+        serve: Arc::new(|mut stream: UnixStream| {
+            let _ = serve_connection(&mut stream, &Canned(Agent::new(AgentConfig::default())));
+        }),
+        dials: dials.clone(),
+    };
+    let service = AgentService::start(
+        dialer,
+        timings(FAST, Duration::from_secs(2), Duration::ZERO),
+    )
+    .unwrap();
+    wait_for(&service, "stats", |s| s.stats.is_some());
+    let mut handle = service.handle();
+    assert!(handle.latest_stats().is_some());
+    assert_eq!(handle.deactivate_anon(3000, true).unwrap(), 3000);
+    let first = service.status().stats_at.unwrap();
+    wait_for(&service, "stats after the request", |s| {
+        s.stats_at.unwrap() > first
+    });
+    assert_eq!(dials.load(Ordering::SeqCst), 1, "one connection for both");
+}
+
+#[test]
+fn a_request_without_an_agent_fails_with_the_reason() {
+    let service =
+        AgentService::start(NoAgent, timings(FAST, TIMEOUT, Duration::from_secs(3600))).unwrap();
+    let mut handle = service.handle();
+    let err = handle.deactivate_file(1000).unwrap_err();
+    assert!(matches!(err, AgentError::NotListening), "{err}");
+    assert!(handle.latest_stats().is_none());
+    drop(service);
+    let err = handle.deactivate_file(1000).unwrap_err();
+    assert!(matches!(err, AgentError::Stopped), "{err}");
 }

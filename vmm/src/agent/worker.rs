@@ -1,50 +1,112 @@
-//! The link's thread: connect, `hello`, then `stats` every interval; on any failure mark the
-//! agent unresponsive and reconnect with a backoff.
+//! The service's thread: connect and `hello`, then `stats` every interval, and the memory
+//! manager's requests in between, all on one connection. When `stats` fails the agent is marked
+//! unresponsive and the thread reconnects with a backoff; a request that arrives while there is
+//! no connection gets one made at once.
 
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ballast_agent::{read_hybrid_ack, AgentClient, ClientError};
+use ballast_agent::protocol::{DeactivateAnon, DeactivateFile};
+use ballast_agent::{read_hybrid_ack, AgentClient, AgentError, ClientError};
 
-use super::{AgentDialer, AgentState, AgentStatus};
+use super::{AgentDialer, AgentState, AgentStatus, AgentTimings, Request};
 
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest the thread waits without looking at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 pub(super) struct Worker {
-    pub dialer: Box<dyn AgentDialer>,
-    pub status: Arc<Mutex<AgentStatus>>,
-    pub stop: Arc<AtomicBool>,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub grace: Duration,
-    pub started: Instant,
+    dialer: Box<dyn AgentDialer>,
+    status: Arc<Mutex<AgentStatus>>,
+    inbox: mpsc::Receiver<Request>,
+    stop: Arc<AtomicBool>,
+    timings: AgentTimings,
+    started: Instant,
+    client: Option<AgentClient<UnixStream>>,
+    /// When to poll `stats` next (with a connection) or reconnect (without).
+    due: Instant,
+    backoff: Duration,
 }
 
 impl Worker {
+    pub fn new(
+        dialer: Box<dyn AgentDialer>,
+        status: Arc<Mutex<AgentStatus>>,
+        inbox: mpsc::Receiver<Request>,
+        stop: Arc<AtomicBool>,
+        timings: AgentTimings,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            dialer,
+            status,
+            inbox,
+            stop,
+            timings,
+            started: now,
+            client: None,
+            due: now,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
     pub fn run(mut self) {
-        let mut backoff = Duration::from_millis(200);
         while !self.stopping() {
-            match self.session() {
-                Ok(()) => return,
-                Err(reason) => {
-                    self.failed(reason);
-                    self.sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+            if Instant::now() >= self.due {
+                self.poll();
+            }
+            let wait = self
+                .due
+                .saturating_duration_since(Instant::now())
+                .min(STOP_CHECK);
+            match self.inbox.recv_timeout(wait) {
+                Ok(request) => self.serve(request),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // Every handle is gone: nobody will ask again, but the API still reads stats.
+                Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
             }
         }
     }
 
-    /// One connection's life; returns only on stop (Ok) or failure (Err).
-    fn session(&mut self) -> Result<(), String> {
-        let stream = self.dialer.dial(self.timeout)?;
-        stream
-            .set_nonblocking(false)
-            .map_err(|e| format!("cannot set up the agent connection: {e}"))?;
-        let mut client = AgentClient::new(stream).with_timeout(self.timeout);
-        let hello = client.hello().map_err(|e| e.to_string())?;
+    /// Connects if needed, then `stats`; a failure marks the agent and schedules a retry.
+    fn poll(&mut self) {
+        let result = match self.client.as_mut() {
+            Some(client) => client.stats().map_err(AgentError::from),
+            None => self.connect().and_then(|()| {
+                let client = self.client.as_mut().expect("connected above");
+                client.stats().map_err(AgentError::from)
+            }),
+        };
+        match result {
+            Ok(stats) => {
+                self.update(|s| {
+                    s.state = AgentState::Ready;
+                    s.reason = None;
+                    s.stats = Some(stats);
+                    s.stats_at = Some(Instant::now());
+                });
+                self.due = Instant::now() + self.timings.stats_interval;
+            }
+            Err(e) => {
+                self.client = None;
+                self.failed(e.to_string());
+                self.due = Instant::now() + self.backoff;
+                // Not reset on success, as before the service was one thread: a guest whose
+                // agent keeps dying is retried at most every 5 s.
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    /// Dials and says `hello` on a new connection.
+    fn connect(&mut self) -> Result<(), AgentError> {
+        let stream = self.dialer.dial(self.timings.request_timeout)?;
+        stream.set_nonblocking(false).map_err(AgentError::Setup)?;
+        let mut client = AgentClient::new(stream).with_timeout(self.timings.request_timeout);
+        let hello = client.hello()?;
         log::info!(
             "guest agent {} answered (protocol {}, swap {}, kernel {})",
             hello.agent_version,
@@ -56,21 +118,62 @@ impl Worker {
             s.connects += 1;
             s.hello = Some(hello);
         });
-        while !self.stopping() {
-            let stats = client.stats().map_err(|e| e.to_string())?;
-            self.update(|s| {
-                s.state = AgentState::Ready;
-                s.reason = None;
-                s.stats = Some(stats);
-                s.stats_at = Some(Instant::now());
-            });
-            self.sleep(self.interval);
-        }
+        self.client = Some(client);
         Ok(())
     }
 
+    /// One of the memory manager's requests, on the service's connection (made now if there is
+    /// none). A request that fails on the connection drops it; the next poll reconnects at once.
+    fn serve(&mut self, request: Request) {
+        let (reply, result) = match request {
+            Request::File { pages, reply } => {
+                let result = self.deactivate(|c| {
+                    c.deactivate_file(DeactivateFile::new(pages))
+                        .map(|r| r.freed_pages)
+                });
+                (reply, result)
+            }
+            Request::Anon {
+                pages,
+                urgent,
+                reply,
+            } => {
+                let result = self.deactivate(|c| {
+                    c.deactivate_anon(DeactivateAnon::new(pages, urgent))
+                        .map(|r| r.deactivated_pages)
+                });
+                (reply, result)
+            }
+        };
+        // The manager may have given up waiting; its answer is then dropped.
+        let _ = reply.send(result);
+    }
+
+    fn deactivate(
+        &mut self,
+        request: impl FnOnce(&mut AgentClient<UnixStream>) -> Result<u64, ClientError>,
+    ) -> Result<u64, AgentError> {
+        if self.client.is_none() {
+            self.connect()?;
+        }
+        let client = self.client.as_mut().expect("connected above");
+        client.set_timeout(self.timings.deactivate_timeout);
+        let result = request(client);
+        client.set_timeout(self.timings.request_timeout);
+        match result {
+            // The agent answered with an error: the connection itself is fine.
+            Err(e @ ClientError::Agent { .. }) => Err(e.into()),
+            Err(e) => {
+                self.client = None;
+                self.due = Instant::now();
+                Err(e.into())
+            }
+            Ok(pages) => Ok(pages),
+        }
+    }
+
     fn failed(&self, reason: String) {
-        let in_grace = self.started.elapsed() < self.grace;
+        let in_grace = self.started.elapsed() < self.timings.boot_grace;
         self.update(|s| {
             s.failures += 1;
             // Before the agent ever answered, a guest still booting is not yet unresponsive.
@@ -94,18 +197,6 @@ impl Worker {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
-
-    /// Sleeps in short steps so a stop is seen quickly.
-    fn sleep(&self, total: Duration) {
-        let end = Instant::now() + total;
-        while !self.stopping() {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-        }
-    }
 }
 
 /// Consumes the `OK <port>\n` line of the hybrid vsock handshake. EOF instead means nothing
@@ -114,13 +205,13 @@ pub(super) fn read_ok_line(
     stream: &mut UnixStream,
     port: u32,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     stream
         .set_nonblocking(false)
         .and_then(|_| stream.set_read_timeout(Some(timeout)))
-        .map_err(|e| format!("cannot set up the agent connection: {e}"))?;
+        .map_err(AgentError::Setup)?;
     read_hybrid_ack(stream, port, timeout).map_err(|e| match e {
-        ClientError::Closed => "no agent listening in the guest (connection refused)".into(),
-        e => e.to_string(),
+        ClientError::Closed => AgentError::NotListening,
+        e => e.into(),
     })
 }

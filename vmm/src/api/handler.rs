@@ -6,8 +6,9 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ballast_balloon::device::PAGES_PER_MIB;
-use ballast_balloon::Balloon;
+use ballast_devices::balloon::Balloon;
+use ballast_manager::policy::ManagerState;
+use ballast_manager::{pages, ManagerHandle, ManagerView};
 use ballast_virtio::GuestMemoryMmap;
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
@@ -15,14 +16,12 @@ use vmm_sys_util::epoll::EventSet;
 use super::residency::Residency;
 use super::{
     AgentInfo, ApiError, ApiMessage, ApiReceiver, ApiReply, ApiRequest, ApiResult, BalloonInfo,
-    BalloonStatistics, BalloonStatsUpdate, BalloonUpdate, GuestMemoryStats, HostEnforceStatus,
-    MemoryInfo, MemoryLimitUpdate, MemoryState, VmAction, VmInfo, VmState, VmmMetrics,
+    BalloonStatistics, BalloonStatsUpdate, BalloonUpdate, GuestMemoryStats, MemoryInfo,
+    MemoryLimitUpdate, MemoryState, VmAction, VmInfo, VmState, VmmMetrics,
 };
-use crate::agent::{AgentState, AgentStatus};
-use crate::manager::{ManagerHandle, PAGE_SIZE};
+use crate::agent::{AgentHandle, AgentState, AgentStatus};
 use crate::vstate::exit::{ExitState, VmExit};
 use crate::vstate::vcpu::VcpuPause;
-use ballast_balloon::manager::policy::ManagerState;
 
 /// How long a pause may wait for every vCPU to leave the guest. The event loop waits with it, so
 /// it is short; vCPUs normally park within a few milliseconds of their kick.
@@ -39,17 +38,15 @@ pub struct VmHandles {
     pub balloon: Arc<Mutex<Balloon>>,
     /// When the vCPUs started.
     pub started: Instant,
-    /// The guest agent link's status, when the VM has a vsock device.
-    pub agent: Option<Arc<Mutex<AgentStatus>>>,
-    /// The memory manager, which owns the limit when it runs.
-    pub manager: Option<ManagerHandle>,
+    /// The guest agent service, when the VM has a vsock device.
+    pub agent: Option<AgentHandle>,
+    /// The memory manager: it owns the limit and the memory state; the API reads its view.
+    pub manager: ManagerHandle,
 }
 
 pub struct ApiHandler {
     receiver: ApiReceiver,
     vm: VmHandles,
-    /// The memory limit in MiB. The memory manager will own it; until then the API keeps it.
-    limit_mib: Option<u64>,
     residency: Residency,
 }
 
@@ -58,7 +55,6 @@ impl ApiHandler {
         Self {
             receiver,
             vm,
-            limit_mib: None,
             residency: Residency::default(),
         }
     }
@@ -137,11 +133,11 @@ impl ApiHandler {
         let balloon = self.balloon();
         let config = balloon.config();
         BalloonInfo {
-            amount_mib: balloon.target_pages() / PAGES_PER_MIB,
+            amount_mib: balloon_mib(balloon.target_pages()),
             deflate_on_oom: config.deflate_on_oom,
             stats_polling_interval_s: balloon.stats_interval(),
             free_page_reporting: config.free_page_reporting,
-            actual_mib: balloon.actual_pages() / PAGES_PER_MIB,
+            actual_mib: balloon_mib(balloon.actual_pages()),
             actual_pages: balloon.actual_pages(),
         }
     }
@@ -190,22 +186,14 @@ impl ApiHandler {
         Ok(ApiReply::Done)
     }
 
+    /// The manager validates and keeps the limit; MiB are the API's unit, pages the manager's.
     fn set_limit(&mut self, update: MemoryLimitUpdate) -> ApiResult {
-        let memory_mib = self.memory_mib();
+        self.vm
+            .manager
+            .set_limit(update.limit_mib.map(pages::from_mib))?;
         match update.limit_mib {
-            Some(0) => return Err(ApiError::LimitZero),
-            Some(limit_mib) if limit_mib > memory_mib => {
-                return Err(ApiError::LimitAboveMemory {
-                    limit_mib,
-                    memory_mib,
-                })
-            }
             Some(limit_mib) => log::info!("memory limit set to {limit_mib} MiB"),
             None => log::info!("memory limit removed"),
-        }
-        self.limit_mib = update.limit_mib;
-        if let Some(manager) = &self.vm.manager {
-            manager.set_limit(update.limit_mib.map(|mib| mib * PAGES_PER_MIB as u64));
         }
         Ok(ApiReply::Done)
     }
@@ -216,68 +204,24 @@ impl ApiHandler {
             let balloon = self.balloon();
             (balloon.target_pages(), balloon.actual_pages())
         };
-        let (mut state, mut state_reason) = limit_state(resident_bytes, self.limit_mib);
-        let manager = self.vm.manager.as_ref().map(ManagerHandle::view);
-        if let Some(view) = &manager {
-            (state, state_reason) = match &view.state {
-                ManagerState::WithinLimit => (MemoryState::WithinLimit, None),
-                ManagerState::Reclaiming => (MemoryState::Reclaiming, None),
-                ManagerState::OverLimit { reason, .. } => {
-                    (MemoryState::OverLimit, Some(reason.clone()))
-                }
-                ManagerState::GuestUnresponsive { reason } => {
-                    (MemoryState::GuestUnresponsive, Some(reason.clone()))
-                }
-            };
-            // The limit may have been cut since the manager's last epoch: say what comes next.
-            let limit_bytes = view.limit_pages.map(|p| p * PAGE_SIZE);
-            if state == MemoryState::WithinLimit && limit_bytes.is_some_and(|l| resident_bytes > l)
-            {
-                state = MemoryState::Reclaiming;
-                state_reason = Some(format!(
-                    "{:.1} MiB of guest RAM is resident, above the {} MiB limit; the memory manager is taking memory back",
-                    resident_bytes as f64 / (1 << 20) as f64,
-                    limit_bytes.unwrap_or(0) >> 20
-                ));
-            }
-        }
-        let agent = self
-            .vm
-            .agent
-            .as_ref()
-            .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()).clone());
-        if let Some(a) = agent
-            .as_ref()
-            .filter(|a| a.state == AgentState::Unresponsive)
-        {
-            state = MemoryState::GuestUnresponsive;
-            state_reason = Some(format!(
-                "the guest agent does not answer: {}",
-                a.reason.as_deref().unwrap_or("no reason known")
-            ));
-        }
+        let view = self.vm.manager.view();
+        let agent = self.vm.agent.as_ref().map(AgentHandle::status);
+        let (state, state_reason) = memory_state(&view, resident_bytes, agent.as_ref());
         Ok(MemoryInfo {
             memory_mib: self.memory_mib(),
-            // The manager owns the limit when it runs (it may come from --limit).
-            limit_mib: manager.as_ref().map_or(self.limit_mib, |v| {
-                v.limit_pages.map(|p| p / u64::from(PAGES_PER_MIB))
-            }),
+            limit_mib: view.limit_pages.map(pages::to_mib),
             resident_bytes,
-            balloon_target_mib: target_pages / PAGES_PER_MIB,
-            balloon_actual_mib: actual_pages / PAGES_PER_MIB,
-            dirty_rate_bytes_per_s: manager
-                .as_ref()
-                .and_then(|v| v.dirty_rate_pages_per_s)
-                .map(|r| (r * PAGE_SIZE as f64) as u64),
-            working_set_bytes: manager
-                .as_ref()
-                .and_then(|v| v.working_set_pages)
-                .map(|p| p * PAGE_SIZE),
+            balloon_target_mib: balloon_mib(target_pages),
+            balloon_actual_mib: balloon_mib(actual_pages),
+            dirty_rate_bytes_per_s: view
+                .dirty_rate_pages_per_s
+                .map(|rate| (rate * pages::PAGE_SIZE as f64) as u64),
+            working_set_bytes: view.working_set_pages.map(pages::to_bytes),
             guest: agent.as_ref().and_then(guest_stats),
             state,
             state_reason,
             agent: agent.as_ref().map(agent_info),
-            host_enforce: manager.map_or_else(HostEnforceStatus::off, |v| v.host_enforce),
+            host_enforce: view.host_enforce,
         })
     }
 
@@ -290,7 +234,7 @@ impl ApiHandler {
             balloon_actual_pages: balloon.actual_pages(),
             balloon: balloon.metrics().snapshot(),
             memory,
-            manager: self.vm.manager.as_ref().map(ManagerHandle::view),
+            manager: self.vm.manager.view(),
         };
         Ok(ApiReply::Metrics(Box::new(metrics)))
     }
@@ -309,8 +253,46 @@ impl ApiHandler {
     }
 }
 
-/// Within or over the limit, from host residency alone. The memory manager refines this with
-/// `reclaiming` and `guest_unresponsive`.
+/// Where the VM stands against its limit: the manager's state as of its last epoch, told what
+/// comes next when the limit was cut since, and overruled by an agent that does not answer.
+fn memory_state(
+    view: &ManagerView,
+    resident_bytes: u64,
+    agent: Option<&AgentStatus>,
+) -> (MemoryState, Option<String>) {
+    let (mut state, mut reason) = match &view.state {
+        ManagerState::WithinLimit => (MemoryState::WithinLimit, None),
+        ManagerState::Reclaiming => (MemoryState::Reclaiming, None),
+        ManagerState::OverLimit { reason, .. } => (MemoryState::OverLimit, Some(reason.clone())),
+        ManagerState::GuestUnresponsive { reason } => {
+            (MemoryState::GuestUnresponsive, Some(reason.clone()))
+        }
+    };
+    let limit_bytes = view.limit_pages.map(pages::to_bytes);
+    if state == MemoryState::WithinLimit && limit_bytes.is_some_and(|l| resident_bytes > l) {
+        state = MemoryState::Reclaiming;
+        reason = Some(format!(
+            "{:.1} MiB of guest RAM is resident, above the {} MiB limit; the memory manager is \
+             taking memory back",
+            resident_bytes as f64 / (1 << 20) as f64,
+            limit_bytes.unwrap_or(0) >> 20
+        ));
+    }
+    if let Some(a) = agent.filter(|a| a.state == AgentState::Unresponsive) {
+        state = MemoryState::GuestUnresponsive;
+        reason = Some(format!(
+            "the guest agent does not answer: {}",
+            a.reason.as_deref().unwrap_or("no reason known")
+        ));
+    }
+    (state, reason)
+}
+
+/// Balloon pages (4 KiB, as the guest driver counts them) in whole MiB.
+fn balloon_mib(balloon_pages: u32) -> u32 {
+    pages::to_mib(u64::from(balloon_pages)) as u32
+}
+
 /// The guest's memory as its agent last reported it, in bytes.
 fn guest_stats(agent: &AgentStatus) -> Option<GuestMemoryStats> {
     let m = &agent.stats.as_ref()?.meminfo;
@@ -328,19 +310,6 @@ fn agent_info(agent: &AgentStatus) -> AgentInfo {
         reason: agent.reason.clone(),
         stats_age_ms: agent.stats_at.map(|t| t.elapsed().as_millis() as u64),
         failures: agent.failures,
-    }
-}
-
-pub fn limit_state(resident_bytes: u64, limit_mib: Option<u64>) -> (MemoryState, Option<String>) {
-    match limit_mib {
-        Some(limit) if resident_bytes > limit << 20 => (
-            MemoryState::OverLimit,
-            Some(format!(
-                "{:.1} MiB of guest RAM is resident on the host, above the {limit} MiB limit",
-                resident_bytes as f64 / (1 << 20) as f64
-            )),
-        ),
-        _ => (MemoryState::WithinLimit, None),
     }
 }
 
@@ -372,7 +341,8 @@ mod tests {
     use crate::api::{BalloonStatsUpdate, VmActionBody};
     use crate::vstate::memory::create_guest_memory;
     use crate::vstate::vcpu::PauseError;
-    use ballast_balloon::BalloonConfig;
+    use ballast_devices::balloon::BalloonConfig;
+    use ballast_manager::LimitError;
 
     /// A handler over real guest memory and a real balloon device, without KVM or vCPUs.
     fn handler(balloon: &str) -> (ApiHandler, crate::api::ApiSender) {
@@ -387,7 +357,7 @@ mod tests {
             balloon: Arc::new(Mutex::new(Balloon::new(config).unwrap())),
             started: Instant::now(),
             agent: None,
-            manager: None,
+            manager: ManagerHandle::without_driver(pages::from_mib(64)),
         };
         (ApiHandler::new(receiver, vm), sender)
     }
@@ -438,14 +408,17 @@ mod tests {
             .handle(ApiRequest::UpdateBalloon(BalloonUpdate { amount_mib: 65 }))
             .unwrap_err();
         assert_eq!(err.status(), 400);
-        assert_eq!(h.balloon().target_pages(), 16 * PAGES_PER_MIB);
+        assert_eq!(u64::from(h.balloon().target_pages()), pages::from_mib(16));
 
         let limit = |limit_mib| ApiRequest::SetMemoryLimit(MemoryLimitUpdate { limit_mib });
         h.handle(limit(Some(32))).unwrap();
-        assert!(matches!(h.handle(limit(Some(0))), Err(ApiError::LimitZero)));
+        assert!(matches!(
+            h.handle(limit(Some(0))),
+            Err(ApiError::Limit(LimitError::TooSmall))
+        ));
         assert!(matches!(
             h.handle(limit(Some(65))),
-            Err(ApiError::LimitAboveMemory { .. })
+            Err(ApiError::Limit(LimitError::AboveMemory { .. }))
         ));
         let info = memory(&mut h);
         assert_eq!(info.limit_mib, Some(32));
@@ -537,14 +510,30 @@ mod tests {
     }
 
     #[test]
-    fn over_limit_only_above_the_limit() {
-        assert_eq!(limit_state(100 << 20, None).0, MemoryState::WithinLimit);
+    fn a_cut_limit_is_reclaiming_only_above_the_limit_until_the_manager_says() {
+        let mut view = ManagerView::new(
+            pages::from_mib(512),
+            None,
+            ballast_manager::HostEnforceStatus::off(),
+        );
         assert_eq!(
-            limit_state(64 << 20, Some(64)),
+            memory_state(&view, 100 << 20, None).0,
+            MemoryState::WithinLimit
+        );
+        view.limit_pages = Some(pages::from_mib(64));
+        assert_eq!(
+            memory_state(&view, 64 << 20, None),
             (MemoryState::WithinLimit, None)
         );
-        let (state, reason) = limit_state((64 << 20) + 4096, Some(64));
-        assert_eq!(state, MemoryState::OverLimit);
+        let (state, reason) = memory_state(&view, (64 << 20) + 4096, None);
+        assert_eq!(state, MemoryState::Reclaiming);
         assert!(reason.unwrap().contains("above the 64 MiB limit"));
+        view.state = ManagerState::OverLimit {
+            reason: "balloon at its cap".into(),
+            cause: ballast_manager::policy::OverLimitCause::BalloonAtCap,
+        };
+        let (state, reason) = memory_state(&view, 100 << 20, None);
+        assert_eq!(state, MemoryState::OverLimit);
+        assert_eq!(reason.as_deref(), Some("balloon at its cap"));
     }
 }

@@ -24,15 +24,14 @@ pub mod server;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ballast_balloon::device::PAGES_PER_MIB;
-use ballast_balloon::{BalloonError, BalloonMetricsSnapshot, BalloonStats};
+use ballast_devices::balloon::{BalloonError, BalloonMetricsSnapshot, BalloonStats};
+use ballast_manager::{pages, LimitError, ManagerView};
 use serde::{Deserialize, Deserializer, Serialize};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::manager::ManagerView;
 use crate::vstate::vcpu::PauseError;
 
-pub use crate::host_enforce::{HostEnforceState, HostEnforceStatus};
+pub use ballast_manager::{HostEnforceState, HostEnforceStatus};
 
 /// One action the API asks of the VMM: the whole surface between the API thread and the VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,13 +194,13 @@ pub struct BalloonStatistics {
 
 impl BalloonStatistics {
     pub fn new(target_pages: u32, actual_pages: u32, guest: Option<&BalloonStats>) -> Self {
-        let pages_per_mib = PAGES_PER_MIB;
+        let mib = |balloon_pages: u32| pages::to_mib(u64::from(balloon_pages)) as u32;
         let g = guest.cloned().unwrap_or_default();
         Self {
             target_pages,
             actual_pages,
-            target_mib: target_pages / pages_per_mib,
-            actual_mib: actual_pages / pages_per_mib,
+            target_mib: mib(target_pages),
+            actual_mib: mib(actual_pages),
             swap_in: g.swap_in,
             swap_out: g.swap_out,
             major_faults: g.major_faults,
@@ -293,8 +292,8 @@ pub struct VmmMetrics {
     pub balloon_target_pages: u32,
     pub balloon_actual_pages: u32,
     pub balloon: BalloonMetricsSnapshot,
-    /// The memory manager's view, when it runs.
-    pub manager: Option<ManagerView>,
+    /// The memory manager's view.
+    pub manager: ManagerView,
 }
 
 /// Why the VMM refused or failed a request. A refused request changed nothing.
@@ -322,10 +321,8 @@ pub enum ApiError {
     StatsCannotDisable,
     #[error("balloon: {0}")]
     Balloon(#[from] BalloonError),
-    #[error("limit_mib must be more than 0 (use null to remove the limit)")]
-    LimitZero,
-    #[error("limit_mib {limit_mib} is more than the guest's {memory_mib} MiB of memory")]
-    LimitAboveMemory { limit_mib: u64, memory_mib: u64 },
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error("cannot measure resident guest RAM: {0}")]
     Residency(#[from] residency::ResidencyError),
     #[error("the VM has stopped and ballast is exiting")]
@@ -347,8 +344,7 @@ impl ApiError {
             | ApiError::StatsNotEnabled
             | ApiError::StatsCannotEnable
             | ApiError::StatsCannotDisable
-            | ApiError::LimitZero
-            | ApiError::LimitAboveMemory { .. } => 400,
+            | ApiError::Limit(_) => 400,
             ApiError::Balloon(
                 BalloonError::TargetTooLarge { .. } | BalloonError::StatsDisabled,
             ) => 400,
@@ -464,7 +460,7 @@ mod tests {
     #[test]
     fn statuses() {
         assert_eq!(ApiError::from(PauseError::AlreadyPaused).status(), 409);
-        assert_eq!(ApiError::LimitZero.status(), 400);
+        assert_eq!(ApiError::Limit(LimitError::TooSmall).status(), 400);
         assert_eq!(ApiError::StatsNotEnabled.status(), 400);
         assert_eq!(ApiError::VmmTimeout(VMM_REPLY_TIMEOUT).status(), 500);
     }

@@ -2,11 +2,10 @@
 //! mapping, with the memory manager's tracker's own residency functions. Cheap (about 1 ms per
 //! GiB), so it is measured on every request rather than cached.
 
-use ballast_balloon::manager::tracker::residency;
+use ballast_manager::pages;
+use ballast_manager::tracker::residency;
 use ballast_virtio::GuestMemoryMmap;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
-
-use crate::vstate::memory::PAGE_SIZE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResidencyError {
@@ -25,21 +24,21 @@ pub struct Residency {
 impl Residency {
     /// Bytes of `mem` that are resident on the host.
     pub fn resident_bytes(&mut self, mem: &GuestMemoryMmap) -> Result<u64, ResidencyError> {
-        let mut pages = 0u64;
+        let mut resident = 0u64;
         for region in mem.iter() {
             let start = region.start_addr();
             let host = mem
                 .get_host_address(start)
                 .map_err(|_| ResidencyError::NoMapping(start.0))?;
             let len = region.len() as usize;
-            let npages = len.div_ceil(PAGE_SIZE);
+            let npages = len.div_ceil(pages::PAGE_SIZE as usize);
             self.scratch.clear();
             self.scratch.resize(npages, 0);
             // The tracker's mincore: `host..host + len` is the region's whole live mapping.
             residency::mincore(host, len, &mut self.scratch).map_err(ResidencyError::Mincore)?;
-            pages += residency::count_resident(&self.scratch);
+            resident += residency::count_resident(&self.scratch);
         }
-        Ok(pages * PAGE_SIZE as u64)
+        Ok(pages::to_bytes(resident))
     }
 }
 
@@ -56,12 +55,12 @@ mod tests {
         assert_eq!(residency.resident_bytes(&mem).unwrap(), 0);
         // One byte in each of 100 pages faults exactly those pages in.
         for page in 0..100u64 {
-            mem.write_obj(1u8, GuestAddress(page * 2 * PAGE_SIZE as u64))
+            mem.write_obj(1u8, GuestAddress(page * 2 * pages::PAGE_SIZE))
                 .unwrap();
         }
         assert_eq!(
             residency.resident_bytes(&mem).unwrap(),
-            100 * PAGE_SIZE as u64
+            pages::to_bytes(100)
         );
     }
 }

@@ -23,6 +23,10 @@ pub fn run(command: Command) -> Option<ExitCode> {
             let r = status(&args);
             (args, r)
         }
+        Command::Metrics(args) => {
+            let r = metrics(&args);
+            (args, r)
+        }
         Command::Limit {
             action: LimitCommand::Set { size_mib, client },
         } => {
@@ -85,6 +89,12 @@ fn to_json<T: Serialize>(value: &T) -> String {
     let mut text = serde_json::to_string_pretty(value).expect("API types always serialize");
     text.push('\n');
     text
+}
+
+/// The Prometheus text as the API serves it (`--json` changes nothing: it is not JSON).
+fn metrics(args: &ClientArgs) -> Result<String, ClientError> {
+    let answer = client(args).call(Method::GET, "/metrics", None)?;
+    Ok(String::from_utf8_lossy(&answer.body).into_owned())
 }
 
 fn status(args: &ClientArgs) -> Result<String, ClientError> {

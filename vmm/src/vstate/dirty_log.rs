@@ -1,4 +1,4 @@
-//! KVM's dirty log of guest RAM, for the memory manager's tracker (`ballast_balloon`'s
+//! KVM's dirty log of guest RAM, for the memory manager's tracker (`ballast_manager`'s
 //! [`DirtyLog`]).
 //!
 //! Two ways to read it, chosen when the log is made:
@@ -19,7 +19,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use ballast_balloon::manager::tracker::DirtyLog;
+use ballast_manager::tracker::DirtyLog;
 use kvm_bindings::{
     kvm_clear_dirty_log, kvm_clear_dirty_log__bindgen_ty_1, kvm_dirty_log,
     kvm_dirty_log__bindgen_ty_1, kvm_enable_cap, kvm_userspace_memory_region, KVMIO,

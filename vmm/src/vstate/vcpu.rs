@@ -13,7 +13,7 @@ use vm_memory::GuestAddress;
 use super::exit::{ExitState, VmExit};
 use super::regs;
 use super::vm::{Vm, VmError};
-use crate::devices::bus::Bus;
+use ballast_devices::bus::Bus;
 
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
 const MSR_IA32_SYSENTER_ESP: u32 = 0x175;

@@ -1,13 +1,11 @@
 //! The memory manager's families of `GET /metrics` (what it measures, its state, and a counter
 //! set per step of the over-limit handler), and `--host-enforce`'s.
 
-use ballast_balloon::manager::policy::{
-    threshold_for, ManagerState, OverLimitCause, Step, StepCounters,
-};
+use ballast_manager::pages::PAGE_SIZE;
+use ballast_manager::policy::{threshold_for, ManagerState, OverLimitCause, Step, StepCounters};
+use ballast_manager::{HostEnforceState, HostEnforceStatus, ManagerView};
 
 use super::text::{counter, flag, gauge, state_gauge, Family};
-use crate::api::{HostEnforceState, HostEnforceStatus};
-use crate::manager::{ManagerView, PAGE_SIZE};
 
 /// The `cause` label of `ballast_memory_over_limit_cause`: the policy's causes, and a guest
 /// that answers neither its agent nor its balloon.

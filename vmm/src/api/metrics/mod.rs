@@ -14,7 +14,9 @@ pub mod text;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{MemoryState, VmState, VmmMetrics};
+use ballast_manager::pages;
+
+use super::{MemoryInfo, MemoryState, VmInfo, VmState, VmmMetrics};
 use text::{gauge, state_gauge, Family};
 
 /// The content type Prometheus expects for this format.
@@ -63,13 +65,20 @@ impl RequestCounters {
 /// The whole `GET /metrics` body.
 pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
     let mut out = String::new();
-    let vm = &vmm.vm;
-    let mem = &vmm.memory;
+    vm(&mut out, &vmm.vm);
+    memory(&mut out, &vmm.memory);
+    memory::manager(&mut out, &vmm.manager);
+    memory::host_enforce(&mut out, &vmm.memory.host_enforce);
+    balloon(&mut out, vmm);
+    api_requests(&mut out, requests);
+    out
+}
 
-    Family::new(&mut out, "ballast_info", "gauge", "ballast's version.")
+fn vm(out: &mut String, vm: &VmInfo) {
+    Family::new(out, "ballast_info", "gauge", "ballast's version.")
         .sample(&[("version", &vm.ballast_version)], 1);
     state_gauge(
-        &mut out,
+        out,
         "ballast_vm_state",
         "1 for the VM's current state, 0 for the others.",
         &vm.state,
@@ -79,36 +88,39 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
             (VmState::Stopped, "stopped"),
         ],
     );
-    gauge(&mut out, "ballast_vm_vcpus", "vCPUs of the VM.", vm.vcpus);
+    gauge(out, "ballast_vm_vcpus", "vCPUs of the VM.", vm.vcpus);
     gauge(
-        &mut out,
+        out,
         "ballast_vm_uptime_seconds",
         "Seconds since the vCPUs started.",
         vm.uptime_ms as f64 / 1000.0,
     );
+}
 
+/// What the API measures itself: guest RAM, the limit, residency, the memory state.
+fn memory(out: &mut String, mem: &MemoryInfo) {
     gauge(
-        &mut out,
+        out,
         "ballast_memory_guest_bytes",
         "Guest RAM size.",
         mem.memory_mib << 20,
     );
     if let Some(limit) = mem.limit_mib {
         gauge(
-            &mut out,
+            out,
             "ballast_memory_limit_bytes",
             "The VM's memory limit (absent when there is none).",
             limit << 20,
         );
     }
     gauge(
-        &mut out,
+        out,
         "ballast_memory_resident_bytes",
         "Guest RAM resident on the host, measured with mincore.",
         mem.resident_bytes,
     );
     state_gauge(
-        &mut out,
+        out,
         "ballast_memory_state",
         "1 for the VM's current memory state against its limit, 0 for the others.",
         &mem.state,
@@ -119,22 +131,20 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
             (MemoryState::GuestUnresponsive, "guest_unresponsive"),
         ],
     );
-    if let Some(view) = &vmm.manager {
-        memory::manager(&mut out, view);
-    }
-    memory::host_enforce(&mut out, &mem.host_enforce);
+}
 
+fn balloon(out: &mut String, vmm: &VmmMetrics) {
     gauge(
-        &mut out,
+        out,
         "ballast_balloon_target_bytes",
         "The balloon size the host asked for.",
-        u64::from(vmm.balloon_target_pages) * 4096,
+        pages::to_bytes(u64::from(vmm.balloon_target_pages)),
     );
     gauge(
-        &mut out,
+        out,
         "ballast_balloon_actual_bytes",
         "The balloon size the guest driver reports.",
-        u64::from(vmm.balloon_actual_pages) * 4096,
+        pages::to_bytes(u64::from(vmm.balloon_actual_pages)),
     );
     // Every balloon counter, by its field name, so counters the device adds show up here too.
     if let Ok(serde_json::Value::Object(counters)) = serde_json::to_value(&vmm.balloon) {
@@ -142,13 +152,15 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
             if let Some(value) = value.as_u64() {
                 let name = format!("ballast_balloon_{field}_total");
                 let help = format!("Balloon device counter {field}.");
-                Family::new(&mut out, &name, "counter", &help).sample(&[], value);
+                Family::new(out, &name, "counter", &help).sample(&[], value);
             }
         }
     }
+}
 
+fn api_requests(out: &mut String, requests: &[(RequestKey, u64)]) {
     let mut family = Family::new(
-        &mut out,
+        out,
         "ballast_api_requests_total",
         "counter",
         "API requests answered, by method, route and HTTP status.",
@@ -163,25 +175,24 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
             count,
         );
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use ballast_balloon::manager::policy::{ManagerState, OverLimitCause, StepCounters};
+    use ballast_manager::policy::{ManagerState, OverLimitCause, StepCounters};
 
     use super::text::{parse, Sample};
     use super::*;
     use crate::api::{HostEnforceState, HostEnforceStatus, MemoryInfo, VmInfo};
-    use crate::manager::ManagerView;
+    use ballast_manager::ManagerView;
 
     const MIB: u64 = 1 << 20;
 
     /// A VM over its 256 MiB limit with the balloon at its cap, after some reclaim.
     fn manager_view() -> ManagerView {
-        let mut view = ManagerView::new(Some(256 * 256), HostEnforceStatus::off());
+        let mut view = ManagerView::new(512 * 256, Some(256 * 256), HostEnforceStatus::off());
         view.threshold_pages = Some(224 * 256);
         view.resident_pages = Some(300 * 256);
         view.working_set_pages = Some(100 * 256);
@@ -245,7 +256,7 @@ mod tests {
             balloon_target_pages: 256,
             balloon_actual_pages: 0,
             balloon: Default::default(),
-            manager: Some(view),
+            manager: view,
         }
     }
 
@@ -359,7 +370,7 @@ mod tests {
         let mut metrics = sample_metrics();
         metrics.memory.limit_mib = None;
         metrics.memory.host_enforce = HostEnforceStatus::off();
-        let view = metrics.manager.as_mut().unwrap();
+        let view = &mut metrics.manager;
         view.limit_pages = None;
         view.working_set_pages = None;
         view.dirty_rate_pages_per_s = None;
@@ -384,12 +395,6 @@ mod tests {
             value(&samples, "ballast_host_enforce_state", &[("state", "off")]),
             1.0
         );
-
-        // Without a memory manager, only what the API measures itself.
-        metrics.manager = None;
-        let text = render(&metrics, &[]);
-        parse(&text).unwrap();
-        assert!(!text.contains("ballast_memory_reclaim_"));
         assert!(text.contains("ballast_memory_resident_bytes 12345\n"));
     }
 }

@@ -82,49 +82,68 @@ pub struct Sample {
     pub value: f64,
 }
 
+#[cfg(test)]
+fn name_ok(name: &str, colon: bool) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
+}
+
+#[cfg(test)]
+fn labels(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"").ok_or("label without =\"")?;
+        if !name_ok(name, false) || name.starts_with("__") {
+            return Err(format!("bad label name {name:?}"));
+        }
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next().ok_or("unterminated label value")? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().ok_or("dangling escape")?.1 {
+                    'n' => value.push('\n'),
+                    c @ ('\\' | '"') => value.push(c),
+                    c => return Err(format!("bad escape \\{c}")),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        out.push((name.to_string(), value));
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    Ok(out)
+}
+
+/// A sample's value as Prometheus reads it.
+#[cfg(test)]
+fn sample_value(value: &str) -> Option<f64> {
+    match value {
+        "+Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        // Rust would also read "inf" or "infinity", which Prometheus does not.
+        v if v
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+        {
+            v.parse().ok()
+        }
+        _ => None,
+    }
+}
+
 /// Reads an exposition strictly: every line a HELP, a TYPE or a sample; names and label names
 /// valid; each family's HELP and TYPE once, before its samples, its samples together; counters
 /// named `_total`; no series twice; values numbers.
 #[cfg(test)]
 pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
     use std::collections::BTreeSet;
-
-    fn name_ok(name: &str, colon: bool) -> bool {
-        let mut chars = name.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
-    }
-
-    fn labels(text: &str) -> Result<Vec<(String, String)>, String> {
-        let mut out = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let (name, after) = rest.split_once("=\"").ok_or("label without =\"")?;
-            if !name_ok(name, false) || name.starts_with("__") {
-                return Err(format!("bad label name {name:?}"));
-            }
-            let mut value = String::new();
-            let mut chars = after.char_indices();
-            let end = loop {
-                match chars.next().ok_or("unterminated label value")? {
-                    (i, '"') => break i,
-                    (_, '\\') => match chars.next().ok_or("dangling escape")?.1 {
-                        'n' => value.push('\n'),
-                        c @ ('\\' | '"') => value.push(c),
-                        c => return Err(format!("bad escape \\{c}")),
-                    },
-                    (_, c) => value.push(c),
-                }
-            };
-            out.push((name.to_string(), value));
-            rest = &after[end + 1..];
-            rest = rest.strip_prefix(',').unwrap_or(rest);
-        }
-        Ok(out)
-    }
-
     let mut samples = Vec::new();
     let mut helped = BTreeSet::new();
     let mut typed = std::collections::BTreeMap::new();
@@ -172,19 +191,7 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
         let (head, value) = line
             .rsplit_once(' ')
             .ok_or_else(|| err("no value".into()))?;
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            "NaN" => f64::NAN,
-            // Rust would also read "inf" or "infinity", which Prometheus does not.
-            v if v
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
-            {
-                v.parse().map_err(|_| err(format!("value {v:?}")))?
-            }
-            v => return Err(err(format!("value {v:?}"))),
-        };
+        let value = sample_value(value).ok_or_else(|| err(format!("value {value:?}")))?;
         let (family, labels) = match head.split_once('{') {
             Some((name, rest)) => (
                 name,

@@ -1,0 +1,305 @@
+//! The manager's thread: every epoch it samples the guest's residency and dirtiness (the
+//! tracker), lets the over-limit policy decide, carries the decision out through the ports —
+//! agent requests, balloon targets — reports what happened, and publishes the view. It runs an
+//! epoch at once when the limit changes.
+//!
+//! It runs on a thread of its own: an agent request may take up to its timeout and a sample
+//! walks all of guest RAM, neither of which may hold up the devices on the event loop.
+//!
+//! | file | job |
+//! | --- | --- |
+//! | `mod.rs` | the thread's loop and one epoch |
+//! | `ports.rs` | the traits the driver acts through (balloon control, guest agent, dirty log, guest RAM) |
+//! | `tests.rs` | the driver against fakes of every port |
+
+pub mod ports;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast_agent::AgentError;
+
+use crate::host_enforce::HostEnforcer;
+use crate::pages;
+use crate::policy::{Action, GuestView, ManagerState, Observation, Outcome, Policy, Step};
+use crate::tracker::{Sample, Tracker, TrackerConfig};
+use crate::{ManagerConfig, Shared};
+use ports::{BalloonControl, DirtyLog, GuestAgent, GuestRam, NoDirtyLog};
+
+/// Agent statistics older than this do not describe the guest any more.
+pub const STATS_FRESH: Duration = Duration::from_secs(5);
+/// Epochs of dirty-log history before the working set means anything.
+const WORKING_SET_EPOCHS: u64 = 3;
+
+/// What the manager works on, handed over by the VMM.
+pub struct ManagerParts {
+    pub ram: Box<dyn GuestRam + Send>,
+    pub balloon: Box<dyn BalloonControl>,
+    pub dirty_log: Box<dyn DirtyLog + Send>,
+    /// The guest agent, when the VM has a vsock device.
+    pub agent: Option<Box<dyn GuestAgent>>,
+    /// `--host-enforce`: told at every epoch whether the guest is over its limit for good.
+    pub host_enforcer: HostEnforcer,
+}
+
+impl ManagerParts {
+    /// Guest RAM, in guest pages.
+    pub fn guest_pages(&self) -> u64 {
+        self.ram.regions().iter().map(|r| r.pages).sum()
+    }
+}
+
+pub(crate) struct Driver {
+    parts: ManagerParts,
+    config: ManagerConfig,
+    shared: Arc<Shared>,
+    tracker: Tracker,
+    policy: Policy,
+    guest_ram_pages: u64,
+    /// KVM dirty logging is on (only while a limit is set), and since which epoch.
+    logging_since: Option<u64>,
+    /// The balloon was moving towards its target (inflate or deflate) at the end of the last
+    /// epoch, and when that was: the step is charged the time until the next epoch.
+    balloon_moving: Option<(Step, Instant)>,
+}
+
+impl Driver {
+    pub fn new(parts: ManagerParts, config: ManagerConfig, shared: Arc<Shared>) -> Self {
+        let tracker = Tracker::new(parts.ram.as_ref(), TrackerConfig::default());
+        let guest_ram_pages = parts.guest_pages();
+        let mut policy = Policy::new(config.policy);
+        policy.set_limit(config.limit_pages);
+        Self {
+            parts,
+            config,
+            shared,
+            tracker,
+            policy,
+            guest_ram_pages,
+            logging_since: None,
+            balloon_moving: None,
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut next = Instant::now();
+        while let Some(limit) = self.wait(next) {
+            if limit != self.policy.limit_pages() {
+                log::info!(
+                    "memory manager: limit {}",
+                    limit.map_or("removed".to_string(), |l| format!(
+                        "set to {} MiB",
+                        pages::to_mib(l)
+                    ))
+                );
+                self.policy.set_limit(limit);
+            }
+            next = Instant::now() + self.config.sample_interval;
+            self.epoch();
+        }
+    }
+
+    /// Sleeps until `next`, a limit change, or a stop (`None`); the limit to run with.
+    fn wait(&self, next: Instant) -> Option<Option<u64>> {
+        let mut view = self.shared.view();
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            if view.limit_pages != self.policy.limit_pages() {
+                break;
+            }
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            view = self
+                .shared
+                .changed
+                .wait_timeout(view, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Some(view.limit_pages)
+    }
+
+    /// One epoch: sample, decide, act, publish.
+    pub(crate) fn epoch(&mut self) {
+        self.follow_limit_with_logging();
+        let sample = match self.sample() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("memory manager: cannot sample guest memory: {e}");
+                return;
+            }
+        };
+        let observation = self.observe(&sample);
+        let decision = self.policy.decide(&observation);
+        for action in &decision.actions {
+            let started = Instant::now();
+            let outcome = self.act(action);
+            self.policy.record(&outcome);
+            if let Some(step) = Step::of(action) {
+                self.policy.add_time(step, started.elapsed());
+            }
+        }
+        self.time_balloon();
+        let stuck = matches!(
+            decision.state,
+            ManagerState::OverLimit { .. } | ManagerState::GuestUnresponsive { .. }
+        );
+        let limit_bytes = self.policy.limit_pages().map(pages::to_bytes);
+        self.parts.host_enforcer.update(limit_bytes, stuck);
+        self.publish(&sample, &observation, decision.state);
+    }
+
+    /// KVM dirty logging is on only while a limit is set: it makes guest writes fault.
+    fn follow_limit_with_logging(&mut self) {
+        let want_logging = self.policy.limit_pages().is_some();
+        if want_logging == self.logging_since.is_some() {
+            return;
+        }
+        match self.parts.dirty_log.set_logging(want_logging) {
+            Ok(()) => {
+                self.logging_since = want_logging.then(|| self.tracker.epoch() + 1);
+                log::info!(
+                    "memory manager: dirty logging {}",
+                    if want_logging { "on" } else { "off" }
+                );
+            }
+            Err(e) => log::warn!("memory manager: cannot switch dirty logging: {e}"),
+        }
+    }
+
+    fn sample(&mut self) -> std::io::Result<Sample> {
+        // Taken before measuring, so no device lock is held while the tracker walks guest RAM.
+        let balloon_runs = self.parts.balloon.ballooned_runs();
+        let dirty: &mut dyn DirtyLog = if self.logging_since.is_some() {
+            self.parts.dirty_log.as_mut()
+        } else {
+            &mut NoDirtyLog
+        };
+        self.tracker
+            .sample(self.parts.ram.as_ref(), dirty, &balloon_runs)
+    }
+
+    fn publish(&self, sample: &Sample, observation: &Observation, state: ManagerState) {
+        let mut view = self.shared.view();
+        view.threshold_pages = self.policy.threshold_pages();
+        view.resident_pages = Some(sample.resident_pages);
+        // Both mean something only with KVM's dirty log, which is on only while a limit is set.
+        view.working_set_pages = observation.working_set_pages;
+        view.dirty_rate_pages_per_s = self
+            .logging_since
+            .is_some()
+            .then_some(sample.dirty_rate_pages_per_s);
+        // The policy logs its own state changes; reasons carry numbers that move every epoch.
+        view.state = state;
+        view.counters = self.policy.counters().clone();
+        view.epochs = sample.epoch;
+        view.sample_cost = sample.cost;
+        view.host_enforce = self.parts.host_enforcer.status().clone();
+    }
+
+    /// Charges the balloon's step the time since the last epoch if it was moving then, and
+    /// notes whether it moves now.
+    fn time_balloon(&mut self) {
+        let now = Instant::now();
+        if let Some((step, since)) = self.balloon_moving.take() {
+            self.policy
+                .add_time(step, now.saturating_duration_since(since));
+        }
+        let balloon = &self.parts.balloon;
+        self.balloon_moving = match balloon.actual_pages().cmp(&balloon.target_pages()) {
+            std::cmp::Ordering::Less => Some((Step::Inflate, now)),
+            std::cmp::Ordering::Greater => Some((Step::Deflate, now)),
+            std::cmp::Ordering::Equal => None,
+        };
+    }
+
+    fn observe(&self, sample: &Sample) -> Observation {
+        let balloon = &self.parts.balloon;
+        Observation {
+            guest_ram_pages: self.guest_ram_pages,
+            resident_pages: sample.resident_pages,
+            balloon_target_pages: balloon.target_pages(),
+            balloon_actual_pages: balloon.actual_pages(),
+            // A working set needs a few epochs of dirty-log history before it means anything.
+            working_set_pages: self
+                .logging_since
+                .is_some_and(|since| sample.epoch >= since + WORKING_SET_EPOCHS)
+                .then_some(sample.working_set_pages),
+            guest: self.guest_view(),
+        }
+    }
+
+    /// The guest's own account of its memory, when the agent answered recently.
+    fn guest_view(&self) -> Option<GuestView> {
+        let (stats, at) = self.parts.agent.as_ref()?.latest_stats()?;
+        if at.elapsed() > STATS_FRESH {
+            return None;
+        }
+        let pages = |kib: Option<u64>| pages::from_kib(kib.unwrap_or(0));
+        let m = &stats.meminfo;
+        Some(GuestView {
+            file_pages: pages(m.file_kib()),
+            anon_pages: pages(m.anon_kib()),
+            free_pages: pages(m.mem_free_kib),
+            swap_total_pages: pages(m.swap_total_kib),
+            psi_full_avg10: stats
+                .psi
+                .as_ref()
+                .and_then(|p| p.full.as_ref())
+                .map_or(0.0, |f| f.avg10),
+        })
+    }
+
+    fn act(&mut self, action: &Action) -> Outcome {
+        let started = Instant::now();
+        let outcome = match *action {
+            Action::SetBalloon { target_pages } => Outcome::BalloonSet {
+                target_pages: self.parts.balloon.set_target_pages(target_pages),
+            },
+            Action::DeactivateFile { pages } => {
+                match self.ask_agent(|agent| agent.deactivate_file(pages)) {
+                    Ok(freed) => Outcome::FileDeactivated {
+                        asked: pages,
+                        freed,
+                    },
+                    Err(e) => Outcome::AgentFailed {
+                        reason: e.to_string(),
+                    },
+                }
+            }
+            Action::DeactivateAnon { pages, urgent } => {
+                match self.ask_agent(|agent| agent.deactivate_anon(pages, urgent)) {
+                    Ok(deactivated) => Outcome::AnonDeactivated {
+                        asked: pages,
+                        deactivated,
+                    },
+                    Err(e) => Outcome::AgentFailed {
+                        reason: e.to_string(),
+                    },
+                }
+            }
+        };
+        log::info!(
+            "memory manager: {action:?} -> {outcome:?} in {} ms",
+            started.elapsed().as_millis()
+        );
+        outcome
+    }
+
+    fn ask_agent(
+        &mut self,
+        request: impl FnOnce(&mut dyn GuestAgent) -> Result<u64, AgentError>,
+    ) -> Result<u64, AgentError> {
+        match self.parts.agent.as_mut() {
+            Some(agent) => request(agent.as_mut()),
+            None => Err(AgentError::NoVsock),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! ballast's memory manager: the VM is the container, this is its over-limit handler. It owns the
+//! memory limit and the memory state; the VMM hands it guest RAM, KVM's dirty log, the balloon and
+//! the guest agent through the traits of [`driver::ports`], and reads back a published
+//! [`ManagerView`].
+//!
+//! | path | job |
+//! | --- | --- |
+//! | `lib.rs` | the running manager: its thread, the handle the API keeps, the published view |
+//! | `pages.rs` | the guest page: the unit inside, and the conversions at the edges |
+//! | `limit.rs` | the memory limit's one validation, for `--limit` and the API |
+//! | `tracker/` | residency (`mincore`) and dirtiness (KVM's dirty log) per epoch, page ages, the working set |
+//! | `policy/` | the over-limit policy: pure, no I/O, one file per step, tested against a simulated guest |
+//! | `driver/` | one epoch: sample, decide, act through the ports, publish |
+//! | `host_enforce/` | `--host-enforce`: the host's cgroup v2 `memory.high` behind the limit |
+//!
+//! A limit's journey: the API validates nothing itself — it calls [`ManagerHandle::set_limit`]
+//! ([`limit::validate`]), which wakes the driver's thread; the driver's next epoch measures,
+//! lets the policy decide, and asks the guest agent or sets the balloon's target through the
+//! ports.
+
+pub mod driver;
+pub mod host_enforce;
+pub mod limit;
+pub mod pages;
+pub mod policy;
+pub mod tracker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use driver::ManagerParts;
+pub use host_enforce::{HostEnforceState, HostEnforceStatus};
+pub use limit::LimitError;
+use policy::{ManagerState, PolicyConfig, PolicyCounters};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ManagerConfig {
+    pub sample_interval: Duration,
+    /// Already validated ([`limit::validate`]).
+    pub limit_pages: Option<u64>,
+    pub policy: PolicyConfig,
+}
+
+/// What the manager knows, published for the API after every epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManagerView {
+    /// Guest RAM, in guest pages.
+    pub guest_pages: u64,
+    pub limit_pages: Option<u64>,
+    pub threshold_pages: Option<u64>,
+    pub resident_pages: Option<u64>,
+    /// Pages dirtied in the last epochs; `None` until KVM's dirty log (on only while a limit
+    /// is set) has a few epochs of history.
+    pub working_set_pages: Option<u64>,
+    /// `None` while dirty logging is off (no limit).
+    pub dirty_rate_pages_per_s: Option<f64>,
+    pub state: ManagerState,
+    pub counters: PolicyCounters,
+    pub epochs: u64,
+    /// Time the last sample took.
+    pub sample_cost: Duration,
+    /// `--host-enforce`, as of the last epoch.
+    pub host_enforce: HostEnforceStatus,
+}
+
+impl ManagerView {
+    /// Before the first epoch.
+    pub fn new(
+        guest_pages: u64,
+        limit_pages: Option<u64>,
+        host_enforce: HostEnforceStatus,
+    ) -> Self {
+        Self {
+            guest_pages,
+            limit_pages,
+            host_enforce,
+            ..Default::default()
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    view: Mutex<ManagerView>,
+    /// Wakes the driver early when the limit changes.
+    changed: Condvar,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn new(view: ManagerView) -> Arc<Self> {
+        Arc::new(Shared {
+            view: Mutex::new(view),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn view(&self) -> MutexGuard<'_, ManagerView> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The running manager.
+pub struct MemoryManager {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the API holds: read the view, set the limit.
+#[derive(Clone)]
+pub struct ManagerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ManagerHandle {
+    /// A handle with no driver behind it: the limit is kept and shown, nothing enforces it.
+    /// For the API's unit tests, which have no guest to manage.
+    pub fn without_driver(guest_pages: u64) -> Self {
+        Self {
+            shared: Shared::new(ManagerView::new(
+                guest_pages,
+                None,
+                HostEnforceStatus::off(),
+            )),
+        }
+    }
+
+    pub fn view(&self) -> ManagerView {
+        self.shared.view().clone()
+    }
+
+    /// Validates the limit against guest RAM and sets it; a refused limit changes nothing. Takes
+    /// effect at once: the driver wakes and runs an epoch with the new limit.
+    pub fn set_limit(&self, limit_pages: Option<u64>) -> Result<(), LimitError> {
+        let mut view = self.shared.view();
+        view.limit_pages = limit::validate(limit_pages, view.guest_pages)?;
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+}
+
+impl MemoryManager {
+    pub fn start(parts: ManagerParts, config: ManagerConfig) -> std::io::Result<Self> {
+        let guest_pages = parts.guest_pages();
+        let shared = Shared::new(ManagerView::new(
+            guest_pages,
+            config.limit_pages,
+            parts.host_enforcer.status().clone(),
+        ));
+        let driver = driver::Driver::new(parts, config, shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("memory-manager".into())
+            .spawn(move || driver.run())?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> ManagerHandle {
+        ManagerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for MemoryManager {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

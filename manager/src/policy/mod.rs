@@ -1,0 +1,226 @@
+//! The over-limit policy: the over-limit handler of the 2006 containers patch
+//! (`mm/container_mm.c`), with the VM as the container. Pure logic, no I/O: the driver measures
+//! an [`Observation`], calls [`Policy::decide`], carries out the [`Action`]s (agent requests,
+//! balloon targets) and reports each [`Outcome`] through [`Policy::record`].
+//!
+//! With limit L and threshold T = L − L/8, a reclaim *episode* starts when resident > L and
+//! lasts until resident ≤ T: the patch's hysteresis. A round of the episode comes at every
+//! `decide` once the balloon has settled (reached its last target, or counts as stuck), and asks,
+//! in this order:
+//! 1. the guest agent to drop file cache, while the cache is above L/2 and its last request was
+//!    not fruitless (it freed at least 10 % of what it was asked);
+//! 2. the agent to deactivate anon memory, only with swap and anon above L/64, for whatever the
+//!    file request did not cover;
+//! 3. the balloon to grow by resident − T, but never past the cap that leaves the guest its
+//!    working set + reserve (the guest's anon pages + reserve before the tracker has a working
+//!    set, a quarter of guest RAM when the agent is silent too). The guest's reclaim gives the
+//!    balloon the pages steps 1 and 2 freed or deactivated, and the host releases what the
+//!    balloon holds.
+//!
+//! The guest gives the balloon whichever free pages it likes, many of them never touched (the
+//! design's measured warning), so one inflate by resident − T rarely brings resident to T: the
+//! policy waits for the balloon to reach its target, re-measures, and inflates again, until
+//! resident ≤ T or nothing more can be taken — then the state is [`ManagerState::OverLimit`]
+//! with a reason a user can read, or [`ManagerState::GuestUnresponsive`] when neither the agent
+//! nor the balloon answers.
+//!
+//! The balloon deflates in steps when the limit is raised or cleared, and when the guest is
+//! starved (memory PSI `full`). Every number from the guest is untrusted: all arithmetic
+//! saturates, so hostile statistics can make bad decisions but never a panic.
+//!
+//! | file | job |
+//! | --- | --- |
+//! | `mod.rs` | the policy: its state, the limit, and one decision per round |
+//! | `types.rs` | what goes in and out: config, observation, actions, outcomes, state, counters |
+//! | `episode.rs` | a reclaim episode: when it starts and ends, and one round of it |
+//! | `file_step.rs` | step 1: the agent drops file cache; request sizing |
+//! | `anon_step.rs` | step 2: the agent deactivates anon memory, only with swap |
+//! | `balloon_plan.rs` | step 3: the balloon's cap, its next target, and whether it moves |
+//! | `deflate.rs` | giving balloon pages back: a raised or cleared limit, a starved guest |
+//! | `record.rs` | what the driver reports back, and the counters |
+//! | `sim.rs` | a simulated guest: pools of pages, a balloon driver, an agent (tests only) |
+//! | `tests/` | unit tests, and the policy against the simulated guest |
+
+mod anon_step;
+mod balloon_plan;
+mod deflate;
+mod episode;
+mod file_step;
+mod record;
+mod types;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::mem::discriminant;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+
+use crate::pages;
+pub use types::*;
+
+use balloon_plan::{BalloonMove, BalloonWatch};
+use deflate::{Ceiling, DeflateBudget};
+use episode::Episode;
+use record::Pending;
+
+/// Agent requests are sized in whole batches of this many pages: the patch's
+/// `DEACTIVATE_COUNT`.
+pub const DEACTIVATE_BATCH_PAGES: u64 = 1000;
+
+/// Rounds (`decide` calls) without the balloon getting one page closer to its target before it
+/// counts as stuck. The slowest measured balloon (nested TCG) took 256 MiB in 10 s; ten epochs
+/// without a single page is a guest that does not serve its balloon, not a slow one.
+pub const BALLOON_STALL_ROUNDS: u32 = 10;
+
+/// Consecutive rounds in which resident did not fall and the balloon did not grow before the
+/// anon request turns urgent (page out to swap now rather than only deactivate). Two, so that a
+/// `decide` made right after the previous actions, before anything could move, does not count.
+/// After as many urgent requests without progress the anon step is exhausted: paging out did
+/// not help either.
+pub const NO_PROGRESS_ROUNDS: u32 = 2;
+
+/// After a starvation deflate the balloon may not grow above where it was deflated to, until the
+/// guest has been calm (PSI below half the starvation threshold, or unknown) for this many
+/// rounds: without it the policy would inflate into starvation and deflate out of it forever.
+pub const STARVATION_CALM_ROUNDS: u32 = 30;
+
+/// Rounds an agent step rests after the agent failed it, before it is tried again.
+pub const AGENT_RETRY_ROUNDS: u32 = 10;
+
+/// A request that obtained less than this share (in %) of what it asked leaves its step
+/// exhausted for the rest of the episode, unless the guest's pool grows again.
+pub const FRUITLESS_PERCENT: u64 = 10;
+
+/// T = L − L/8: where an episode stops (the patch's `container_under_threshold`).
+pub fn threshold_for(limit_pages: u64) -> u64 {
+    limit_pages - limit_pages / 8
+}
+
+fn mib(guest_pages: u64) -> u64 {
+    pages::to_mib(guest_pages)
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    config: PolicyConfig,
+    limit: Option<u64>,
+    episode: Option<Episode>,
+    deflate: Option<DeflateBudget>,
+    ceiling: Option<Ceiling>,
+    watch: BalloonWatch,
+    balloon_move: Option<BalloonMove>,
+    pending: Vec<Pending>,
+    last_state: ManagerState,
+    counters: PolicyCounters,
+}
+
+impl Policy {
+    pub fn new(config: PolicyConfig) -> Self {
+        Self {
+            config,
+            limit: None,
+            episode: None,
+            deflate: None,
+            ceiling: None,
+            watch: BalloonWatch::default(),
+            balloon_move: None,
+            pending: Vec::new(),
+            last_state: ManagerState::WithinLimit,
+            counters: PolicyCounters::default(),
+        }
+    }
+
+    /// A new limit (or none) takes effect at the next `decide`. A change ends the running
+    /// episode (the next round starts a new one if resident is over the new limit); a raised
+    /// limit deflates the balloon in steps as far as no new episode can follow, a cleared one
+    /// deflates it to 0.
+    pub fn set_limit(&mut self, limit_pages: Option<u64>) {
+        let old = self.limit;
+        if old == limit_pages {
+            return;
+        }
+        self.limit = limit_pages;
+        if self.episode.take().is_some() {
+            info!("over-limit: episode ends, the limit changed");
+        }
+        self.deflate = match (old, limit_pages) {
+            (Some(_), None) => Some(DeflateBudget::Unbounded),
+            (Some(old), Some(new)) if new > old => Some(DeflateBudget::Unmeasured),
+            _ => None,
+        };
+    }
+
+    pub fn limit_pages(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// L − L/8.
+    pub fn threshold_pages(&self) -> Option<u64> {
+        self.limit.map(threshold_for)
+    }
+
+    /// Charges time to a step: the driver times what it carries out.
+    pub fn add_time(&mut self, step: Step, time: Duration) {
+        let counters = self.counters.step_mut(step);
+        counters.time = counters.time.saturating_add(time);
+    }
+
+    pub fn counters(&self) -> &PolicyCounters {
+        &self.counters
+    }
+
+    /// Called once per epoch (and again right after the driver executed the previous
+    /// decision's actions, if it likes: a balloon on its way to a target is waited for, not
+    /// pushed again).
+    pub fn decide(&mut self, obs: &Observation) -> Decision {
+        if !self.pending.is_empty() {
+            debug!("over-limit: {} actions got no outcome", self.pending.len());
+            self.pending.clear();
+        }
+        self.watch_balloon(obs);
+        self.settle_balloon_move(obs);
+        let starved = self.starved(obs);
+        self.update_ceiling(obs, starved);
+        let ended = self.track_episode(obs);
+
+        let mut actions = Vec::new();
+        let state = if starved {
+            self.starvation_round(obs, &mut actions)
+        } else {
+            match self.limit {
+                Some(limit) if self.episode.is_some() => {
+                    self.reclaim_round(limit, obs, &mut actions)
+                }
+                _ if ended && obs.balloon_actual_pages < obs.balloon_target_pages => {
+                    // Within T before the balloon got all it was asked for (free page
+                    // reporting, the guest freeing memory): the rest would only be taken from
+                    // a guest that no longer needs to give it.
+                    self.push_balloon(obs, obs.balloon_actual_pages, &mut actions);
+                    ManagerState::WithinLimit
+                }
+                _ => {
+                    self.deflate_round(obs, &mut actions);
+                    ManagerState::WithinLimit
+                }
+            }
+        };
+
+        if discriminant(&state) != discriminant(&self.last_state) {
+            match &state {
+                ManagerState::OverLimit { reason, .. } => {
+                    warn!("over-limit: over the limit: {reason}")
+                }
+                ManagerState::GuestUnresponsive { reason } => {
+                    warn!("over-limit: guest unresponsive: {reason}")
+                }
+                other => info!("over-limit: {other:?}"),
+            }
+        }
+        self.last_state = state.clone();
+        Decision { actions, state }
+    }
+}

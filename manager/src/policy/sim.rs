@@ -1,0 +1,264 @@
+//! A simulated guest for the policy's tests: pools of guest pages, which of them are resident on
+//! the host, a balloon driver, an agent, optional swap and free page reporting.
+//!
+//! Every guest page is in exactly one pool (`check` verifies it). Resident on the host are the
+//! kernel, file cache, anon pages and the free pages the guest has touched; free pages never
+//! touched (or released by the host) and balloon pages are not. Like the real guest (the
+//! design's measured warning), the balloon takes untouched free pages first, so inflating does
+//! not lower resident by as much as it inflates.
+
+use super::{Action, GuestView, Observation, Outcome};
+
+pub const MIB: u64 = 256;
+
+/// The guest's starting point, in MiB.
+#[derive(Debug, Clone)]
+pub struct SimSpec {
+    pub ram_mib: u64,
+    pub kernel_mib: u64,
+    pub file_mib: u64,
+    /// Of `file_mib`: in use or dirty, neither the agent nor the guest's reclaim can drop it.
+    pub file_pinned_mib: u64,
+    /// Anon pages in constant use: the working set. Never given up.
+    pub anon_hot_mib: u64,
+    pub anon_cold_mib: u64,
+    /// Free pages the guest touched once (freed cache, exited processes): resident.
+    pub free_touched_mib: u64,
+    pub swap_mib: u64,
+    pub agent: bool,
+    pub balloon_responds: bool,
+    /// Balloon pages moved per epoch.
+    pub balloon_rate_mib: u64,
+    pub free_page_reporting: bool,
+    /// The tracker reports the working set (the hot anon pages).
+    pub working_set_known: bool,
+}
+
+impl Default for SimSpec {
+    fn default() -> Self {
+        Self {
+            ram_mib: 512,
+            kernel_mib: 8,
+            file_mib: 0,
+            file_pinned_mib: 0,
+            anon_hot_mib: 0,
+            anon_cold_mib: 0,
+            free_touched_mib: 0,
+            swap_mib: 0,
+            agent: true,
+            balloon_responds: true,
+            balloon_rate_mib: 64,
+            free_page_reporting: false,
+            working_set_known: true,
+        }
+    }
+}
+
+/// All counts are 4 KiB guest pages.
+#[derive(Debug, Clone)]
+pub struct SimGuest {
+    pub ram: u64,
+    pub kernel: u64,
+    pub file: u64,
+    pub file_pinned: u64,
+    pub anon_hot: u64,
+    pub anon_cold: u64,
+    /// Of `anon_cold`: deactivated by the agent, first for the guest's reclaim.
+    pub anon_inactive: u64,
+    pub swapped: u64,
+    pub swap_total: u64,
+    pub free_touched: u64,
+    pub free_untouched: u64,
+    pub balloon: u64,
+    pub balloon_target: u64,
+    pub balloon_rate: u64,
+    pub balloon_responds: bool,
+    pub agent: bool,
+    pub free_page_reporting: bool,
+    pub working_set_known: bool,
+    pub psi_full_avg10: f64,
+}
+
+impl SimGuest {
+    pub fn new(spec: SimSpec) -> Self {
+        let used = spec.kernel_mib
+            + spec.file_mib
+            + spec.anon_hot_mib
+            + spec.anon_cold_mib
+            + spec.free_touched_mib;
+        assert!(used <= spec.ram_mib, "the spec does not fit in guest RAM");
+        let guest = Self {
+            ram: spec.ram_mib * MIB,
+            kernel: spec.kernel_mib * MIB,
+            file: spec.file_mib * MIB,
+            file_pinned: spec.file_pinned_mib.min(spec.file_mib) * MIB,
+            anon_hot: spec.anon_hot_mib * MIB,
+            anon_cold: spec.anon_cold_mib * MIB,
+            anon_inactive: 0,
+            swapped: 0,
+            swap_total: spec.swap_mib * MIB,
+            free_touched: spec.free_touched_mib * MIB,
+            free_untouched: (spec.ram_mib - used) * MIB,
+            balloon: 0,
+            balloon_target: 0,
+            balloon_rate: spec.balloon_rate_mib * MIB,
+            balloon_responds: spec.balloon_responds,
+            agent: spec.agent,
+            free_page_reporting: spec.free_page_reporting,
+            working_set_known: spec.working_set_known,
+            psi_full_avg10: 0.0,
+        };
+        guest.check();
+        guest
+    }
+
+    /// Every guest page is in one pool.
+    pub fn check(&self) {
+        let total = self.kernel
+            + self.file
+            + self.anon_hot
+            + self.anon_cold
+            + self.free_touched
+            + self.free_untouched
+            + self.balloon;
+        assert_eq!(total, self.ram, "pages lost or made up: {self:?}");
+        assert!(self.file_pinned <= self.file && self.anon_inactive <= self.anon_cold);
+        assert!(self.swapped <= self.swap_total);
+    }
+
+    pub fn resident(&self) -> u64 {
+        self.kernel + self.file + self.anon_hot + self.anon_cold + self.free_touched
+    }
+
+    pub fn observe(&self) -> Observation {
+        Observation {
+            guest_ram_pages: self.ram,
+            resident_pages: self.resident(),
+            balloon_target_pages: self.balloon_target,
+            balloon_actual_pages: self.balloon,
+            working_set_pages: self.working_set_known.then_some(self.anon_hot),
+            guest: self.agent.then(|| GuestView {
+                file_pages: self.file,
+                anon_pages: self.anon_hot + self.anon_cold,
+                free_pages: self.free_touched + self.free_untouched,
+                swap_total_pages: self.swap_total,
+                psi_full_avg10: self.psi_full_avg10,
+            }),
+        }
+    }
+
+    /// Carries out an action the way the driver would, and says what it obtained.
+    pub fn apply(&mut self, action: &Action) -> Outcome {
+        let outcome = match *action {
+            Action::DeactivateFile { .. } | Action::DeactivateAnon { .. } if !self.agent => {
+                Outcome::AgentFailed {
+                    reason: "no guest agent".into(),
+                }
+            }
+            Action::DeactivateFile { pages } => {
+                // The agent drops clean cache: free in the guest, still resident on the host.
+                let freed = pages.min(self.file - self.file_pinned);
+                self.file -= freed;
+                self.free_touched += freed;
+                Outcome::FileDeactivated {
+                    asked: pages,
+                    freed,
+                }
+            }
+            Action::DeactivateAnon { pages, urgent } => {
+                // Like the agent, it reports the anon pages in the ranges it advised: hot ones
+                // too, though they are back in use at once.
+                let advised = pages.min(self.anon_hot + self.anon_cold);
+                if self.swap_total > 0 && urgent {
+                    // MADV_PAGEOUT: cold pages go to swap and are free (still resident).
+                    let n = pages
+                        .min(self.anon_cold)
+                        .min(self.swap_total - self.swapped);
+                    self.anon_cold -= n;
+                    self.anon_inactive = self.anon_inactive.min(self.anon_cold);
+                    self.swapped += n;
+                    self.free_touched += n;
+                } else if self.swap_total > 0 {
+                    // MADV_COLD: cold pages stay on the inactive list, first for reclaim.
+                    let n = pages.min(self.anon_cold - self.anon_inactive);
+                    self.anon_inactive += n;
+                }
+                Outcome::AnonDeactivated {
+                    asked: pages,
+                    deactivated: if self.swap_total > 0 { advised } else { 0 },
+                }
+            }
+            Action::SetBalloon { target_pages } => {
+                self.balloon_target = target_pages.min(self.ram);
+                Outcome::BalloonSet {
+                    target_pages: self.balloon_target,
+                }
+            }
+        };
+        self.check();
+        outcome
+    }
+
+    /// One epoch of guest time: the balloon driver moves, free page reporting runs.
+    pub fn tick(&mut self) {
+        if self.balloon_responds {
+            if self.balloon < self.balloon_target {
+                let want = (self.balloon_target - self.balloon).min(self.balloon_rate);
+                let got = self.give_balloon(want);
+                self.balloon += got;
+            } else {
+                let back = (self.balloon - self.balloon_target).min(self.balloon_rate);
+                // Deflated pages come back untouched: the host released them.
+                self.balloon -= back;
+                self.free_untouched += back;
+            }
+        }
+        if self.free_page_reporting {
+            self.free_untouched += self.free_touched;
+            self.free_touched = 0;
+        }
+        self.check();
+    }
+
+    /// The guest's balloon driver finds `want` pages: free ones (untouched first), then what
+    /// its reclaim takes — deactivated anon (with swap), unpinned cache, cold anon (with swap).
+    /// Never hot anon pages: the balloon stops short instead.
+    fn give_balloon(&mut self, want: u64) -> u64 {
+        let mut got = take(&mut self.free_untouched, want);
+        got += take(&mut self.free_touched, want - got);
+        let n = (want - got)
+            .min(self.anon_inactive)
+            .min(self.swap_total - self.swapped);
+        self.anon_inactive -= n;
+        self.anon_cold -= n;
+        self.swapped += n;
+        got += n;
+        let n = (want - got).min(self.file - self.file_pinned);
+        self.file -= n;
+        got += n;
+        let n = (want - got)
+            .min(self.anon_cold - self.anon_inactive)
+            .min(self.swap_total - self.swapped);
+        self.anon_cold -= n;
+        self.swapped += n;
+        got + n
+    }
+
+    /// The guest reads `pages` of files into its cache from free pages, untouched ones first
+    /// (so resident grows).
+    pub fn read_files(&mut self, pages: u64) {
+        let from_untouched = pages.min(self.free_untouched);
+        let from_touched = (pages - from_untouched).min(self.free_touched);
+        self.free_untouched -= from_untouched;
+        self.free_touched -= from_touched;
+        self.file += from_untouched + from_touched;
+        self.check();
+    }
+}
+
+/// Takes up to `want` pages from `pool`; how many it took.
+fn take(pool: &mut u64, want: u64) -> u64 {
+    let n = want.min(*pool);
+    *pool -= n;
+    n
+}

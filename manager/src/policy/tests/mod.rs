@@ -1,0 +1,157 @@
+//! The over-limit policy against a simulated guest: the loop the driver runs (observe, decide,
+//! act, record), with the policy's promises checked at every decision.
+
+mod deflate;
+mod reclaim;
+mod units;
+
+use super::balloon_plan::balloon_cap;
+use super::sim::{SimGuest, SimSpec, MIB};
+use super::{
+    Action, Decision, ManagerState, Observation, Policy, PolicyConfig, DEACTIVATE_BATCH_PAGES,
+};
+
+struct Harness {
+    config: PolicyConfig,
+    policy: Policy,
+    guest: SimGuest,
+    /// Decide again right after acting, as the driver may.
+    recheck: bool,
+    log: Vec<(Observation, Decision)>,
+}
+
+impl Harness {
+    fn new(spec: SimSpec, limit_mib: Option<u64>) -> Self {
+        let config = PolicyConfig::default();
+        let mut policy = Policy::new(config);
+        policy.set_limit(limit_mib.map(|l| l * MIB));
+        Self {
+            config,
+            policy,
+            guest: SimGuest::new(spec),
+            recheck: false,
+            log: Vec::new(),
+        }
+    }
+
+    fn decide(&mut self) -> Decision {
+        let obs = self.guest.observe();
+        let decision = self.policy.decide(&obs);
+        self.check(&obs, &decision);
+        for action in &decision.actions {
+            let outcome = self.guest.apply(action);
+            self.policy.record(&outcome);
+        }
+        self.log.push((obs, decision.clone()));
+        decision
+    }
+
+    /// One epoch; the last decision.
+    fn epoch(&mut self) -> Decision {
+        let mut decision = self.decide();
+        if self.recheck {
+            decision = self.decide();
+        }
+        self.guest.tick();
+        decision
+    }
+
+    fn run(&mut self, epochs: usize) -> Decision {
+        let mut last = None;
+        for _ in 0..epochs {
+            last = Some(self.epoch());
+        }
+        last.expect("at least one epoch")
+    }
+
+    /// Runs until the state is no longer `Reclaiming` (at most `epochs`).
+    fn run_episode(&mut self, epochs: usize) -> Decision {
+        for _ in 0..epochs {
+            let decision = self.epoch();
+            if decision.state != ManagerState::Reclaiming {
+                return decision;
+            }
+        }
+        panic!("still reclaiming after {epochs} epochs: {:?}", self.guest);
+    }
+
+    fn threshold(&self) -> u64 {
+        self.policy.threshold_pages().expect("a limit")
+    }
+
+    fn actions(&self) -> Vec<Action> {
+        self.log
+            .iter()
+            .flat_map(|(_, d)| d.actions.iter().cloned())
+            .collect()
+    }
+
+    /// What the policy promises of every decision.
+    fn check(&self, obs: &Observation, decision: &Decision) {
+        let rank = |a: &Action| match a {
+            Action::DeactivateFile { .. } => 0,
+            Action::DeactivateAnon { .. } => 1,
+            Action::SetBalloon { .. } => 2,
+        };
+        assert!(
+            decision
+                .actions
+                .windows(2)
+                .all(|w| rank(&w[0]) < rank(&w[1])),
+            "file, then anon, then balloon, each at most once: {decision:?}"
+        );
+        for action in &decision.actions {
+            match *action {
+                Action::DeactivateFile { pages } | Action::DeactivateAnon { pages, .. } => {
+                    let guest = obs.guest.as_ref().expect("agent steps need the agent");
+                    assert!(
+                        pages > 0 && pages.is_multiple_of(DEACTIVATE_BATCH_PAGES),
+                        "{action:?}"
+                    );
+                    if matches!(action, Action::DeactivateAnon { .. }) {
+                        assert!(guest.swap_total_pages > 0, "anon step without swap");
+                    }
+                }
+                Action::SetBalloon { target_pages } if target_pages > obs.balloon_target_pages => {
+                    let (cap, _) = balloon_cap(&self.config, obs);
+                    assert!(
+                        target_pages <= cap,
+                        "inflated past the cap {cap}: {action:?}"
+                    );
+                    assert!(
+                        obs.balloon_actual_pages >= obs.balloon_target_pages,
+                        "inflated again before the balloon reached its last target: {obs:?}"
+                    );
+                }
+                Action::SetBalloon { target_pages } => {
+                    let from = obs.balloon_target_pages.min(obs.balloon_actual_pages);
+                    assert!(
+                        target_pages + self.config.deflate_step_pages >= from,
+                        "deflated by more than a step: {obs:?} -> {action:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A 512 MiB guest that read 120 MiB of files and keeps 48 MiB of anon memory busy, with
+/// 100 MiB of cold anon memory and swap: resident 276 MiB.
+fn busy_guest() -> SimSpec {
+    SimSpec {
+        file_mib: 120,
+        anon_hot_mib: 48,
+        anon_cold_mib: 100,
+        swap_mib: 256,
+        ..Default::default()
+    }
+}
+
+fn reason(state: &ManagerState) -> &str {
+    match state {
+        ManagerState::OverLimit { reason, .. } | ManagerState::GuestUnresponsive { reason } => {
+            reason
+        }
+        other => panic!("no reason in {other:?}"),
+    }
+}

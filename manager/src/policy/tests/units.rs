@@ -1,0 +1,268 @@
+//! The policy's arithmetic and bookkeeping, one piece at a time.
+
+use super::super::balloon_plan::{balloon_cap, Keep};
+use super::super::file_step::{batch_request, fruitless};
+use super::super::*;
+use crate::pages::PAGES_PER_MIB;
+
+#[test]
+fn threshold_is_an_eighth_under_the_limit() {
+    assert_eq!(threshold_for(0), 0);
+    assert_eq!(threshold_for(7), 7);
+    assert_eq!(threshold_for(8), 7);
+    assert_eq!(threshold_for(192 * PAGES_PER_MIB), 168 * PAGES_PER_MIB);
+    assert_eq!(threshold_for(u64::MAX), u64::MAX - u64::MAX / 8);
+    let mut policy = Policy::new(PolicyConfig::default());
+    assert_eq!(policy.threshold_pages(), None);
+    policy.set_limit(Some(8000));
+    assert_eq!(policy.limit_pages(), Some(8000));
+    assert_eq!(policy.threshold_pages(), Some(7000));
+}
+
+#[test]
+fn requests_are_whole_batches() {
+    assert_eq!(batch_request(0), 0);
+    assert_eq!(batch_request(1), DEACTIVATE_BATCH_PAGES);
+    assert_eq!(batch_request(999), 1000);
+    assert_eq!(batch_request(1000), 1000);
+    assert_eq!(batch_request(1999), 1000);
+    assert_eq!(batch_request(46_600), 46_000);
+    assert_eq!(batch_request(u64::MAX), u64::MAX / 1000 * 1000);
+}
+
+#[test]
+fn fruitless_is_under_ten_percent() {
+    assert!(fruitless(1000, 99));
+    assert!(!fruitless(1000, 100));
+    assert!(!fruitless(1000, 5000));
+    assert!(fruitless(u64::MAX, 0));
+    assert!(fruitless(u64::MAX, u64::MAX / 10));
+    assert!(!fruitless(u64::MAX, u64::MAX / 10 + 1));
+    assert!(!fruitless(0, 0));
+}
+
+fn obs(ram: u64, ws: Option<u64>, guest: Option<GuestView>) -> Observation {
+    Observation {
+        guest_ram_pages: ram,
+        working_set_pages: ws,
+        guest,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn cap_leaves_the_working_set_and_reserve() {
+    let config = PolicyConfig::default();
+    let guest = GuestView {
+        anon_pages: 20_000,
+        ..Default::default()
+    };
+    assert_eq!(
+        balloon_cap(&config, &obs(131_072, Some(12_288), Some(guest.clone()))),
+        (
+            131_072 - 12_288 - 4096,
+            Keep::WorkingSet {
+                working_set: 12_288,
+                keep: 16_384
+            }
+        )
+    );
+    // No working set yet: the guest's anon pages stand in for it.
+    assert_eq!(
+        balloon_cap(&config, &obs(131_072, None, Some(guest))).0,
+        131_072 - 20_000 - 4096
+    );
+    // Nothing known: a quarter of RAM stays, or the reserve if that is more.
+    assert_eq!(
+        balloon_cap(&config, &obs(131_072, None, None)).0,
+        131_072 - 32_768
+    );
+    assert_eq!(balloon_cap(&config, &obs(8000, None, None)).0, 8000 - 4096);
+}
+
+#[test]
+fn cap_never_underflows() {
+    let config = PolicyConfig {
+        reserve_pages: u64::MAX,
+        ..Default::default()
+    };
+    assert_eq!(balloon_cap(&config, &obs(1000, Some(u64::MAX), None)).0, 0);
+    assert_eq!(balloon_cap(&config, &obs(0, None, None)).0, 0);
+    let config = PolicyConfig::default();
+    assert_eq!(balloon_cap(&config, &obs(1000, Some(5000), None)).0, 0);
+    let hostile = GuestView {
+        anon_pages: u64::MAX,
+        ..Default::default()
+    };
+    assert_eq!(
+        balloon_cap(&config, &obs(u64::MAX, None, Some(hostile))).0,
+        0
+    );
+}
+
+#[test]
+fn agent_failure_is_charged_to_the_oldest_waiting_request() {
+    let mut policy = Policy::new(PolicyConfig::default());
+    policy.set_limit(Some(10_000));
+    let guest = GuestView {
+        file_pages: 8000,
+        anon_pages: 8000,
+        swap_total_pages: 1000,
+        ..Default::default()
+    };
+    let o = Observation {
+        guest_ram_pages: 100_000,
+        resident_pages: 20_000,
+        guest: Some(guest.clone()),
+        ..Default::default()
+    };
+    let d = policy.decide(&o);
+    // need = 20 000 − 8750: the file request covers 8000, anon the rest.
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::DeactivateFile { pages: 8000 },
+            Action::DeactivateAnon {
+                pages: 3000,
+                urgent: false
+            },
+            Action::SetBalloon {
+                target_pages: 11_250
+            },
+        ]
+    );
+    policy.record(&Outcome::AgentFailed {
+        reason: "timed out".into(),
+    });
+    policy.record(&Outcome::AnonDeactivated {
+        asked: 3000,
+        deactivated: 3000,
+    });
+    policy.record(&Outcome::BalloonSet {
+        target_pages: 11_250,
+    });
+    let c = policy.counters();
+    assert_eq!(
+        (c.file.taken, c.file.failed, c.file.asked_pages),
+        (1, 1, 8000)
+    );
+    assert_eq!((c.anon.taken, c.anon.obtained_pages), (1, 3000));
+    assert_eq!((c.inflate.taken, c.inflate.asked_pages), (1, 11_250));
+    // The failed file step rests; anon carries on.
+    let o = Observation {
+        balloon_target_pages: 11_250,
+        balloon_actual_pages: 11_250,
+        ..o
+    };
+    let d = policy.decide(&o);
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::DeactivateFile { .. })));
+    assert!(d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::DeactivateAnon { .. })));
+    assert_eq!(policy.counters().inflate.obtained_pages, 11_250);
+    // A failure goes to the request still waiting (anon); one with nothing waiting is only
+    // logged.
+    policy.record(&Outcome::AgentFailed {
+        reason: "late".into(),
+    });
+    policy.record(&Outcome::AgentFailed {
+        reason: "later".into(),
+    });
+    assert_eq!(policy.counters().anon.failed, 1);
+    assert_eq!(policy.counters().file.failed, 1);
+}
+
+#[test]
+fn time_is_charged_to_its_step() {
+    let mut policy = Policy::new(PolicyConfig::default());
+    policy.add_time(Step::File, Duration::from_millis(1500));
+    policy.add_time(Step::File, Duration::from_millis(500));
+    policy.add_time(Step::Inflate, Duration::MAX);
+    policy.add_time(Step::Inflate, Duration::from_secs(1));
+    let c = policy.counters();
+    assert_eq!(c.file.time, Duration::from_secs(2));
+    assert_eq!(c.inflate.time, Duration::MAX, "saturates");
+    assert_eq!(c.anon.time, Duration::ZERO);
+    assert_eq!(
+        Step::of(&Action::DeactivateAnon {
+            pages: 1,
+            urgent: false
+        }),
+        Some(Step::Anon)
+    );
+    assert_eq!(Step::of(&Action::SetBalloon { target_pages: 1 }), None);
+}
+
+/// Hostile or absurd numbers from the guest (and the driver) must never panic.
+#[test]
+fn extreme_observations_do_not_panic() {
+    let values = [0, 1, 999, 1000, u64::MAX / 2, u64::MAX - 1, u64::MAX];
+    let psis = [0.0, f64::NAN, f64::INFINITY, -1.0, 1e300];
+    let limits = [None, Some(0), Some(1), Some(8000), Some(u64::MAX)];
+    let configs = [
+        PolicyConfig::default(),
+        PolicyConfig {
+            reserve_pages: u64::MAX,
+            deflate_step_pages: u64::MAX,
+            psi_full_starved_avg10: f64::NAN,
+        },
+        PolicyConfig {
+            reserve_pages: 0,
+            deflate_step_pages: 0,
+            psi_full_starved_avg10: 0.0,
+        },
+    ];
+    let mut rounds = 0u64;
+    for config in configs {
+        for limit in limits {
+            let mut policy = Policy::new(config);
+            policy.set_limit(limit);
+            for (i, &a) in values.iter().enumerate() {
+                for &b in &values {
+                    for &c in &values {
+                        let psi = psis[(i + rounds as usize) % psis.len()];
+                        let o = Observation {
+                            guest_ram_pages: a,
+                            resident_pages: b,
+                            balloon_target_pages: c,
+                            balloon_actual_pages: values[(rounds % 7) as usize],
+                            working_set_pages: (!rounds.is_multiple_of(3)).then_some(c),
+                            guest: (!rounds.is_multiple_of(4)).then_some(GuestView {
+                                file_pages: b,
+                                anon_pages: c,
+                                free_pages: a,
+                                swap_total_pages: b,
+                                psi_full_avg10: psi,
+                            }),
+                        };
+                        let d = policy.decide(&o);
+                        for action in &d.actions {
+                            policy.record(&match *action {
+                                Action::DeactivateFile { pages } => Outcome::FileDeactivated {
+                                    asked: pages,
+                                    freed: c,
+                                },
+                                Action::DeactivateAnon { pages, .. } => Outcome::AnonDeactivated {
+                                    asked: pages,
+                                    deactivated: b,
+                                },
+                                Action::SetBalloon { target_pages } => {
+                                    Outcome::BalloonSet { target_pages }
+                                }
+                            });
+                        }
+                        rounds += 1;
+                        if rounds.is_multiple_of(5) {
+                            policy.set_limit(limits[(rounds / 5 % 5) as usize]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(rounds > 1000);
+}

@@ -1,0 +1,215 @@
+//! What goes in and out of the policy: its configuration, what the driver measured, the actions
+//! it asks for and what they obtained, the memory state, and the per-step counters.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::pages::PAGES_PER_MIB;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolicyConfig {
+    /// Guest pages kept above the working set when inflating.
+    pub reserve_pages: u64,
+    /// The balloon deflates in steps of this many guest pages.
+    pub deflate_step_pages: u64,
+    /// Memory PSI `full` avg10 (%) at which the guest counts as starved.
+    pub psi_full_starved_avg10: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            reserve_pages: 16 * PAGES_PER_MIB,
+            deflate_step_pages: 64 * PAGES_PER_MIB,
+            psi_full_starved_avg10: 10.0,
+        }
+    }
+}
+
+/// What the driver measured this epoch (pages are 4 KiB guest pages).
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    pub guest_ram_pages: u64,
+    /// Guest RAM resident on the host, balloon pages excluded.
+    pub resident_pages: u64,
+    pub balloon_target_pages: u64,
+    pub balloon_actual_pages: u64,
+    /// `None` until the tracker has enough epochs.
+    pub working_set_pages: Option<u64>,
+    /// `None` when the agent has not answered (absent or unresponsive).
+    pub guest: Option<GuestView>,
+}
+
+/// The guest's own account of its memory, from the agent.
+#[derive(Debug, Clone, Default)]
+pub struct GuestView {
+    pub file_pages: u64,
+    pub anon_pages: u64,
+    pub free_pages: u64,
+    pub swap_total_pages: u64,
+    pub psi_full_avg10: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Ask the agent to drop file cache: one request, a whole number of batches.
+    DeactivateFile { pages: u64 },
+    /// Ask the agent to deactivate anon memory (page it out when `urgent`); only with swap.
+    DeactivateAnon { pages: u64, urgent: bool },
+    /// A new balloon target: bigger inflates, smaller deflates.
+    SetBalloon { target_pages: u64 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ManagerState {
+    #[default]
+    WithinLimit,
+    Reclaiming,
+    OverLimit {
+        reason: String,
+        cause: OverLimitCause,
+    },
+    GuestUnresponsive {
+        reason: String,
+    },
+}
+
+/// Why the policy takes nothing more while over the limit: a short, fixed set (metrics labels),
+/// where the `reason` text carries the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OverLimitCause {
+    /// The balloon is at its cap: the guest's working set (or its stand-in) + reserve leaves no
+    /// room.
+    BalloonAtCap,
+    /// The guest gives the balloon no more pages.
+    BalloonStuck,
+    /// The guest is starved (memory PSI `full`), or was recently: the balloon deflates or is held.
+    Starved,
+}
+
+impl OverLimitCause {
+    pub const ALL: [OverLimitCause; 3] = [
+        OverLimitCause::BalloonAtCap,
+        OverLimitCause::BalloonStuck,
+        OverLimitCause::Starved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverLimitCause::BalloonAtCap => "balloon_at_cap",
+            OverLimitCause::BalloonStuck => "balloon_stuck",
+            OverLimitCause::Starved => "starved",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub state: ManagerState,
+}
+
+/// What an action obtained, reported back by the driver after executing it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    FileDeactivated {
+        asked: u64,
+        freed: u64,
+    },
+    AnonDeactivated {
+        asked: u64,
+        deactivated: u64,
+    },
+    /// The agent did not carry out the request; it is charged to the oldest agent action of the
+    /// last decision that has no outcome yet.
+    AgentFailed {
+        reason: String,
+    },
+    BalloonSet {
+        target_pages: u64,
+    },
+}
+
+/// The steps of the handler, for counters, metrics labels and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    File,
+    Anon,
+    Inflate,
+    Deflate,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [Step::File, Step::Anon, Step::Inflate, Step::Deflate];
+
+    /// The step an action belongs to; a balloon target is an inflate or a deflate depending
+    /// on where the balloon is, so it has none here.
+    pub fn of(action: &Action) -> Option<Step> {
+        match action {
+            Action::DeactivateFile { .. } => Some(Step::File),
+            Action::DeactivateAnon { .. } => Some(Step::Anon),
+            Action::SetBalloon { .. } => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::File => "file",
+            Step::Anon => "anon",
+            Step::Inflate => "inflate",
+            Step::Deflate => "deflate",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step's account, counted from the outcomes the driver recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepCounters {
+    /// Actions of this step carried out (failed ones included).
+    pub taken: u64,
+    pub asked_pages: u64,
+    /// Pages freed (file), deactivated (anon), or by which the balloon actually grew (inflate)
+    /// or shrank (deflate) by the time it settled.
+    pub obtained_pages: u64,
+    /// Agent requests that failed.
+    pub failed: u64,
+    /// Time spent, as the driver charges it ([`Policy::add_time`]): the agent's requests, and
+    /// the balloon moving towards a target.
+    pub time: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyCounters {
+    pub file: StepCounters,
+    pub anon: StepCounters,
+    pub inflate: StepCounters,
+    pub deflate: StepCounters,
+    /// Reclaim episodes started (resident went over the limit).
+    pub episodes: u64,
+}
+
+impl PolicyCounters {
+    pub fn step(&self, step: Step) -> &StepCounters {
+        match step {
+            Step::File => &self.file,
+            Step::Anon => &self.anon,
+            Step::Inflate => &self.inflate,
+            Step::Deflate => &self.deflate,
+        }
+    }
+
+    pub(super) fn step_mut(&mut self, step: Step) -> &mut StepCounters {
+        match step {
+            Step::File => &mut self.file,
+            Step::Anon => &mut self.anon,
+            Step::Inflate => &mut self.inflate,
+            Step::Deflate => &mut self.deflate,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The virtio devices on the MMIO bus: the balloon (always), a block device per disk, and the
+//! vsock device (whose in-process end the guest agent service dials).
+
+use std::sync::{Arc, Mutex};
+
+use ballast_devices::balloon::Balloon;
+use ballast_devices::block::Block;
+use ballast_devices::bus::Bus;
+use ballast_devices::vsock::{LocalConnector, Vsock};
+use ballast_virtio::VirtioDevice;
+use event_manager::MutEventSubscriber;
+
+use super::memory::Guest;
+use super::{RunError, Subscriber};
+use crate::config::VmConfig;
+use crate::virtio_mmio::{self, MmioSlot};
+
+/// A virtio device is both the transport's device and an event-loop subscriber.
+trait VirtioSubscriber: VirtioDevice + MutEventSubscriber + Send {}
+impl<T: VirtioDevice + MutEventSubscriber + Send> VirtioSubscriber for T {}
+
+pub(super) struct Virtio {
+    pub mmio: Bus,
+    /// Where each device sits, for the ACPI tables and the command line.
+    pub slots: Vec<MmioSlot>,
+    pub balloon: Arc<Mutex<Balloon>>,
+    pub agent_connector: Option<LocalConnector>,
+    /// Every device, for the event loop.
+    pub subscribers: Vec<Subscriber>,
+}
+
+pub(super) fn devices(config: &VmConfig, guest: &Guest) -> Result<Virtio, RunError> {
+    let balloon = Arc::new(Mutex::new(Balloon::new(config.balloon)?));
+    let mut devices: Vec<Arc<Mutex<dyn VirtioSubscriber>>> = vec![balloon.clone()];
+    for disk in &config.disks {
+        devices.push(Arc::new(Mutex::new(Block::new(disk.clone())?)));
+    }
+    // The guest agent is reached through the VMM's own end of the vsock device.
+    let mut agent_connector = None;
+    if let Some(vsock) = &config.vsock {
+        let vsock = Vsock::new(vsock.clone())?;
+        agent_connector = Some(vsock.local_connector());
+        devices.push(Arc::new(Mutex::new(vsock)));
+    }
+    let mut mmio = Bus::new();
+    let mut slots = Vec::with_capacity(devices.len());
+    for (index, device) in devices.iter().enumerate() {
+        let device: Arc<Mutex<dyn VirtioDevice>> = device.clone();
+        slots.push(virtio_mmio::attach(
+            guest.vm.fd(),
+            &mut mmio,
+            &guest.mem,
+            device,
+            index as u32,
+        )?);
+    }
+    Ok(Virtio {
+        mmio,
+        slots,
+        balloon,
+        agent_connector,
+        subscribers: devices.into_iter().map(|d| d as Subscriber).collect(),
+    })
+}
