@@ -327,7 +327,14 @@ if [ "$mode" = direct ]; then
     exit 0
 fi
 
-# Nested: one L1 boot runs every scenario in turn.
+# Nested: one L1 boot runs every scenario in turn. One L1 test host at a time on this
+# machine (it wants both cores under TCG; two side by side only push each towards its
+# timeouts): a second run waits for the first (BALLAST_L1_LOCK, default /tmp/ballast-l1.lock).
+exec 9>"${BALLAST_L1_LOCK:-/tmp/ballast-l1.lock}"
+if ! flock -n 9; then
+    log "another L1 test host runs on this machine; waiting for it to end"
+    flock 9
+fi
 payload="$work/payload"
 mkdir -p "$payload/etc/ballast" "$payload/bin"
 case ${BALLAST_L2_VMM:-ballast} in
