@@ -19,7 +19,8 @@
 #   cmdline=WORDS    words added to the guest command line ('+' for a blank)
 #   scenarios=A+B    the scenarios to cycle through (default limit-reclaim+agent-deactivate-file),
 #                    from tests/scenarios or tests/soak/scenarios (guest-churn: memory and
-#                    disk churn that needs nothing from the host, for vmm=qemu)
+#                    disk churn that needs nothing from the host, for vmm=qemu); `all`: every
+#                    folder of tests/scenarios, in turn (the whole suite, as `make test` runs it)
 #
 # Prints a markdown table (one row per configuration) and writes it, with every boot's
 # verdict (boots.jsonl) and the harness logs, under target/soak/<date>/.
@@ -126,6 +127,9 @@ for config in "${configs[@]}"; do
     done
     cdir="$out/${config//[^A-Za-z0-9=.+_-]/_}"
     mkdir -p "$cdir/scenarios"
+    if [ "$scen" = all ]; then
+        scen=$(cd "$repo/tests/scenarios" && for d in */guest.sh; do printf '%s+' "${d%/guest.sh}"; done)
+    fi
     IFS=+ read -ra names <<<"$scen"
     copies=()
     for s in "${names[@]}"; do
