@@ -388,7 +388,8 @@ mod tests {
     #[test]
     fn numeric_flags_refuse_nan_infinity_and_negatives() {
         for bad in ["nan", "inf", "-inf", "-5", "0", "0.001", "3601", "1e9", ""] {
-            let err = run_args(&["--sample-interval", bad]).unwrap_err().to_string();
+            let flag = format!("--sample-interval={bad}");
+            let err = run_args(&[&flag]).unwrap_err().to_string();
             assert!(
                 err.contains("is not a number of seconds from 0.01 to 3600"),
                 "{bad}: {err}"
@@ -397,7 +398,8 @@ mod tests {
         let ok = run_args(&["--sample-interval", "0.25"]).unwrap().into_config();
         assert_eq!(ok.sample_interval, std::time::Duration::from_millis(250));
         for bad in ["0", "-1", "255", "two"] {
-            let err = run_args(&["--vcpus", bad]).unwrap_err().to_string();
+            let flag = format!("--vcpus={bad}");
+            let err = run_args(&[&flag]).unwrap_err().to_string();
             assert!(err.contains("give a whole number from 1 to 254"), "{bad}: {err}");
         }
         let err = run_args(&["--vsock-sock", "/v", "--vsock-cid", "2"]).unwrap_err();
@@ -471,7 +473,7 @@ mod tests {
             Cli::try_parse_from(["ballast", "limit", "set", "512M", "--api-sock", "/s"]).unwrap();
         match cli.command {
             Command::Limit {
-                action: LimitCommand::Set { size_mib, client },
+                action: LimitCommand::Set { size_mib, client, .. },
             } => {
                 assert_eq!(size_mib, 512);
                 assert_eq!(client.api_sock, PathBuf::from("/s"));

@@ -19,7 +19,11 @@ fn main() -> ExitCode {
 }
 
 fn run_vm(args: RunArgs) -> ExitCode {
-    match builder::run(args.into_config()) {
+    let config = args.into_config();
+    for warning in ballast::ready::warnings(&config) {
+        log::warn!("{warning}");
+    }
+    match builder::run(config) {
         Ok(exit) => {
             if let ballast::vstate::exit::VmExit::Failure(reason) = &exit {
                 eprintln!("ballast: the VM failed: {reason}");

@@ -133,6 +133,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         &mut events,
     )?;
 
+    crate::ready::announce(&config);
     event_loop(&mut events, &exit);
     teardown(vcpus, events, services);
     Ok(exit.reason().unwrap_or(VmExit::Poweroff))

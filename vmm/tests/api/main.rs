@@ -2,8 +2,11 @@
 //! hand-made guests (see `support`): every route's success and errors, bad input, a stalled
 //! client, the OpenAPI spec against the served routes, and the client subcommands.
 
+mod firecracker;
+mod http;
 mod memory;
 mod openapi;
+mod ready;
 mod refusals;
 mod subcommands;
 
