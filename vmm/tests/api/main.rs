@@ -9,6 +9,7 @@ mod openapi;
 mod ready;
 mod refusals;
 mod subcommands;
+mod watching;
 
 #[path = "../support/mod.rs"]
 mod support;
