@@ -30,9 +30,15 @@ pub struct Cli {
 pub enum Command {
     /// Boot a Linux guest and run it until it powers off or reboots.
     ///
+    /// The guest's console (COM1) is ballast's stdin and stdout. On a terminal, stdin is in raw
+    /// mode: every key goes to the guest, Ctrl-C included; type Ctrl-A x to stop the VM, Ctrl-A
+    /// Ctrl-A to send the guest a Ctrl-A. Once the VM runs, one line on stderr says so (pid,
+    /// sockets, memory, limit), and with NOTIFY_SOCKET set (systemd's Type=notify) ballast
+    /// sends READY=1.
+    ///
     /// Exit status: 0 when the guest powers off or reboots (ballast does not restart it) or when
-    /// ballast is stopped with Ctrl-C / SIGTERM; 1 when a vCPU fails (the reason is printed);
-    /// 2 when the VM cannot be set up.
+    /// ballast is stopped (Ctrl-A x, SIGINT, SIGTERM, the API); 1 when a vCPU fails (the reason
+    /// is printed); 2 when the VM cannot be set up.
     Run(RunArgs),
     /// Show a running VM's state, memory and balloon.
     Status(ClientArgs),
@@ -256,7 +262,9 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 
 /// A size in whole MiB, more than 0, as bytes.
 fn parse_memory_arg(s: &str) -> Result<u64, String> {
-    parse_size_mib(s).map(|mib| mib << 20).map_err(|e| e.to_string())
+    parse_size_mib(s)
+        .map(|mib| mib << 20)
+        .map_err(|e| e.to_string())
 }
 
 /// `limit set`: whole MiB, more than 0, with the way to remove a limit named.
@@ -374,7 +382,9 @@ mod tests {
         assert_eq!(parse_limit_arg("1G"), Ok(1024));
         assert_eq!(parse_limit_arg("256"), Ok(256));
         assert_eq!(parse_limit_arg("2048K"), Ok(2));
-        assert!(parse_limit_arg("1536K").unwrap_err().contains("use 1M or 2M"));
+        assert!(parse_limit_arg("1536K")
+            .unwrap_err()
+            .contains("use 1M or 2M"));
         assert!(parse_limit_arg("lots").is_err());
         assert_eq!(
             parse_limit_arg("0").unwrap_err(),
@@ -382,7 +392,9 @@ mod tests {
         );
         assert_eq!(parse_balloon_arg("0"), Ok(0));
         assert_eq!(parse_balloon_arg("0M"), Ok(0));
-        assert!(parse_balloon_arg("8192T").unwrap_err().contains("too large"));
+        assert!(parse_balloon_arg("8192T")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
@@ -395,12 +407,17 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-        let ok = run_args(&["--sample-interval", "0.25"]).unwrap().into_config();
+        let ok = run_args(&["--sample-interval", "0.25"])
+            .unwrap()
+            .into_config();
         assert_eq!(ok.sample_interval, std::time::Duration::from_millis(250));
         for bad in ["0", "-1", "255", "two"] {
             let flag = format!("--vcpus={bad}");
             let err = run_args(&[&flag]).unwrap_err().to_string();
-            assert!(err.contains("give a whole number from 1 to 254"), "{bad}: {err}");
+            assert!(
+                err.contains("give a whole number from 1 to 254"),
+                "{bad}: {err}"
+            );
         }
         let err = run_args(&["--vsock-sock", "/v", "--vsock-cid", "2"]).unwrap_err();
         assert!(err.to_string().contains("from 3 to 4294967294"), "{err}");
@@ -409,7 +426,10 @@ mod tests {
         let err = run_args(&["--memory", "100K"]).unwrap_err().to_string();
         assert!(err.contains("use 1M"), "{err}");
         assert_eq!(run_args(&["--memory", "1.5G"]).unwrap().memory, 1536 << 20);
-        assert_eq!(run_args(&["--limit", "384MiB"]).unwrap().limit, Some(384 << 20));
+        assert_eq!(
+            run_args(&["--limit", "384MiB"]).unwrap().limit,
+            Some(384 << 20)
+        );
         let top = Cli::try_parse_from(["ballast", "top", "--api-sock", "/s", "--interval", "nan"]);
         assert!(top.unwrap_err().to_string().contains("from 0.1 to 60"));
     }
@@ -473,7 +493,10 @@ mod tests {
             Cli::try_parse_from(["ballast", "limit", "set", "512M", "--api-sock", "/s"]).unwrap();
         match cli.command {
             Command::Limit {
-                action: LimitCommand::Set { size_mib, client, .. },
+                action:
+                    LimitCommand::Set {
+                        size_mib, client, ..
+                    },
             } => {
                 assert_eq!(size_mib, 512);
                 assert_eq!(client.api_sock, PathBuf::from("/s"));

@@ -211,15 +211,24 @@ mod tests {
         assert_eq!(parse_size("1MB"), Ok(1_000_000));
         assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
         assert_eq!(parse_size("0"), Ok(0));
-        for bad in ["", "M", ".", "12X", "-1M", "1..5G", "1.5.G", "nan", "inf", "1 0M", "M1"] {
-            assert_eq!(parse_size(bad), Err(SizeError::Invalid(bad.into())), "{bad}");
+        for bad in [
+            "", "M", ".", "12X", "-1M", "1..5G", "1.5.G", "nan", "inf", "1 0M", "M1",
+        ] {
+            assert_eq!(
+                parse_size(bad),
+                Err(SizeError::Invalid(bad.into())),
+                "{bad}"
+            );
         }
         assert_eq!(
             parse_size("0.1K"),
             Err(SizeError::NotWholeBytes("0.1K".into()))
         );
         for huge in ["99999999999999999G", "16777216T", &"9".repeat(40)] {
-            assert!(matches!(parse_size(huge), Err(SizeError::TooLarge(_))), "{huge}");
+            assert!(
+                matches!(parse_size(huge), Err(SizeError::TooLarge(_))),
+                "{huge}"
+            );
         }
     }
 
@@ -240,7 +249,10 @@ mod tests {
             err.to_string(),
             "'100K' is 0.10 MiB, and this takes whole MiB: use 1M"
         );
-        assert!(parse_size_mib("512MB").unwrap_err().to_string().contains("488M or 489M"));
+        assert!(parse_size_mib("512MB")
+            .unwrap_err()
+            .to_string()
+            .contains("488M or 489M"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! | `vstate/` | KVM: the VM, guest memory, vCPUs, the dirty log |
 //! | `boot`, `acpi/`, `layout` | what the guest finds at boot: the kernel, boot parameters, ACPI tables, where things sit |
 //! | `virtio_mmio` | a virtio device on the MMIO bus: its slot, ioeventfds and irqfd |
+//! | `console` | the guest's console on stdin: raw mode on a terminal, `Ctrl-A x` to stop |
 //! | `control`, `signals` | the VM's lifecycle on the event loop: power-off, reset, SIGINT/SIGTERM |
 //! | `api/`, `api_socket` | the REST API: one enum of requests between the API thread and the event loop |
 //! | `client/` | the subcommands that talk to a running ballast |
@@ -25,6 +26,7 @@ pub mod builder;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod layout;
 pub mod ports;

@@ -23,6 +23,8 @@ fn run_vm(args: RunArgs) -> ExitCode {
     for warning in ballast::ready::warnings(&config) {
         log::warn!("{warning}");
     }
+    // The console in raw mode for the VM's life (on a terminal); restored when `_raw` drops.
+    let _raw = ballast::console::raw_mode();
     match builder::run(config) {
         Ok(exit) => {
             if let ballast::vstate::exit::VmExit::Failure(reason) = &exit {

@@ -16,9 +16,10 @@ pub fn ready_line(config: &VmConfig, pid: u32) -> String {
         config.vcpus,
         if config.vcpus == 1 { "" } else { "s" },
         config.mem_size >> 20,
-        config
-            .limit_pages
-            .map_or_else(|| "none".to_string(), |l| format!("{} MiB", pages::to_mib(l)))
+        config.limit_pages.map_or_else(
+            || "none".to_string(),
+            |l| format!("{} MiB", pages::to_mib(l))
+        )
     );
     match &config.api_sock {
         Some(api) => line.push_str(&format!(", API {}", api.display())),

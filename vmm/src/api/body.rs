@@ -109,13 +109,21 @@ mod tests {
             "{}",
             err.message
         );
-        let err = parse_body::<MemoryLimitUpdate>(br#"{"limit_mib": 8, "limit_mib": null}"#)
-            .unwrap_err();
-        assert!(err.message.contains("duplicate field `limit_mib`"), "{}", err.message);
+        let err =
+            parse_body::<MemoryLimitUpdate>(br#"{"limit_mib": 8, "limit_mib": null}"#).unwrap_err();
+        assert!(
+            err.message.contains("duplicate field `limit_mib`"),
+            "{}",
+            err.message
+        );
         let err =
             parse_body::<VmActionBody>(br#"{"action_type": "Pause", "action_type": "Pause"}"#)
                 .unwrap_err();
-        assert!(err.message.contains("duplicate field `action_type`"), "{}", err.message);
+        assert!(
+            err.message.contains("duplicate field `action_type`"),
+            "{}",
+            err.message
+        );
         let err = parse_body::<MemoryLimitUpdate>(b"{}").unwrap_err();
         assert!(
             err.message.contains("missing field `limit_mib`"),

@@ -85,7 +85,8 @@ impl<S: AsyncWrite + Unpin> FaultBodies<S> {
     /// Writes what is left of a rewritten answer.
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.pending.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -148,7 +149,10 @@ mod tests {
         assert!(head.contains("\r\ndate: Thu, 03 Dec 2026 11:00:00 GMT"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let fault: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert!(fault["fault_message"].as_str().unwrap().contains("too large"));
+        assert!(fault["fault_message"]
+            .as_str()
+            .unwrap()
+            .contains("too large"));
     }
 
     #[test]

@@ -73,7 +73,9 @@ pub(super) async fn put_actions(
              after starting the microVM)",
         )),
         FirecrackerAction::SendCtrlAltDel => {
-            log::info!("SendCtrlAltDel asked through the API: ballast ends the VM as Shutdown does");
+            log::info!(
+                "SendCtrlAltDel asked through the API: ballast ends the VM as Shutdown does"
+            );
             ask(&s, ApiRequest::VmAction(VmAction::Shutdown)).await
         }
     }

@@ -116,7 +116,10 @@ pub fn outcome(end: &WaitEnd) -> (String, bool) {
                 "the VM is {} at resident {}: {}",
                 state_name(s.memory.state),
                 mib(s.memory.resident_bytes),
-                s.memory.state_reason.as_deref().unwrap_or("no reason given")
+                s.memory
+                    .state_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
             ),
             false,
         ),

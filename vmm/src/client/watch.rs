@@ -230,6 +230,9 @@ mod tests {
             "inflate: asked 64.0 MiB, obtained 32.0 MiB (2 actions, 0.0 s)"
         );
         assert!(after.steps_since(&after).is_empty());
-        assert_eq!(clock(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(3_725)), "01:02:05");
+        assert_eq!(
+            clock(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(3_725)),
+            "01:02:05"
+        );
     }
 }

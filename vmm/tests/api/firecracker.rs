@@ -65,7 +65,11 @@ fn fc(
 fn has_fields(answer: &support::HttpAnswer, required: &[&str]) {
     let json = answer.json();
     for field in required {
-        assert!(json.get(field).is_some(), "{field} missing in {}", answer.body);
+        assert!(
+            json.get(field).is_some(),
+            "{field} missing in {}",
+            answer.body
+        );
     }
 }
 
@@ -77,10 +81,25 @@ fn firecracker_requests_get_firecracker_answers() {
         ..Launch::default()
     });
     // describeBalloonConfig: Balloon requires amount_mib and deflate_on_oom.
-    let balloon = send_fc(&b, &fc("describeBalloonConfig", "GET", "/balloon", None, &[200, 400]));
+    let balloon = send_fc(
+        &b,
+        &fc(
+            "describeBalloonConfig",
+            "GET",
+            "/balloon",
+            None,
+            &[200, 400],
+        ),
+    );
     has_fields(&balloon, &["amount_mib", "deflate_on_oom"]);
     // patchBalloon, as UpdateBalloon sends it.
-    let patch = fc("patchBalloon", "PATCH", "/balloon", Some(r#"{"amount_mib":8}"#), &[204]);
+    let patch = fc(
+        "patchBalloon",
+        "PATCH",
+        "/balloon",
+        Some(r#"{"amount_mib":8}"#),
+        &[204],
+    );
     send_fc(&b, &patch);
     assert_eq!(b.json("/balloon")["amount_mib"], 8);
     // putBalloon after boot: 400, as Firecracker ("not supported after starting the microVM").
@@ -94,14 +113,49 @@ fn firecracker_requests_get_firecracker_answers() {
             &[400],
         ),
     );
-    assert!(put.fault().contains("after starting the microVM"), "{}", put.body);
-    assert_eq!(b.json("/balloon")["amount_mib"], 8, "the refused PUT changed nothing");
+    assert!(
+        put.fault().contains("after starting the microVM"),
+        "{}",
+        put.body
+    );
+    assert_eq!(
+        b.json("/balloon")["amount_mib"],
+        8,
+        "the refused PUT changed nothing"
+    );
     // patchBalloonStatsInterval with the interval the balloon has (0: no statistics): a no-op.
     let same = r#"{"stats_polling_interval_s":0}"#;
-    send_fc(&b, &fc("patchBalloonStatsInterval", "PATCH", "/balloon/statistics", Some(same), &[204]));
+    send_fc(
+        &b,
+        &fc(
+            "patchBalloonStatsInterval",
+            "PATCH",
+            "/balloon/statistics",
+            Some(same),
+            &[204],
+        ),
+    );
     let enable = r#"{"stats_polling_interval_s":5}"#;
-    send_fc(&b, &fc("patchBalloonStatsInterval", "PATCH", "/balloon/statistics", Some(enable), &[400]));
-    send_fc(&b, &fc("describeBalloonStats", "GET", "/balloon/statistics", None, &[400]));
+    send_fc(
+        &b,
+        &fc(
+            "patchBalloonStatsInterval",
+            "PATCH",
+            "/balloon/statistics",
+            Some(enable),
+            &[400],
+        ),
+    );
+    send_fc(
+        &b,
+        &fc(
+            "describeBalloonStats",
+            "GET",
+            "/balloon/statistics",
+            None,
+            &[400],
+        ),
+    );
 
     // patchVm, as PauseVM and ResumeVM send it; each twice, as Firecracker allows.
     let paused = r#"{"state":"Paused"}"#;
@@ -121,10 +175,27 @@ fn firecracker_requests_get_firecracker_answers() {
         eventually(Duration::from_secs(10), || b.stdout_len() > ticks),
         "the guest did not run again"
     );
-    send_fc(&b, &fc("patchVm", "PATCH", "/vm", Some(r#"{"state":"Stopped"}"#), &[400]));
+    send_fc(
+        &b,
+        &fc(
+            "patchVm",
+            "PATCH",
+            "/vm",
+            Some(r#"{"state":"Stopped"}"#),
+            &[400],
+        ),
+    );
 
     // createSyncAction: the three action types of Firecracker's InstanceActionInfo.
-    let action = |body| fc("createSyncAction", "PUT", "/actions", Some(body), &[204, 400]);
+    let action = |body| {
+        fc(
+            "createSyncAction",
+            "PUT",
+            "/actions",
+            Some(body),
+            &[204, 400],
+        )
+    };
     let flush = send_fc(&b, &action(r#"{"action_type":"FlushMetrics"}"#));
     assert_eq!(flush.status, 204);
     let start = send_fc(&b, &action(r#"{"action_type":"InstanceStart"}"#));

@@ -62,9 +62,7 @@ fn a_request_whose_client_left_is_carried_out_once() {
     let metrics = b.get("/metrics").body;
     let patched: f64 = metrics
         .lines()
-        .filter(|l| {
-            l.starts_with("ballast_api_requests_total{method=\"PATCH\",route=\"/balloon\"")
-        })
+        .filter(|l| l.starts_with("ballast_api_requests_total{method=\"PATCH\",route=\"/balloon\""))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
     assert_eq!(patched, 3.0, "{metrics}");
@@ -75,10 +73,26 @@ fn requests_that_are_not_http_get_a_fault_message() {
     let b = default_vm();
     let many_headers: String = (0..120).map(|i| format!("X-Header-{i}: v\r\n")).collect();
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
-        (b"GET /vm HTTP/1.1\r\nHo st: x\r\n\r\n".to_vec(), 400, "cannot be parsed"),
-        (b"GET /vm HTTP/1.1\r\nHost x\r\n\r\n".to_vec(), 400, "cannot be parsed"),
-        (b"G\x01T /vm HTTP/1.1\r\n\r\n".to_vec(), 400, "cannot be parsed"),
-        (b"GET /vm HTTP/9.9\r\n\r\n".to_vec(), 400, "cannot be parsed"),
+        (
+            b"GET /vm HTTP/1.1\r\nHo st: x\r\n\r\n".to_vec(),
+            400,
+            "cannot be parsed",
+        ),
+        (
+            b"GET /vm HTTP/1.1\r\nHost x\r\n\r\n".to_vec(),
+            400,
+            "cannot be parsed",
+        ),
+        (
+            b"G\x01T /vm HTTP/1.1\r\n\r\n".to_vec(),
+            400,
+            "cannot be parsed",
+        ),
+        (
+            b"GET /vm HTTP/9.9\r\n\r\n".to_vec(),
+            400,
+            "cannot be parsed",
+        ),
         (
             format!("GET /vm HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(),
             431,
@@ -104,9 +118,21 @@ fn requests_that_are_not_http_get_a_fault_message() {
 fn a_field_given_twice_is_refused() {
     let b = default_vm();
     for (method, path, body) in [
-        ("PATCH", "/balloon", r#"{"amount_mib": 8, "amount_mib": 16}"#),
-        ("PUT", "/vm/memory/limit", r#"{"limit_mib": 32, "limit_mib": null}"#),
-        ("PUT", "/vm/actions", r#"{"action_type": "Pause", "action_type": "Resume"}"#),
+        (
+            "PATCH",
+            "/balloon",
+            r#"{"amount_mib": 8, "amount_mib": 16}"#,
+        ),
+        (
+            "PUT",
+            "/vm/memory/limit",
+            r#"{"limit_mib": 32, "limit_mib": null}"#,
+        ),
+        (
+            "PUT",
+            "/vm/actions",
+            r#"{"action_type": "Pause", "action_type": "Resume"}"#,
+        ),
         ("PATCH", "/vm", r#"{"state": "Paused", "state": "Paused"}"#),
     ] {
         let answer = b.send(method, path, body);

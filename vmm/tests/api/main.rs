@@ -2,6 +2,7 @@
 //! hand-made guests (see `support`): every route's success and errors, bad input, a stalled
 //! client, the OpenAPI spec against the served routes, and the client subcommands.
 
+mod console;
 mod firecracker;
 mod http;
 mod memory;

@@ -48,7 +48,10 @@ fn the_systemd_unit_starts_a_vm_that_says_when_it_is_up() {
         ("MEMORY", "64M"),
         ("VCPUS", "1"),
         ("LIMIT", "48M"),
-        ("BALLAST_ARGS", "--balloon deflate_on_oom=on --sample-interval 0.5"),
+        (
+            "BALLAST_ARGS",
+            "--balloon deflate_on_oom=on --sample-interval 0.5",
+        ),
     ]);
     let args = exec_start(&env, &dir.0);
     // systemd's end of Type=notify.
@@ -57,7 +60,7 @@ fn the_systemd_unit_starts_a_vm_that_says_when_it_is_up() {
     notify
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut child = Command::new(&args[0])
+    let child = Command::new(&args[0])
         .args(&args[1..])
         .env("NOTIFY_SOCKET", &notify_path)
         .stdin(Stdio::null())
@@ -74,7 +77,10 @@ fn the_systemd_unit_starts_a_vm_that_says_when_it_is_up() {
     assert_eq!(vm.status, 200, "{}", vm.body);
     assert_eq!(vm.json()["memory_mib"], 64);
     assert!(message.starts_with("READY=1\n"), "{message:?}");
-    assert!(message.contains(&format!("MAINPID={}\n", child.id())), "{message:?}");
+    assert!(
+        message.contains(&format!("MAINPID={}\n", child.id())),
+        "{message:?}"
+    );
     assert!(message.contains("STATUS=VM up: pid"), "{message:?}");
 
     // SIGTERM, as `systemctl stop` sends it: exit 0 and the one line on stderr.

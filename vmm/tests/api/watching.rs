@@ -34,7 +34,10 @@ fn limit_set_wait_returns_once_within_the_limit() {
 #[test]
 fn limit_set_wait_fails_when_the_guest_cannot_get_under_it() {
     let b = watched_vm();
-    let out = cli(&b, &["limit", "set", "4M", "--wait", "--wait-timeout-s", "60"]);
+    let out = cli(
+        &b,
+        &["limit", "set", "4M", "--wait", "--wait-timeout-s", "60"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -45,7 +48,10 @@ fn limit_set_wait_fails_when_the_guest_cannot_get_under_it() {
     // What the VM says of itself is what the command ends with.
     let memory = b.json("/vm/memory");
     let state = memory["state"].as_str().unwrap();
-    assert!(["over_limit", "guest_unresponsive"].contains(&state), "{memory}");
+    assert!(
+        ["over_limit", "guest_unresponsive"].contains(&state),
+        "{memory}"
+    );
     assert!(
         err.contains(&format!("ballast: the VM is {state} at resident 8.0 MiB: ")),
         "{err}"
@@ -53,35 +59,48 @@ fn limit_set_wait_fails_when_the_guest_cannot_get_under_it() {
 }
 
 /// A tmux server of the test's own, running one command in a 120x40 terminal.
-struct Tmux {
+pub struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(name: &str, command: &str) -> Self {
+    pub fn start(name: &str, command: &str) -> Self {
         let socket = format!("ballast-{name}-{}", std::process::id());
         let tmux = Tmux { socket };
         let status = tmux
-            .cmd(&["new-session", "-d", "-s", "top", "-x", "120", "-y", "40", command])
+            .cmd(&[
+                "new-session",
+                "-d",
+                "-s",
+                "top",
+                "-x",
+                "120",
+                "-y",
+                "40",
+                command,
+            ])
             .status()
             .expect("tmux is installed (make deps)");
         assert!(status.success());
         tmux
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("tmux");
         cmd.args(["-L", &self.socket]).args(args);
         cmd
     }
 
-    fn screen(&self) -> String {
-        let out = self.cmd(&["capture-pane", "-p", "-t", "top"]).output().unwrap();
+    pub fn screen(&self) -> String {
+        let out = self
+            .cmd(&["capture-pane", "-p", "-t", "top"])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Waits until the screen shows every one of `texts`; returns the screen.
-    fn wait_for(&self, texts: &[&str]) -> String {
+    pub fn wait_for(&self, texts: &[&str]) -> String {
         let mut screen = String::new();
         let shown = eventually(Duration::from_secs(30), || {
             screen = self.screen();
@@ -180,7 +199,9 @@ fn top_watches_every_vm_in_a_directory() {
     assert!(!screen.contains("notes.txt"), "{screen}");
     // The first VM is shown; down shows the second, with its limit.
     tmux.wait_for(&[" one.sock ", "limit none"]);
-    tmux.cmd(&["send-keys", "-t", "top", "Down"]).status().unwrap();
+    tmux.cmd(&["send-keys", "-t", "top", "Down"])
+        .status()
+        .unwrap();
     tmux.wait_for(&[" two.sock ", "limit 48 MiB", "threshold 42.0 MiB"]);
     tmux.cmd(&["send-keys", "-t", "top", "q"]).status().unwrap();
     assert!(eventually(Duration::from_secs(10), || !tmux.running()));
@@ -195,7 +216,8 @@ fn top_without_a_vm_is_one_error_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).starts_with("ballast: cannot connect to the ballast API at /nonexistent/api.sock"),
+        stderr(&out)
+            .starts_with("ballast: cannot connect to the ballast API at /nonexistent/api.sock"),
         "{}",
         stderr(&out)
     );

@@ -41,9 +41,10 @@ fn to_mib(bytes: u64) -> f64 {
 
 impl VmWatch {
     pub fn new(socket: &Path) -> Self {
-        let name = socket
-            .file_name()
-            .map_or_else(|| socket.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = socket.file_name().map_or_else(
+            || socket.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         Self {
             name,
             api: ApiClient::new(socket),

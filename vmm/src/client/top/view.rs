@@ -24,7 +24,11 @@ const SERIES: [Series; 5] = [
 ];
 
 pub fn draw(frame: &mut Frame, vms: &[VmWatch], chosen: usize) {
-    let table_height = if vms.len() > 1 { vms.len() as u16 + 3 } else { 0 };
+    let table_height = if vms.len() > 1 {
+        vms.len() as u16 + 3
+    } else {
+        0
+    };
     let [table, figures, chart, log, help] = Layout::vertical([
         Constraint::Length(table_height),
         Constraint::Length(5),
@@ -49,8 +53,15 @@ pub fn draw(frame: &mut Frame, vms: &[VmWatch], chosen: usize) {
 }
 
 fn draw_table(frame: &mut Frame, area: Rect, vms: &[VmWatch], chosen: usize) {
-    let header = Row::new(["vm", "state", "limit", "resident", "balloon", "memory state"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
+    let header = Row::new([
+        "vm",
+        "state",
+        "limit",
+        "resident",
+        "balloon",
+        "memory state",
+    ])
+    .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = vms.iter().enumerate().map(|(i, vm)| {
         let cells = match &vm.latest {
             Some(s) if vm.error.is_none() => [
@@ -107,7 +118,10 @@ fn draw_figures(frame: &mut Frame, area: Rect, vm: &VmWatch) {
     let m = &s.memory;
     let dim = Style::new().dim();
     let figure = |name: &str, value: String| {
-        [Span::styled(format!("{name} "), dim), Span::raw(format!("{value}   "))]
+        [
+            Span::styled(format!("{name} "), dim),
+            Span::raw(format!("{value}   ")),
+        ]
     };
     let mut first = Vec::new();
     first.extend(figure("vm", format!("{:?}", s.vm.state).to_lowercase()));
@@ -120,11 +134,15 @@ fn draw_figures(frame: &mut Frame, area: Rect, vm: &VmWatch) {
     second.extend(figure("resident", mib(m.resident_bytes)));
     second.extend(figure(
         "working set",
-        m.working_set_bytes.map_or_else(|| "unknown".to_string(), mib),
+        m.working_set_bytes
+            .map_or_else(|| "unknown".to_string(), mib),
     ));
     second.extend(figure(
         "balloon",
-        format!("{} MiB (target {} MiB)", m.balloon_actual_mib, m.balloon_target_mib),
+        format!(
+            "{} MiB (target {} MiB)",
+            m.balloon_actual_mib, m.balloon_target_mib
+        ),
     ));
     let colour = match m.state {
         crate::api::MemoryState::WithinLimit => Color::Green,
@@ -185,11 +203,11 @@ fn draw_chart(frame: &mut Frame, area: Rect, vm: &VmWatch) {
                 .bounds([start, start + WINDOW.as_secs_f64()])
                 .labels([format!("{start:.0} s"), format!("{:.0} s", start + 120.0)]),
         )
-        .y_axis(
-            Axis::default()
-                .bounds([0.0, top])
-                .labels(["0".to_string(), format!("{:.0}", top / 2.0), format!("{top:.0}")]),
-        )
+        .y_axis(Axis::default().bounds([0.0, top]).labels([
+            "0".to_string(),
+            format!("{:.0}", top / 2.0),
+            format!("{top:.0}"),
+        ]))
         .hidden_legend_constraints((Constraint::Percentage(50), Constraint::Percentage(50)));
     frame.render_widget(chart, area);
 }
