@@ -123,29 +123,21 @@ fn firecracker_requests_get_firecracker_answers() {
         8,
         "the refused PUT changed nothing"
     );
-    // patchBalloonStatsInterval with the interval the balloon has (0: no statistics): a no-op.
-    let same = r#"{"stats_polling_interval_s":0}"#;
-    send_fc(
-        &b,
-        &fc(
+    // patchBalloonStatsInterval with the interval the balloon has (0: no statistics) is a
+    // no-op; turning statistics on after boot is refused.
+    for (body, status) in [
+        (r#"{"stats_polling_interval_s":0}"#, 204),
+        (r#"{"stats_polling_interval_s":5}"#, 400),
+    ] {
+        let stats = fc(
             "patchBalloonStatsInterval",
             "PATCH",
             "/balloon/statistics",
-            Some(same),
-            &[204],
-        ),
-    );
-    let enable = r#"{"stats_polling_interval_s":5}"#;
-    send_fc(
-        &b,
-        &fc(
-            "patchBalloonStatsInterval",
-            "PATCH",
-            "/balloon/statistics",
-            Some(enable),
-            &[400],
-        ),
-    );
+            Some(body),
+            &[204, 400],
+        );
+        assert_eq!(send_fc(&b, &stats).status, status, "{body}");
+    }
     send_fc(
         &b,
         &fc(
