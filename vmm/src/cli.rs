@@ -80,7 +80,7 @@ pub struct AgentArgs {
     #[arg(long, env = "BALLAST_VSOCK_SOCK", global = true)]
     pub vsock_sock: Option<PathBuf>,
     /// The agent's vsock port.
-    #[arg(long, default_value_t = 52, global = true)]
+    #[arg(long, default_value = "52", global = true, value_parser = parse_port)]
     pub port: u32,
     /// Seconds to wait for each answer (1 to 3600).
     #[arg(long, default_value = "5", global = true, value_parser = parse_timeout_s)]
@@ -94,9 +94,13 @@ pub enum AgentCommand {
     /// The guest's memory statistics (meminfo, vmstat, PSI).
     Stats,
     /// Drop clean page cache: big files first, then small ones, up to PAGES guest pages.
-    DeactivateFile { pages: u64 },
+    DeactivateFile {
+        #[arg(value_parser = parse_pages)]
+        pages: u64,
+    },
     /// Deactivate anonymous memory of big processes first, up to PAGES (only with swap).
     DeactivateAnon {
+        #[arg(value_parser = parse_pages)]
         pages: u64,
         /// Page out now (MADV_PAGEOUT) rather than only deactivate (MADV_COLD).
         #[arg(long)]
@@ -309,6 +313,15 @@ fn parse_vsock_cid(s: &str) -> Result<u64, String> {
     parse_whole(s, 3..=u64::from(u32::MAX - 1), "a guest context ID")
 }
 
+fn parse_port(s: &str) -> Result<u32, String> {
+    parse_whole(s, 1..=u64::from(u32::MAX), "a vsock port").map(|p| p as u32)
+}
+
+fn parse_pages(s: &str) -> Result<u64, String> {
+    // The agent bounds its own work; a billion pages (4 TiB) is already past any guest.
+    parse_whole(s, 1..=1 << 30, "a number of guest pages")
+}
+
 fn parse_timeout_s(s: &str) -> Result<u64, String> {
     parse_whole(s, 1..=3600, "a number of seconds")
 }
@@ -430,6 +443,22 @@ mod tests {
             run_args(&["--limit", "384MiB"]).unwrap().limit,
             Some(384 << 20)
         );
+        for bad in ["-5", "0", "1.5", "4294967296000"] {
+            let args = [
+                "ballast",
+                "agent",
+                "--vsock-sock",
+                "/v",
+                "deactivate-file",
+                "--",
+                bad,
+            ];
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(
+                err.contains("is not a number of guest pages"),
+                "{bad}: {err}"
+            );
+        }
         let top = Cli::try_parse_from(["ballast", "top", "--api-sock", "/s", "--interval", "nan"]);
         assert!(top.unwrap_err().to_string().contains("from 0.1 to 60"));
     }
