@@ -13,6 +13,9 @@
 #   qemu=PATH        the outer QEMU (BALLAST_L1_QEMU)
 #   smp=N            L1's vCPUs (BALLAST_L1_SMP)
 #   accel=A          the outer QEMU's -accel, '+' for a comma (tcg+thread=single)
+#   l1cmdline=WORDS  words added to L1's kernel command line, '+' for a blank
+#                    (transparent_hugepage=never+sysctl.vm.compaction_proactiveness=0)
+#   l1mem=MIB        L1's RAM (BALLAST_L1_MEMORY)
 #   vmm=ballast|qemu the guest's VMM inside L1: ballast, or QEMU microvm as the control
 #                    (tests/harness/qemu-as-ballast.sh; scenarios without host.sh only)
 #   trace=1          L1 records KVM trace events and prints them when a guest dies
@@ -105,7 +108,7 @@ table="$out/soak.md"
 } >"$table"
 
 for config in "${configs[@]}"; do
-    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' vmm=ballast trace='' extra=''
+    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' l1cmdline='' l1mem='' vmm=ballast trace='' extra=''
     scen=limit-reclaim+agent-deactivate-file
     IFS=, read -ra words <<<"$config"
     for w in "${words[@]}"; do
@@ -118,6 +121,8 @@ for config in "${configs[@]}"; do
         qemu=*) qemu=${w#*=} ;;
         smp=*) smp=${w#*=} ;;
         accel=*) accel=${w#*=} accel=${accel//+/,} ;;
+        l1cmdline=*) l1cmdline=${w#*=} l1cmdline=${l1cmdline//+/ } ;;
+        l1mem=*) l1mem=${w#*=} ;;
         vmm=*) vmm=${w#*=} ;;
         trace=*) trace=${w#*=} ;;
         cmdline=*) extra=${w#*=} extra=${extra//+/ } ;;
@@ -143,13 +148,15 @@ for config in "${configs[@]}"; do
     [ -z "$qemu" ] || env+=(BALLAST_L1_QEMU="$qemu")
     [ -z "$smp" ] || env+=(BALLAST_L1_SMP="$smp")
     [ -z "$accel" ] || env+=(BALLAST_L1_ACCEL="$accel")
+    [ -z "$l1mem" ] || env+=(BALLAST_L1_MEMORY="$l1mem")
     case $l1 in
     '' | stable) ;;
     backports) env+=(BALLAST_L1_SUITE=bookworm-backports) ;;
     *) die "l1= takes stable or backports" ;;
     esac
-    [ "$trace" != 1 ] || env+=(BALLAST_L1_TRACE="kvm/kvm_exit kvm/kvm_inj_exception kvm/kvm_userspace_exit"
-        BALLAST_L1_CMDLINE="ftrace_dump_on_oops")
+    [ "$trace" != 1 ] || env+=(BALLAST_L1_TRACE="kvm/kvm_exit kvm/kvm_inj_exception kvm/kvm_userspace_exit")
+    l1cmdline="$l1cmdline${trace:+ ftrace_dump_on_oops}"
+    [ -z "$l1cmdline" ] || env+=(BALLAST_L1_CMDLINE="$l1cmdline")
     ballast_arg=(--ballast "$BALLAST_BIN" --agent "$BALLAST_AGENT_BIN")
     [ "$vmm" = ballast ] || env+=(BALLAST_L2_VMM="$vmm")
 
