@@ -16,6 +16,7 @@
 #   l1cmdline=WORDS  words added to L1's kernel command line, '+' for a blank
 #                    (transparent_hugepage=never+sysctl.vm.compaction_proactiveness=0)
 #   l1mem=MIB        L1's RAM (BALLAST_L1_MEMORY)
+#   kvmamd=P         kvm-amd's parameters in L1, '+' for a blank (npt=0: shadow paging)
 #   vmm=ballast|qemu the guest's VMM inside L1: ballast, or QEMU microvm as the control
 #                    (tests/harness/qemu-as-ballast.sh; scenarios without host.sh only)
 #   trace=1          L1 records KVM trace events and prints them when a guest dies
@@ -108,7 +109,7 @@ table="$out/soak.md"
 } >"$table"
 
 for config in "${configs[@]}"; do
-    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' l1cmdline='' l1mem='' vmm=ballast trace='' extra=''
+    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' l1cmdline='' l1mem='' kvmamd='' vmm=ballast trace='' extra=''
     scen=limit-reclaim+agent-deactivate-file
     IFS=, read -ra words <<<"$config"
     for w in "${words[@]}"; do
@@ -123,6 +124,7 @@ for config in "${configs[@]}"; do
         accel=*) accel=${w#*=} accel=${accel//+/,} ;;
         l1cmdline=*) l1cmdline=${w#*=} l1cmdline=${l1cmdline//+/ } ;;
         l1mem=*) l1mem=${w#*=} ;;
+        kvmamd=*) kvmamd=${w#*=} kvmamd=${kvmamd//+/ } ;;
         vmm=*) vmm=${w#*=} ;;
         trace=*) trace=${w#*=} ;;
         cmdline=*) extra=${w#*=} extra=${extra//+/ } ;;
@@ -149,6 +151,7 @@ for config in "${configs[@]}"; do
     [ -z "$smp" ] || env+=(BALLAST_L1_SMP="$smp")
     [ -z "$accel" ] || env+=(BALLAST_L1_ACCEL="$accel")
     [ -z "$l1mem" ] || env+=(BALLAST_L1_MEMORY="$l1mem")
+    [ -z "$kvmamd" ] || env+=(BALLAST_L1_KVM_AMD="$kvmamd")
     case $l1 in
     '' | stable) ;;
     backports) env+=(BALLAST_L1_SUITE=bookworm-backports) ;;
