@@ -133,13 +133,19 @@ metric() {
 }
 
 # ballast_resident_mib: guest RAM resident on the host, in MiB, as ballast's API
-# measures it.
+# measures it; nothing (and false) when the API does not answer.
 ballast_resident_mib() {
-    echo $(($(status_field memory resident_bytes) >> 20))
+    local bytes
+    bytes=$(status_field memory resident_bytes)
+    case $bytes in '' | *[!0-9]*) return 1 ;; esac
+    echo $((bytes >> 20))
 }
 
 # resident_at_most MIB: whether resident guest RAM is at most MIB.
-resident_at_most() { [ "$(ballast_resident_mib)" -le "$1" ]; }
+resident_at_most() {
+    local mib
+    mib=$(ballast_resident_mib) && [ "$mib" -le "$1" ]
+}
 
 # Balloon helpers, in MiB as the API has them.
 # balloon_actual_mib: what the guest's balloon driver says the balloon holds.

@@ -16,7 +16,9 @@
 #   l1cmdline=WORDS  words added to L1's kernel command line, '+' for a blank
 #                    (transparent_hugepage=never+sysctl.vm.compaction_proactiveness=0)
 #   l1mem=MIB        L1's RAM (BALLAST_L1_MEMORY)
+#   kvm=P            kvm's parameters in L1, '+' for a blank (tdp_mmu=0: KVM's older MMU)
 #   kvmamd=P         kvm-amd's parameters in L1, '+' for a blank (npt=0: shadow paging)
+#   ballast=PATH     another ballast binary (an experimental build) for this configuration
 #   vmm=ballast|qemu the guest's VMM inside L1: ballast, or QEMU microvm as the control
 #                    (tests/harness/qemu-as-ballast.sh; scenarios without host.sh only)
 #   trace=1          L1 records KVM trace events and prints them when a guest dies
@@ -109,7 +111,7 @@ table="$out/soak.md"
 } >"$table"
 
 for config in "${configs[@]}"; do
-    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' l1cmdline='' l1mem='' kvmamd='' vmm=ballast trace='' extra=''
+    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' l1cmdline='' l1mem='' kvm='' kvmamd='' vmm=ballast trace='' extra='' bin=$BALLAST_BIN
     scen=limit-reclaim+agent-deactivate-file
     IFS=, read -ra words <<<"$config"
     for w in "${words[@]}"; do
@@ -125,7 +127,9 @@ for config in "${configs[@]}"; do
         l1cmdline=*) l1cmdline=${w#*=} l1cmdline=${l1cmdline//+/ } ;;
         l1mem=*) l1mem=${w#*=} ;;
         kvmamd=*) kvmamd=${w#*=} kvmamd=${kvmamd//+/ } ;;
+        kvm=*) kvm=${w#*=} kvm=${kvm//+/ } ;;
         vmm=*) vmm=${w#*=} ;;
+        ballast=*) bin=${w#*=} ;;
         trace=*) trace=${w#*=} ;;
         cmdline=*) extra=${w#*=} extra=${extra//+/ } ;;
         scenarios=*) scen=${w#*=} ;;
@@ -152,6 +156,7 @@ for config in "${configs[@]}"; do
     [ -z "$accel" ] || env+=(BALLAST_L1_ACCEL="$accel")
     [ -z "$l1mem" ] || env+=(BALLAST_L1_MEMORY="$l1mem")
     [ -z "$kvmamd" ] || env+=(BALLAST_L1_KVM_AMD="$kvmamd")
+    [ -z "$kvm" ] || env+=(BALLAST_L1_KVM="$kvm")
     case $l1 in
     '' | stable) ;;
     backports) env+=(BALLAST_L1_SUITE=bookworm-backports) ;;
@@ -160,7 +165,7 @@ for config in "${configs[@]}"; do
     [ "$trace" != 1 ] || env+=(BALLAST_L1_TRACE="kvm/kvm_exit kvm/kvm_inj_exception kvm/kvm_userspace_exit kvm/kvm_unmap_hva_range migrate/mm_migrate_pages compaction/mm_compaction_migratepages")
     l1cmdline="$l1cmdline${trace:+ ftrace_dump_on_oops}"
     [ -z "$l1cmdline" ] || env+=(BALLAST_L1_CMDLINE="$l1cmdline")
-    ballast_arg=(--ballast "$BALLAST_BIN" --agent "$BALLAST_AGENT_BIN")
+    ballast_arg=(--ballast "$bin" --agent "$BALLAST_AGENT_BIN")
     [ "$vmm" = ballast ] || env+=(BALLAST_L2_VMM="$vmm")
 
     done_boots=0 next=0 batches=0
