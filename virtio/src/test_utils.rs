@@ -161,6 +161,16 @@ impl DriverQueue {
         (elem.id(), elem.len())
     }
 
+    /// Where the descriptor table, the available ring and the used ring are, and the size.
+    pub fn layout(&self) -> RingLayout {
+        RingLayout {
+            desc_table: self.mock.desc_table_addr(),
+            avail: self.mock.avail_addr(),
+            used: self.mock.used_addr(),
+            size: self.size,
+        }
+    }
+
     /// The used elements added since the last call: (head index, length).
     pub fn take_used(&mut self) -> Vec<(u16, u32)> {
         let idx = self.used_count();
@@ -245,6 +255,85 @@ impl TestDriver {
     /// A fresh buffer of `len` bytes filled with `fill`; its address.
     pub fn buffer(&mut self, len: usize, fill: u8) -> u64 {
         self.buffer_with(&vec![fill; len])
+    }
+}
+
+/// Where a split virtqueue's parts are in guest memory.
+#[derive(Clone, Copy, Debug)]
+pub struct RingLayout {
+    pub desc_table: GuestAddress,
+    pub avail: GuestAddress,
+    pub used: GuestAddress,
+    pub size: u16,
+}
+
+/// A hostile vCPU: a thread that makes one chain available again as soon as the device gives it
+/// back, as fast as it can, with at most `window` entries outstanding (so the available index
+/// stays one the device accepts). It stops when told to, or by itself after `give_up`.
+pub struct Recycler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<RecyclerEnd>,
+}
+
+/// What a [`Recycler`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecyclerEnd {
+    /// How many times it made the chain available.
+    pub pushed: u64,
+    /// It gave up by itself (the device never stopped taking the chain) rather than being
+    /// stopped.
+    pub gave_up: bool,
+}
+
+impl Recycler {
+    pub fn start(
+        mem: &'static GuestMemoryMmap,
+        ring: RingLayout,
+        head: u16,
+        window: u16,
+        give_up: Duration,
+    ) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let avail_idx = ring.avail.unchecked_add(2);
+            let used_idx = ring.used.unchecked_add(2);
+            let mut pushed = 0u64;
+            loop {
+                if flag.load(Ordering::Relaxed) {
+                    return RecyclerEnd {
+                        pushed,
+                        gave_up: false,
+                    };
+                }
+                if started.elapsed() > give_up {
+                    return RecyclerEnd {
+                        pushed,
+                        gave_up: true,
+                    };
+                }
+                let idx: u16 = mem.read_obj(avail_idx).unwrap();
+                let used: u16 = mem.read_obj(used_idx).unwrap();
+                if idx.wrapping_sub(used) >= window {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let slot = ring.avail.unchecked_add(4 + 2 * u64::from(idx % ring.size));
+                mem.write_obj(head, slot).unwrap();
+                std::sync::atomic::fence(Ordering::Release);
+                mem.write_obj(idx.wrapping_add(1), avail_idx).unwrap();
+                pushed += 1;
+            }
+        });
+        Recycler { stop, thread }
+    }
+
+    /// Stops the thread (if it has not given up already) and says what it did.
+    pub fn stop(self) -> RecyclerEnd {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
     }
 }
 

@@ -91,6 +91,9 @@ pub(crate) struct Limits {
     pub handshake_timeout: Duration,
     /// How long the guest may take to answer a host-initiated connection request.
     pub request_timeout: Duration,
+    /// Tx chains, and rx buffers, the device takes off each ring per wake-up (good or bad)
+    /// before it kicks itself and lets the event loop serve the others.
+    pub chains_per_run: usize,
     /// How long a connection being shut down may take to finish (the peer's reset, or the host
     /// program reading what the guest sent) before it is reset.
     pub shutdown_timeout: Duration,
@@ -108,6 +111,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(2),
+            chains_per_run: queue::MAX_PER_RUN,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The balloon device against virtio-queue's mock driver queues.
 
+mod budget;
 mod inflate;
 mod statistics;
 
@@ -12,7 +13,7 @@ use ballast_virtio::interrupt::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use ballast_virtio::{ActivateError, Activation, VirtioDevice};
 use event_manager::{EventManager, SubscriberOps};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
 use virtio_queue::QueueT;
 
 use super::queue::BalloonQueue::{Deflate, Inflate, Reporting, Stats};

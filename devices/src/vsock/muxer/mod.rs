@@ -123,6 +123,10 @@ impl Muxer {
         }
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn label(&self) -> &str {
         &self.label
     }

@@ -2,6 +2,7 @@
 //! sockets in a temporary folder.
 
 mod bounds;
+mod budget;
 mod data;
 mod device;
 mod guest_init;
