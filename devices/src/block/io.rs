@@ -3,8 +3,8 @@
 //! Data goes straight between the file and guest RAM through vm-memory's volatile I/O (one
 //! `read`/`write` system call per guest memory region a buffer touches, after a seek to the
 //! request's offset), which also marks the guest pages the device wrote in vm-memory's dirty
-//! bitmap. Only the event loop thread does I/O on the image, so the seek and the transfer
-//! cannot be interleaved with another request's.
+//! bitmap. Only the disk's I/O thread (`worker.rs`) does I/O on the image, so the seek and the
+//! transfer cannot be interleaved with another request's.
 //!
 //! Callers check every range against the disk's capacity and guest memory first; these functions
 //! only do what they are told, and fail cleanly (never touching bytes outside the ranges given)
