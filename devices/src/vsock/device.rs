@@ -72,9 +72,10 @@ impl Vsock {
         if config.guest_cid >= u64::from(u32::MAX) {
             return Err(VsockError::CidTooLarge(config.guest_cid));
         }
-        let listener = bind(&config.uds_path)?;
+        let socket = bind(&config.uds_path)?;
         let setup = |what| move |source| VsockError::Setup { what, source };
-        listener
+        socket
+            .listener
             .set_nonblocking(true)
             .map_err(setup("make the socket non-blocking"))?;
         let local = Arc::new(LocalQueue::new().map_err(setup("create an eventfd"))?);
@@ -82,7 +83,7 @@ impl Vsock {
         let muxer = Muxer::new(
             config.guest_cid,
             config.uds_path.clone(),
-            listener,
+            socket,
             limits,
             metrics.clone(),
             local.clone(),

@@ -1,7 +1,6 @@
 //! Host setup: what must happen before KVM and guest RAM exist.
 
-use std::os::unix::net::UnixListener;
-
+use ballast_devices::unix_socket::BoundSocket;
 use ballast_manager::host_enforce::HostEnforcer;
 use kvm_ioctls::Kvm;
 
@@ -18,7 +17,7 @@ pub(super) struct Host {
     pub kvm: Kvm,
     pub num_vcpus: u8,
     /// The API socket, bound but not yet served.
-    pub api_listener: Option<UnixListener>,
+    pub api_listener: Option<BoundSocket>,
 }
 
 pub(super) fn setup(config: &VmConfig) -> Result<Host, RunError> {

@@ -116,7 +116,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         events.add_subscriber(device);
     }
 
-    let api = services::prepare_api(host.api_listener.take(), &config)?;
+    let api = services::prepare_api(host.api_listener.take())?;
     let buses = (&legacy.pio, &virtio.mmio);
     let vcpus = vcpus::start(&config, &host.kvm, host.num_vcpus, &guest, buses, &exit)?;
     let services = services::start(

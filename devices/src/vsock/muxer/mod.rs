@@ -18,7 +18,6 @@ mod rx;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +31,7 @@ use super::host::{Handshake, LocalQueue};
 use super::metrics::{report, Counter, VsockMetrics};
 use super::packet::Header;
 use super::Limits;
+use crate::unix_socket::{BoundSocket, SocketFile};
 
 /// The host ports given to host-initiated connections: `[FIRST_LOCAL_PORT, 2^31)`.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
@@ -67,8 +67,8 @@ pub(super) struct Muxer {
     listener_registered: bool,
     /// Accepting failed; the listener is not watched until then.
     accept_paused_until: Option<Instant>,
-    /// The socket file's (device, inode), to remove it on drop only if it is still ours.
-    socket_id: Option<(u64, u64)>,
+    /// The socket file, removed on drop only if it is still ours.
+    socket_file: SocketFile,
     limits: Limits,
     label: String,
     metrics: Arc<VsockMetrics>,
@@ -91,22 +91,19 @@ impl Muxer {
     pub fn new(
         guest_cid: u64,
         uds_path: PathBuf,
-        listener: UnixListener,
+        socket: BoundSocket,
         limits: Limits,
         metrics: Arc<VsockMetrics>,
         local: Arc<LocalQueue>,
     ) -> Self {
-        let socket_id = std::fs::metadata(&uds_path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
         Muxer {
             label: format!("virtio-vsock {}", uds_path.display()),
             guest_cid,
             uds_path,
-            listener,
+            listener: socket.listener,
             listener_registered: false,
             accept_paused_until: None,
-            socket_id,
+            socket_file: socket.file,
             limits,
             metrics,
             active: false,
@@ -340,11 +337,6 @@ impl Muxer {
 impl Drop for Muxer {
     fn drop(&mut self) {
         // Remove the socket file, unless another process has replaced it since.
-        let ours = std::fs::symlink_metadata(&self.uds_path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        if ours.is_some() && ours == self.socket_id {
-            let _ = std::fs::remove_file(&self.uds_path);
-        }
+        self.socket_file.remove_if_ours();
     }
 }
