@@ -52,6 +52,8 @@ pub fn test_interrupt() -> Arc<VirtioInterrupt> {
 pub struct DriverQueue {
     mem: &'static GuestMemoryMmap,
     mock: MockSplitQueue<'static, GuestMemoryMmap>,
+    /// Where the used ring really is (see `new`).
+    used_addr: GuestAddress,
     size: u16,
     next_desc: u16,
     used_seen: u16,
@@ -64,12 +66,23 @@ impl DriverQueue {
     /// the device for it.
     pub fn new(mem: &'static GuestMemoryMmap, base: u64, size: u16) -> (Self, QueueEvent) {
         let mock = MockSplitQueue::create(mem, GuestAddress(base), size);
-        let queue: Queue = mock.create_queue().unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        // virtio-queue 0.18's mock puts the used ring `size` bytes after the available ring,
+        // which is 6 + 2 * size bytes long: the device's used entries would overwrite the
+        // driver's available entries from slot size / 2 on. The used ring goes after it instead.
+        let used_addr = mock
+            .avail_addr()
+            .unchecked_add(6 + 2 * u64::from(size))
+            .unchecked_align_up(4);
+        mem.write_slice(&vec![0u8; 6 + 8 * usize::from(size)], used_addr)
+            .unwrap();
+        queue.try_set_used_ring_address(used_addr).unwrap();
         let event = EventFd::new(EFD_NONBLOCK).unwrap();
         let kick = event.try_clone().unwrap();
         let driver = DriverQueue {
             mem,
             mock,
+            used_addr,
             size,
             next_desc: 0,
             used_seen: 0,
@@ -132,33 +145,28 @@ impl DriverQueue {
 
     /// `avail_event` (EVENT_IDX): the available index at which the device wants a kick.
     pub fn avail_event(&self) -> u16 {
-        let addr = self
-            .mock
-            .used_addr()
-            .unchecked_add(4 + 8 * u64::from(self.size));
+        let addr = self.used_addr.unchecked_add(4 + 8 * u64::from(self.size));
         self.mem.read_obj(addr).unwrap()
     }
 
     /// The used ring's flags (VRING_USED_F_NO_NOTIFY).
     pub fn used_flags(&self) -> u16 {
-        self.mem.read_obj(self.mock.used_addr()).unwrap()
+        self.mem.read_obj(self.used_addr).unwrap()
     }
 
     /// How many chains the device has given back (the used index).
     pub fn used_count(&self) -> u16 {
-        self.mock.used().idx().load()
+        self.mem.read_obj(self.used_addr.unchecked_add(2)).unwrap()
     }
 
     /// The `i`th used element: (head index, length).
     pub fn used(&self, i: u16) -> (u32, u32) {
         let elem = self
-            .mock
-            .used()
-            .ring()
-            .ref_at(usize::from(i % self.size))
-            .unwrap()
-            .load();
-        (elem.id(), elem.len())
+            .used_addr
+            .unchecked_add(4 + 8 * u64::from(i % self.size));
+        let id: u32 = self.mem.read_obj(elem).unwrap();
+        let len: u32 = self.mem.read_obj(elem.unchecked_add(4)).unwrap();
+        (id, len)
     }
 
     /// Where the descriptor table, the available ring and the used ring are, and the size.
@@ -166,7 +174,7 @@ impl DriverQueue {
         RingLayout {
             desc_table: self.mock.desc_table_addr(),
             avail: self.mock.avail_addr(),
-            used: self.mock.used_addr(),
+            used: self.used_addr,
             size: self.size,
         }
     }

@@ -145,6 +145,11 @@ impl Vsock {
         self.muxer.connection_count()
     }
 
+    /// Open guest-initiated connections (at most `Limits::max_guest_connections`).
+    pub fn guest_connection_count(&self) -> usize {
+        self.muxer.guest_connection_count()
+    }
+
     /// A handle that opens in-process connections to the guest from any thread, without this
     /// device's lock: what the VMM's agent client keeps. See [`LocalConnector`].
     pub fn local_connector(&self) -> LocalConnector {

@@ -83,6 +83,15 @@ pub(crate) struct Limits {
     pub total_backlog: usize,
     /// Open connections (either side's); more are refused.
     pub max_connections: usize,
+    /// Open connections the guest asked for; more are refused (answered RST), well below
+    /// `max_connections` and the process's descriptor limit, so a guest cannot take the
+    /// descriptors the API, the disks and the host's own connections need.
+    pub max_guest_connections: usize,
+    /// Of `max_connections`, the slots only in-process connections (the VMM's agent link) may
+    /// take: host programs on the socket cannot crowd it out either.
+    pub reserved_local: usize,
+    /// A guest-initiated connection with no traffic either way for this long is reset.
+    pub guest_idle_timeout: Duration,
     /// Host connections that have not yet sent their `CONNECT` line.
     pub max_handshakes: usize,
     /// Resets waiting for guest rx buffers before the device stops taking tx packets.
@@ -106,6 +115,9 @@ impl Default for Limits {
             credit_update_threshold: 64 * 1024,
             total_backlog: 32 << 20,
             max_connections: 1024,
+            max_guest_connections: 256,
+            reserved_local: 16,
+            guest_idle_timeout: Duration::from_secs(600),
             max_handshakes: 64,
             max_queued_rst: 256,
             handshake_timeout: Duration::from_secs(5),

@@ -149,7 +149,10 @@ fn at_exit_a_socket_bound_there_since_by_someone_else_stays() {
     assert_eq!(unsafe { libc::kill(b.pid() as i32, libc::SIGTERM) }, 0);
     let status = b.wait_exit(Duration::from_secs(10)).expect("ballast exits");
     assert_eq!(status.code(), Some(0), "{}", b.stderr_text());
-    assert!(b.sock.exists(), "ballast removed a socket that was not its own");
+    assert!(
+        b.sock.exists(),
+        "ballast removed a socket that was not its own"
+    );
     UnixStream::connect(&b.sock).unwrap();
     drop(other);
 }

@@ -44,6 +44,16 @@ struct Entry {
     queued: bool,
     /// The host port came from `allocate_local_port` (host-initiated).
     allocated_port: bool,
+    /// Guest-initiated connections only: reset once this passes with no traffic either way.
+    idle_deadline: Option<Instant>,
+}
+
+/// Where a host-initiated connection came from: a host program on the socket, or the VMM's
+/// own in-process connector (which may use the slots kept for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum HostOrigin {
+    Socket,
+    Local,
 }
 
 /// A stream whose connection ended, waiting for `sync` to take it out of the epoll set.
@@ -78,6 +88,8 @@ pub(super) struct Muxer {
     by_fd: HashMap<RawFd, ConnKey>,
     handshakes: HashMap<RawFd, Handshake>,
     rxq: VecDeque<RxItem>,
+    /// Open guest-initiated connections (those with an idle deadline).
+    guest_conns: usize,
     queued_rst: usize,
     local_ports: HashSet<u32>,
     next_local_port: u32,
@@ -111,6 +123,7 @@ impl Muxer {
             by_fd: HashMap::new(),
             handshakes: HashMap::new(),
             rxq: VecDeque::new(),
+            guest_conns: 0,
             queued_rst: 0,
             local_ports: HashSet::new(),
             next_local_port: FIRST_LOCAL_PORT,
@@ -154,8 +167,12 @@ impl Muxer {
         conn: Connection,
         registered: Option<EventSet>,
         allocated_port: bool,
+        idle_deadline: Option<Instant>,
     ) {
         self.by_fd.insert(conn.stream().as_raw_fd(), key);
+        if idle_deadline.is_some() {
+            self.guest_conns += 1;
+        }
         self.conns.insert(
             key,
             Entry {
@@ -163,6 +180,7 @@ impl Muxer {
                 registered,
                 queued: false,
                 allocated_port,
+                idle_deadline,
             },
         );
         self.requeue(key);
@@ -236,6 +254,9 @@ impl Muxer {
             return;
         };
         self.backlog -= entry.conn.backlog();
+        if entry.idle_deadline.is_some() {
+            self.guest_conns -= 1;
+        }
         if entry.allocated_port {
             self.local_ports.remove(&key.local_port);
         }
@@ -251,6 +272,21 @@ impl Muxer {
         self.retired.push(Retired { stream, registered });
     }
 
+    /// Traffic on a connection: a guest-initiated one is not idle.
+    fn touch(&mut self, key: ConnKey, now: Instant) {
+        let idle = self.limits.guest_idle_timeout;
+        if let Some(entry) = self.conns.get_mut(&key) {
+            if let Some(deadline) = entry.idle_deadline.as_mut() {
+                *deadline = now + idle;
+            }
+        }
+    }
+
+    /// Open guest-initiated connections.
+    pub fn guest_connection_count(&self) -> usize {
+        self.guest_conns
+    }
+
     /// Resets what has run out of time; host connections that never sent their line are
     /// closed.
     pub fn sweep(&mut self, now: Instant) {
@@ -260,7 +296,13 @@ impl Muxer {
         let expired: Vec<(ConnKey, Reset)> = self
             .conns
             .iter()
-            .filter_map(|(key, entry)| entry.conn.expired(now).map(|why| (*key, why)))
+            .filter_map(|(key, entry)| {
+                let idle = entry.idle_deadline.is_some_and(|at| at <= now);
+                let why = entry.conn.expired(now).or(idle.then_some(Reset::Timeout(
+                    "the guest's connection carried no traffic for the idle timeout",
+                )));
+                why.map(|why| (*key, why))
+            })
             .collect();
         for (key, why) in expired {
             self.account(key, &why);
@@ -290,7 +332,11 @@ impl Muxer {
 
     /// When `sweep` next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let conns = self.conns.values().filter_map(|e| e.conn.deadline());
+        let conns = self
+            .conns
+            .values()
+            .flat_map(|e| [e.conn.deadline(), e.idle_deadline])
+            .flatten();
         let handshakes = self.handshakes.values().map(|h| h.deadline);
         conns
             .chain(handshakes)

@@ -87,6 +87,7 @@ fn host_connections_waiting_for_their_line_are_bounded() {
 fn host_connections_beyond_the_connection_limit_read_eof() {
     let limits = Limits {
         max_connections: 1,
+        reserved_local: 0,
         ..Limits::default()
     };
     let mut h = Harness::with(limits, None, 32);

@@ -8,5 +8,6 @@ mod device;
 mod guest_init;
 mod host_init;
 mod hostile;
+mod limits;
 mod shutdown;
 mod util;
