@@ -143,6 +143,16 @@ impl ManagerHandle {
 
 impl MemoryManager {
     pub fn start(parts: ManagerParts, config: ManagerConfig) -> std::io::Result<Self> {
+        Self::start_with(parts, config, || {})
+    }
+
+    /// `start`, with `setup` run first on the manager's thread (the VMM installs the thread's
+    /// seccomp filter there).
+    pub fn start_with(
+        parts: ManagerParts,
+        config: ManagerConfig,
+        setup: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Self> {
         let guest_pages = parts.guest_pages();
         let shared = Shared::new(ManagerView::new(
             guest_pages,
@@ -152,7 +162,10 @@ impl MemoryManager {
         let driver = driver::Driver::new(parts, config, shared.clone());
         let thread = std::thread::Builder::new()
             .name("memory-manager".into())
-            .spawn(move || driver.run())?;
+            .spawn(move || {
+                setup();
+                driver.run()
+            })?;
         Ok(Self {
             shared,
             thread: Some(thread),

@@ -10,6 +10,7 @@ use ballast_devices::vsock::VsockConfig;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_size, VmConfig, DEFAULT_CMDLINE};
+use crate::seccomp::SeccompMode;
 use ballast_manager::host_enforce::{HostEnforceConfig, Target, DEFAULT_OVERHEAD};
 
 #[derive(Debug, Parser)]
@@ -207,6 +208,11 @@ pub struct RunArgs {
     /// released page released.
     #[arg(long, value_enum, default_value_t = Switch::Off)]
     pub thp: Switch,
+    /// seccomp filters, one per kind of thread: `on` (a system call outside a thread's list
+    /// ends ballast with a message naming the thread and the call), `log` (the call goes
+    /// through and the kernel logs it: `dmesg | grep type=1326`), or `off`.
+    #[arg(long, value_enum, default_value_t = SeccompMode::On)]
+    pub seccomp: SeccompMode,
 }
 
 /// An on/off command-line value.
@@ -266,6 +272,7 @@ impl RunArgs {
             },
             tsc_deadline: self.tsc_deadline == Switch::On,
             thp: self.thp == Switch::On,
+            seccomp: self.seccomp,
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct VmConfig {
     pub tsc_deadline: bool,
     /// `--thp`: transparent huge pages for guest RAM.
     pub thp: bool,
+    /// `--seccomp`: the filters the threads run under.
+    pub seccomp: crate::seccomp::SeccompMode,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -14,6 +14,7 @@
 //! | `client/` | the subcommands that talk to a running ballast |
 //! | `agent/` | the guest agent service: one thread, one connection, stats and requests |
 //! | `ports` | the memory manager's ports over this VM's devices |
+//! | `seccomp/` | a seccomp filter per kind of thread (`--seccomp on\|log\|off`) |
 
 pub mod acpi;
 pub mod agent;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod layout;
 pub mod ports;
+pub mod seccomp;
 pub mod signals;
 pub mod virtio_mmio;
 pub mod vstate;

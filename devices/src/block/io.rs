@@ -179,17 +179,20 @@ impl DiskImage {
     }
 }
 
-/// The guest-visible serial number: the image's host device and inode numbers in hex,
-/// `"<st_dev>-<st_ino>"`, so the same image file gets the same ID on every run (the guest sees it
-/// as `/sys/block/vdX/serial` and `/dev/disk/by-id/virtio-<serial>`). The ID has room for 20
-/// bytes; a longer one keeps its last 20 (the inode's low digits are the distinctive part), a
-/// shorter one is NUL-padded as the spec asks.
+/// The guest-visible serial number: `blk-` and 16 hex digits of a hash of the image's host
+/// device and inode numbers, so the same image file gets the same ID on every run (the guest
+/// sees it as `/sys/block/vdX/serial` and `/dev/disk/by-id/virtio-<serial>`) without the guest
+/// learning the host's device and inode numbers. 20 bytes, the size of the ID.
 pub(super) fn serial_for(dev: u64, ino: u64) -> [u8; VIRTIO_BLK_ID_BYTES] {
-    let text = format!("{dev:x}-{ino:x}");
-    let bytes = text.as_bytes();
-    let tail = &bytes[bytes.len().saturating_sub(VIRTIO_BLK_ID_BYTES)..];
+    // FNV-1a, 64 bits: stable across runs and builds, unlike std's keyed hashers.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in dev.to_le_bytes().into_iter().chain(ino.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let text = format!("blk-{hash:016x}");
     let mut serial = [0u8; VIRTIO_BLK_ID_BYTES];
-    serial[..tail.len()].copy_from_slice(tail);
+    serial.copy_from_slice(text.as_bytes());
     serial
 }
 

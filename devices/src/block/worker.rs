@@ -87,7 +87,7 @@ pub(super) struct WorkerHandle {
 
 /// What the I/O thread runs first, on itself, before any request: the VMM installs the thread's
 /// seccomp filter there. An error ends the launch.
-pub type WorkerSetup = Box<dyn FnOnce() -> Result<(), String> + Send>;
+pub type WorkerSetup = crate::ThreadSetup;
 
 impl WorkerHandle {
     /// Starts the I/O thread for `disk`, running `setup` on it first; fails if the thread

@@ -152,7 +152,10 @@ impl AgentService {
         );
         let thread = std::thread::Builder::new()
             .name("agent".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || {
+                crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Agent);
+                worker.run()
+            })?;
         Ok(Self {
             handle: AgentHandle {
                 status,

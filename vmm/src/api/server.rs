@@ -72,7 +72,10 @@ impl ApiServer {
         };
         let thread = std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || runtime.block_on(serve(listener, state, stopped)))?;
+            .spawn(move || {
+                crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Api);
+                runtime.block_on(serve(listener, state, stopped))
+            })?;
         Ok(Self {
             socket,
             stop: Some(stop),

@@ -7,6 +7,7 @@ use kvm_ioctls::Kvm;
 use super::{io, RunError};
 use crate::api_socket;
 use crate::config::{self, VmConfig};
+use crate::seccomp;
 use crate::signals::{self, SignalFd};
 use crate::vstate::vm::open_kvm;
 
@@ -30,6 +31,8 @@ pub(super) fn setup(config: &VmConfig) -> Result<Host, RunError> {
     // Before any thread exists, so every thread inherits the blocked signals.
     let signals = signals::termination_signalfd().map_err(io("watch SIGINT/SIGTERM"))?;
     signals::install_kick_handler().map_err(RunError::Signal)?;
+    // Compiled before the first thread that installs one (a disk's I/O thread) starts.
+    seccomp::prepare(config.seccomp)?;
     config::validate_memory(config.mem_size, config::host_memory_bytes())?;
     config::validate_limit(config.limit_pages, config.mem_size)?;
     // Before KVM and guest RAM exist: cgroup v2 charges memory where it was first touched and

@@ -21,6 +21,7 @@ use crate::api::server::ApiServer;
 use crate::api::{ApiReceiver, ApiSender};
 use crate::config::VmConfig;
 use crate::ports::BalloonPort;
+use crate::seccomp::{self, ThreadKind};
 use crate::vstate::exit::{ExitState, VmExit};
 
 /// The API's socket and both ends of its channel, ready before the vCPUs run.
@@ -92,7 +93,7 @@ pub(super) fn start(
         None => None,
     };
     let dirty_log = parts.guest.dirty_log.take().expect("taken once");
-    let manager = MemoryManager::start(
+    let manager = MemoryManager::start_with(
         ManagerParts {
             ram: Box::new(parts.guest.mem.clone()),
             balloon: Box::new(BalloonPort(parts.balloon.clone())),
@@ -105,6 +106,7 @@ pub(super) fn start(
             limit_pages: parts.config.limit_pages,
             policy: PolicyConfig::default(),
         },
+        || seccomp::apply_or_exit(ThreadKind::Manager),
     )
     .map_err(io("start the memory manager"))?;
     let api_server = parts.api.and_then(|api| {

@@ -159,6 +159,12 @@ impl Muxer {
         self.backlog
     }
 
+    /// Memory the connections hold for guest data, used or not.
+    #[cfg(test)]
+    pub fn backlog_capacity(&self) -> usize {
+        self.conns.values().map(|e| e.conn.backlog_capacity()).sum()
+    }
+
     // --- connection lifetime ---
 
     fn insert(
