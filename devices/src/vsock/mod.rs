@@ -25,7 +25,10 @@
 //! the host is read only when the guest has a buffer and credit for it (the host program's writes
 //! block meanwhile); data for the host is buffered up to the credit the device advertised per
 //! connection and a global cap, past which the connection is reset; control replies are coalesced
-//! per connection; stand-alone resets are capped, and the tx queue waits while they are.
+//! per connection; stand-alone resets are capped, and the tx queue waits while they are. The
+//! guest may hold at most 256 connections it opened (reset after 10 minutes without traffic),
+//! and host programs leave the last connection slots to the VMM's own agent link. Every chain
+//! taken off the rx or tx ring, usable or not, counts against the run's budget.
 //!
 //! | file | job |
 //! | --- | --- |
