@@ -106,7 +106,9 @@ impl<D: VirtioDevice + MutEventSubscriber + Send + 'static> Rig<D> {
         for i in 0..count as u64 {
             let mut queue = Queue::new(QUEUE_SIZE).unwrap();
             let base = i * QUEUE_STRIDE;
-            queue.try_set_desc_table_address(GuestAddress(base)).unwrap();
+            queue
+                .try_set_desc_table_address(GuestAddress(base))
+                .unwrap();
             queue
                 .try_set_avail_ring_address(GuestAddress(base + 0x400))
                 .unwrap();
