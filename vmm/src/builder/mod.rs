@@ -103,7 +103,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     let _cgroup = host.host_enforcer.placement();
     let mut guest = memory::build(&host.kvm, &config)?;
     let exit = Arc::new(ExitState::new().map_err(io("create the exit eventfd"))?);
-    let legacy = buses::legacy_devices(&guest.vm)?;
+    let legacy = buses::legacy_devices(&guest.vm, &exit)?;
     let virtio = virtio::devices(&config, &guest)?;
     boot_tables::write(&config, &guest, host.num_vcpus, &virtio.slots)?;
 
@@ -138,8 +138,11 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     )?;
 
     // Everything the loop serves is built: from here the main thread runs under its filter.
-    if let Err(e) = seccomp::apply(ThreadKind::EventLoop) {
-        exit.request(VmExit::Failure(e.to_string()));
+    // The VM is announced only once confined (the event loop's list has the datagram socket
+    // that tells systemd `READY=1`).
+    match seccomp::apply(ThreadKind::EventLoop) {
+        Ok(()) => crate::ready::announce(&config),
+        Err(e) => exit.request(VmExit::Failure(e.to_string())),
     }
     event_loop(&mut events, &exit);
     teardown(vcpus, events, services);
