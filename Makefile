@@ -8,8 +8,9 @@
 # host under QEMU's TCG with nested SVM (tests/harness/run-scenario.sh says which).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
-# tmux: the tests of `ballast top` run it in a real terminal.
-APT_PACKAGES := busybox-static cpio e2fsprogs openssl tmux
+# tmux: the tests of `ballast top` run it in a real terminal. g++: libFuzzer (libfuzzer-sys
+# builds it from C++ source) for the fuzz targets.
+APT_PACKAGES := busybox-static cpio e2fsprogs openssl tmux g++
 IMAGES := target/images
 
 .PHONY: all demo test unit-test fuzz-smoke fuzz e2e images ballast deps bench bench-boot bench-block
@@ -45,11 +46,11 @@ unit-test: deps
 # Each fuzz target (fuzz/fuzz_targets/) for a few seconds from its seed corpus: a crash, or a
 # run of the event loop that does not return, fails the build. libFuzzer on the stable toolchain.
 FUZZ_SMOKE_SECONDS ?= 5
-fuzz-smoke:
+fuzz-smoke: deps
 	@fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
 FUZZ_SECONDS ?= 600
-fuzz:
+fuzz: deps
 	@fuzz/run.sh $(FUZZ_SECONDS)
 
 # One scenario at a time, its console log path and mode printed (--nocapture).

@@ -120,6 +120,7 @@ pub fn prepare(mode: SeccompMode) -> Result<(), SeccompError> {
         SeccompMode::On => SeccompAction::Trap,
         SeccompMode::Log => SeccompAction::Log,
     };
+    one_malloc_arena();
     let mut programs = BTreeMap::new();
     for kind in ThreadKind::ALL {
         programs.insert(kind, compile(kind, mismatch.clone())?);
@@ -130,6 +131,26 @@ pub fn prepare(mode: SeccompMode) -> Result<(), SeccompError> {
     let _ = FILTERS.set(Filters { programs });
     Ok(())
 }
+
+/// glibc gives each thread a malloc arena of its own, and the first time it trims one (a thread
+/// freed a big enough block) it opens `/proc/sys/vm/overcommit_memory` — an `openat` from a
+/// thread whose filter has none (seen on the API thread after a 300 KB request header). With
+/// one arena, the main one, memory goes back with `brk`, which every thread may call; ballast's
+/// few threads allocate little on their hot paths, so sharing the arena costs nothing that
+/// matters. Must run before the first thread starts (an arena made before stays in use).
+#[cfg(target_env = "gnu")]
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets a malloc parameter; no thread that allocates runs yet.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) } != 1 {
+        log::warn!(
+            "seccomp: cannot keep malloc to one arena; a thread may be stopped for an openat"
+        );
+    }
+}
+
+/// Other C libraries (musl) trim without opening anything.
+#[cfg(not(target_env = "gnu"))]
+fn one_malloc_arena() {}
 
 fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, SeccompError> {
     let rules = rules::allowed(kind)
