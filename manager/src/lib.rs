@@ -35,12 +35,31 @@ pub use host_enforce::{HostEnforceState, HostEnforceStatus};
 pub use limit::LimitError;
 use policy::{ManagerState, PolicyConfig, PolicyCounters};
 
+/// How long resident may stay above the limit before the guest is `over_limit` whatever reclaim
+/// is doing, and `--host-enforce` engages, unless `--over-limit-after` says otherwise.
+pub const DEFAULT_OVER_LIMIT_AFTER: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy)]
 pub struct ManagerConfig {
     pub sample_interval: Duration,
     /// Already validated ([`limit::validate`]).
     pub limit_pages: Option<u64>,
+    /// Its `sustained_epochs` is set from `over_limit_after` and `sample_interval`.
     pub policy: PolicyConfig,
+    /// Resident above the limit this long is `over_limit` and engages the host backstop.
+    pub over_limit_after: Duration,
+}
+
+impl ManagerConfig {
+    /// Epochs in `over_limit_after`, rounded up, at least one.
+    pub fn sustained_epochs(&self) -> u32 {
+        let interval = self.sample_interval.as_secs_f64();
+        if interval <= 0.0 {
+            return 1;
+        }
+        let epochs = (self.over_limit_after.as_secs_f64() / interval).ceil();
+        (epochs as u32).max(1)
+    }
 }
 
 /// What the manager knows, published for the API after every epoch.
@@ -51,6 +70,9 @@ pub struct ManagerView {
     pub limit_pages: Option<u64>,
     pub threshold_pages: Option<u64>,
     pub resident_pages: Option<u64>,
+    /// Balloon pages found resident at the last epoch (the guest touched pages it gave away)
+    /// and released again; the totals are in `counters`.
+    pub ballooned_resident_pages: u64,
     /// Pages dirtied in the last epochs; `None` until KVM's dirty log (on only while a limit
     /// is set) has a few epochs of history.
     pub working_set_pages: Option<u64>,

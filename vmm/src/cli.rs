@@ -179,10 +179,14 @@ pub struct RunArgs {
     /// Seconds between the memory manager's samples of residency and dirtiness (an epoch).
     #[arg(long, default_value_t = 1.0)]
     pub sample_interval: f64,
+    /// Seconds resident guest RAM may stay above the limit before the VM is `over_limit`,
+    /// whatever reclaim is doing or the guest agent says, and --host-enforce engages.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub over_limit_after: f64,
     /// Back the limit with the host's: ballast starts in a cgroup v2 of its own (PATH, or
-    /// `ballast-<pid>` below its current cgroup under /sys/fs/cgroup), and when the guest stays
-    /// over its limit with nothing more to take, sets the cgroup's memory.high to the limit plus
-    /// --host-enforce-overhead. Where the host has no cgroup v2 memory controller, ballast says
+    /// `ballast-<pid>` below its current cgroup under /sys/fs/cgroup), and once resident guest
+    /// RAM has stayed above the limit for --over-limit-after seconds, sets the cgroup's
+    /// memory.high to the limit plus --host-enforce-overhead. Where the host has no cgroup v2 memory controller, ballast says
     /// so (log, `ballast status`) and runs without.
     #[arg(
         long,
@@ -257,6 +261,10 @@ impl RunArgs {
             // 10 ms to an hour; anything else is a typo.
             sample_interval: std::time::Duration::from_secs_f64(
                 self.sample_interval.clamp(0.01, 3600.0),
+            ),
+            // Up to a day; NaN and negatives are no time at all.
+            over_limit_after: std::time::Duration::from_secs_f64(
+                self.over_limit_after.clamp(0.0, 86_400.0),
             ),
             host_enforce: HostEnforceConfig {
                 target: self

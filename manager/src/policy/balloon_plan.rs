@@ -75,6 +75,8 @@ pub(super) struct BalloonMove {
 pub(super) enum BalloonPlan {
     Inflating,
     Stuck,
+    /// Not asked: the guest does not honour it.
+    Violated,
     Full(OverLimitCause, String),
 }
 

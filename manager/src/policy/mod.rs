@@ -3,10 +3,18 @@
 //! an [`Observation`], calls [`Policy::decide`], carries out the [`Action`]s (agent requests,
 //! balloon targets) and reports each [`Outcome`] through [`Policy::record`].
 //!
+//! The host's measurement wins every argument with the guest: resident is what the host holds
+//! (balloon pages included), what the agent's steps obtained is the fall in residency measured
+//! after them (the agent's own figure is shown beside it), a guest that keeps using pages it
+//! gave the balloon is found out (`balloon_violated`), and resident above L for
+//! [`PolicyConfig::sustained_epochs`] epochs is `over_limit` and engages the host backstop,
+//! whatever reclaim is doing or the agent says.
+//!
 //! With limit L and threshold T = L − L/8, a reclaim *episode* starts when resident > L and
 //! lasts until resident ≤ T: the patch's hysteresis. A round of the episode comes at every
-//! `decide` once the balloon has settled (reached its last target, or counts as stuck), and asks,
-//! in this order:
+//! `decide` once the balloon has settled (reached its last target, or counts as stuck) and no
+//! agent request is under way (the driver runs them beside the sampler), and asks, in this
+//! order:
 //! 1. the guest agent to drop file cache, while the cache is above L/2 and its last request was
 //!    not fruitless (it freed at least 10 % of what it was asked);
 //! 2. the agent to deactivate anon memory, only with swap and anon above L/64, for whatever the
@@ -37,6 +45,7 @@
 //! | `anon_step.rs` | step 2: the agent deactivates anon memory, only with swap |
 //! | `balloon_plan.rs` | step 3: the balloon's cap, its next target, and whether it moves |
 //! | `deflate.rs` | giving balloon pages back: a raised or cleared limit, a starved guest |
+//! | `verdict.rs` | what overrules the rounds: a violated balloon, resident over L for too long |
 //! | `record.rs` | what the driver reports back, and the counters |
 //! | `sim.rs` | a simulated guest: pools of pages, a balloon driver, an agent (tests only) |
 //! | `tests/` | unit tests, and the policy against the simulated guest |
@@ -48,6 +57,7 @@ mod episode;
 mod file_step;
 mod record;
 mod types;
+mod verdict;
 
 #[cfg(test)]
 mod sim;
@@ -66,6 +76,7 @@ use balloon_plan::{BalloonMove, BalloonWatch};
 use deflate::{Ceiling, DeflateBudget};
 use episode::Episode;
 use record::Pending;
+use verdict::ViolationWatch;
 
 /// Agent requests are sized in whole batches of this many pages: the patch's
 /// `DEACTIVATE_COUNT`.
@@ -87,6 +98,15 @@ pub const NO_PROGRESS_ROUNDS: u32 = 2;
 /// guest has been calm (PSI below half the starvation threshold, or unknown) for this many
 /// rounds: without it the policy would inflate into starvation and deflate out of it forever.
 pub const STARVATION_CALM_ROUNDS: u32 = 30;
+
+/// Settled agent rounds in a row whose measured fall in residency was under a tenth of what the
+/// agent claimed, after which the agent's steps are done for the episode.
+pub const AGENT_UNPRODUCTIVE_ROUNDS: u32 = 2;
+
+/// Epochs in a row with balloon pages found resident after which the balloon counts as not
+/// honoured; as many clean epochs in a row as [`VIOLATION_CLEAN_EPOCHS`] forgive it.
+pub const VIOLATION_EPOCHS: u32 = 3;
+pub const VIOLATION_CLEAN_EPOCHS: u32 = 30;
 
 /// Rounds an agent step rests after the agent failed it, before it is tried again.
 pub const AGENT_RETRY_ROUNDS: u32 = 10;
@@ -114,6 +134,7 @@ pub struct Policy {
     watch: BalloonWatch,
     balloon_move: Option<BalloonMove>,
     pending: Vec<Pending>,
+    violation: ViolationWatch,
     last_state: ManagerState,
     counters: PolicyCounters,
 }
@@ -129,6 +150,7 @@ impl Policy {
             watch: BalloonWatch::default(),
             balloon_move: None,
             pending: Vec::new(),
+            violation: ViolationWatch::default(),
             last_state: ManagerState::WithinLimit,
             counters: PolicyCounters::default(),
         }
@@ -144,6 +166,8 @@ impl Policy {
             return;
         }
         self.limit = limit_pages;
+        self.counters.over_limit_epochs = 0;
+        self.counters.max_overshoot_pages = 0;
         if self.episode.take().is_some() {
             info!("over-limit: episode ends, the limit changed");
         }
@@ -173,22 +197,35 @@ impl Policy {
         &self.counters
     }
 
-    /// Called once per epoch (and again right after the driver executed the previous
-    /// decision's actions, if it likes: a balloon on its way to a target is waited for, not
-    /// pushed again).
+    /// Whether an agent request of an earlier decision still waits for its outcome.
+    pub fn agent_in_flight(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p, Pending::Agent { .. }))
+    }
+
+    /// Called once per epoch (and again whenever the driver likes, e.g. when an agent request
+    /// answered: a balloon on its way to a target is waited for, not pushed again).
     pub fn decide(&mut self, obs: &Observation) -> Decision {
-        if !self.pending.is_empty() {
-            debug!("over-limit: {} actions got no outcome", self.pending.len());
-            self.pending.clear();
+        // Agent requests answer in their own time; a balloon target is recorded at once.
+        let before = self.pending.len();
+        self.pending.retain(|p| matches!(p, Pending::Agent { .. }));
+        if self.pending.len() != before {
+            debug!(
+                "over-limit: {} actions got no outcome",
+                before - self.pending.len()
+            );
         }
         self.watch_balloon(obs);
         self.settle_balloon_move(obs);
+        self.watch_violations(obs);
+        let engage_backstop = self.count_over_limit(obs);
         let starved = self.starved(obs);
         self.update_ceiling(obs, starved);
         let ended = self.track_episode(obs);
 
         let mut actions = Vec::new();
-        let state = if starved {
+        let mut state = if starved {
             self.starvation_round(obs, &mut actions)
         } else {
             match self.limit {
@@ -208,6 +245,10 @@ impl Policy {
                 }
             }
         };
+        if engage_backstop && matches!(state, ManagerState::WithinLimit | ManagerState::Reclaiming)
+        {
+            state = self.sustained_state(obs);
+        }
 
         if discriminant(&state) != discriminant(&self.last_state) {
             match &state {
@@ -221,6 +262,10 @@ impl Policy {
             }
         }
         self.last_state = state.clone();
-        Decision { actions, state }
+        Decision {
+            actions,
+            state,
+            engage_backstop,
+        }
     }
 }

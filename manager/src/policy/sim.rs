@@ -1,13 +1,17 @@
 //! A simulated guest for the policy's tests: pools of guest pages, which of them are resident on
 //! the host, a balloon driver, an agent, optional swap and free page reporting.
 //!
+//! Hostile guests too: an agent that claims whatever it is asked and frees nothing, a cache it
+//! reports growing without end, a guest that keeps using pages it gave the balloon (the
+//! harness in `tests/` adds slow and silent agents).
+//!
 //! Every guest page is in exactly one pool (`check` verifies it). Resident on the host are the
 //! kernel, file cache, anon pages and the free pages the guest has touched; free pages never
 //! touched (or released by the host) and balloon pages are not. Like the real guest (the
 //! design's measured warning), the balloon takes untouched free pages first, so inflating does
 //! not lower resident by as much as it inflates.
 
-use super::{Action, GuestView, Observation, Outcome};
+use super::{Action, GuestView, Observation, Outcome, Step};
 
 pub const MIB: u64 = 256;
 
@@ -32,6 +36,13 @@ pub struct SimSpec {
     pub free_page_reporting: bool,
     /// The tracker reports the working set (the hot anon pages).
     pub working_set_known: bool,
+    /// The agent claims it freed or deactivated all it was asked, and does nothing.
+    pub agent_lies: bool,
+    /// The agent reports this much more file cache at every epoch than the last (a lie).
+    pub cache_growth_mib: u64,
+    /// The guest keeps using the pages it gives the balloon: they stay resident (the host
+    /// finds them there every epoch, however often it releases them).
+    pub balloon_violated: bool,
 }
 
 impl Default for SimSpec {
@@ -50,6 +61,9 @@ impl Default for SimSpec {
             balloon_rate_mib: 64,
             free_page_reporting: false,
             working_set_known: true,
+            agent_lies: false,
+            cache_growth_mib: 0,
+            balloon_violated: false,
         }
     }
 }
@@ -77,6 +91,11 @@ pub struct SimGuest {
     pub free_page_reporting: bool,
     pub working_set_known: bool,
     pub psi_full_avg10: f64,
+    pub agent_lies: bool,
+    pub cache_growth: u64,
+    /// File cache the agent reports beyond what there is.
+    pub cache_lie: u64,
+    pub balloon_violated: bool,
 }
 
 impl SimGuest {
@@ -107,6 +126,10 @@ impl SimGuest {
             free_page_reporting: spec.free_page_reporting,
             working_set_known: spec.working_set_known,
             psi_full_avg10: 0.0,
+            agent_lies: spec.agent_lies,
+            cache_growth: spec.cache_growth_mib * MIB,
+            cache_lie: 0,
+            balloon_violated: spec.balloon_violated,
         };
         guest.check();
         guest
@@ -127,18 +150,28 @@ impl SimGuest {
     }
 
     pub fn resident(&self) -> u64 {
-        self.kernel + self.file + self.anon_hot + self.anon_cold + self.free_touched
+        let violated = if self.balloon_violated {
+            self.balloon
+        } else {
+            0
+        };
+        self.kernel + self.file + self.anon_hot + self.anon_cold + self.free_touched + violated
     }
 
     pub fn observe(&self) -> Observation {
         Observation {
             guest_ram_pages: self.ram,
             resident_pages: self.resident(),
+            balloon_violation_pages: if self.balloon_violated {
+                self.balloon
+            } else {
+                0
+            },
             balloon_target_pages: self.balloon_target,
             balloon_actual_pages: self.balloon,
             working_set_pages: self.working_set_known.then_some(self.anon_hot),
             guest: self.agent.then(|| GuestView {
-                file_pages: self.file,
+                file_pages: self.file.saturating_add(self.cache_lie),
                 anon_pages: self.anon_hot + self.anon_cold,
                 free_pages: self.free_touched + self.free_untouched,
                 swap_total_pages: self.swap_total,
@@ -152,9 +185,18 @@ impl SimGuest {
         let outcome = match *action {
             Action::DeactivateFile { .. } | Action::DeactivateAnon { .. } if !self.agent => {
                 Outcome::AgentFailed {
+                    step: Step::of(action).unwrap_or(Step::File),
                     reason: "no guest agent".into(),
                 }
             }
+            Action::DeactivateFile { pages } if self.agent_lies => Outcome::FileDeactivated {
+                asked: pages,
+                freed: pages,
+            },
+            Action::DeactivateAnon { pages, .. } if self.agent_lies => Outcome::AnonDeactivated {
+                asked: pages,
+                deactivated: pages,
+            },
             Action::DeactivateFile { pages } => {
                 // The agent drops clean cache: free in the guest, still resident on the host.
                 let freed = pages.min(self.file - self.file_pinned);
@@ -201,6 +243,7 @@ impl SimGuest {
 
     /// One epoch of guest time: the balloon driver moves, free page reporting runs.
     pub fn tick(&mut self) {
+        self.cache_lie = self.cache_lie.saturating_add(self.cache_growth);
         if self.balloon_responds {
             if self.balloon < self.balloon_target {
                 let want = (self.balloon_target - self.balloon).min(self.balloon_rate);

@@ -14,6 +14,9 @@ pub struct PolicyConfig {
     pub deflate_step_pages: u64,
     /// Memory PSI `full` avg10 (%) at which the guest counts as starved.
     pub psi_full_starved_avg10: f64,
+    /// Consecutive epochs with resident above the limit after which the guest is over it,
+    /// whatever reclaim is doing, and the host backstop (`--host-enforce`) engages.
+    pub sustained_epochs: u32,
 }
 
 impl Default for PolicyConfig {
@@ -22,6 +25,7 @@ impl Default for PolicyConfig {
             reserve_pages: 16 * PAGES_PER_MIB,
             deflate_step_pages: 64 * PAGES_PER_MIB,
             psi_full_starved_avg10: 10.0,
+            sustained_epochs: 5,
         }
     }
 }
@@ -30,8 +34,11 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
     pub guest_ram_pages: u64,
-    /// Guest RAM resident on the host, balloon pages excluded.
+    /// Guest RAM resident on the host, as the host measures it (balloon pages included).
     pub resident_pages: u64,
+    /// Balloon pages found resident this epoch and confirmed under the device's lock: the
+    /// guest touched pages it gave the balloon.
+    pub balloon_violation_pages: u64,
     pub balloon_target_pages: u64,
     pub balloon_actual_pages: u64,
     /// `None` until the tracker has enough epochs.
@@ -85,13 +92,23 @@ pub enum OverLimitCause {
     BalloonStuck,
     /// The guest is starved (memory PSI `full`), or was recently: the balloon deflates or is held.
     Starved,
+    /// The guest keeps using pages it gave the balloon: the balloon is not honoured.
+    BalloonViolated,
+    /// The agent's requests did not lower host residency by what it claimed they freed.
+    AgentUnverified,
+    /// Resident has stayed above the limit for the configured number of epochs while reclaim
+    /// went on: the host backstop engages.
+    Sustained,
 }
 
 impl OverLimitCause {
-    pub const ALL: [OverLimitCause; 3] = [
+    pub const ALL: [OverLimitCause; 6] = [
         OverLimitCause::BalloonAtCap,
         OverLimitCause::BalloonStuck,
         OverLimitCause::Starved,
+        OverLimitCause::BalloonViolated,
+        OverLimitCause::AgentUnverified,
+        OverLimitCause::Sustained,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +116,9 @@ impl OverLimitCause {
             OverLimitCause::BalloonAtCap => "balloon_at_cap",
             OverLimitCause::BalloonStuck => "balloon_stuck",
             OverLimitCause::Starved => "starved",
+            OverLimitCause::BalloonViolated => "balloon_violated",
+            OverLimitCause::AgentUnverified => "agent_unverified",
+            OverLimitCause::Sustained => "sustained",
         }
     }
 }
@@ -107,6 +127,9 @@ impl OverLimitCause {
 pub struct Decision {
     pub actions: Vec<Action>,
     pub state: ManagerState,
+    /// Resident has been above the limit for [`PolicyConfig::sustained_epochs`] epochs: the host
+    /// backstop should hold the guest now.
+    pub engage_backstop: bool,
 }
 
 /// What an action obtained, reported back by the driver after executing it.
@@ -120,9 +143,10 @@ pub enum Outcome {
         asked: u64,
         deactivated: u64,
     },
-    /// The agent did not carry out the request; it is charged to the oldest agent action of the
-    /// last decision that has no outcome yet.
+    /// The agent did not carry out a request of `step`; it is charged to the oldest request of
+    /// that step still waiting for its outcome.
     AgentFailed {
+        step: Step,
         reason: String,
     },
     BalloonSet {
@@ -174,9 +198,13 @@ pub struct StepCounters {
     /// Actions of this step carried out (failed ones included).
     pub taken: u64,
     pub asked_pages: u64,
-    /// Pages freed (file), deactivated (anon), or by which the balloon actually grew (inflate)
-    /// or shrank (deflate) by the time it settled.
+    /// For the agent's steps (file, anon): the fall in host residency measured over the rounds
+    /// that asked, attributed to the step up to what the agent claimed. For the balloon: pages
+    /// by which it actually grew (inflate) or shrank (deflate) by the time it settled.
     pub obtained_pages: u64,
+    /// For the agent's steps: what the agent said it freed or deactivated, shown beside what
+    /// was measured and never trusted over it.
+    pub claimed_pages: u64,
     /// Agent requests that failed.
     pub failed: u64,
     /// Time spent, as the driver charges it ([`Policy::add_time`]): the agent's requests, and
@@ -192,6 +220,15 @@ pub struct PolicyCounters {
     pub deflate: StepCounters,
     /// Reclaim episodes started (resident went over the limit).
     pub episodes: u64,
+    /// Balloon pages found resident (touched by the guest after it gave them away) and
+    /// released again, summed over epochs.
+    pub balloon_violation_pages: u64,
+    /// Epochs in which such pages were found.
+    pub balloon_violation_epochs: u64,
+    /// Epochs in a row, up to now, with resident above the limit.
+    pub over_limit_epochs: u64,
+    /// The most resident was above the limit at one epoch since the limit was last set.
+    pub max_overshoot_pages: u64,
 }
 
 impl PolicyCounters {

@@ -266,6 +266,19 @@ pub struct MemoryInfo {
     pub state: MemoryState,
     /// Why the state is what it is, when it is not `within_limit`.
     pub state_reason: Option<String>,
+    /// The memory manager's short name for why, while `over_limit` or `guest_unresponsive`:
+    /// `balloon_at_cap`, `balloon_stuck`, `starved`, `balloon_violated`, `agent_unverified`,
+    /// `sustained`, `guest_unresponsive`.
+    #[serde(default)]
+    pub state_cause: Option<String>,
+    /// The most resident guest RAM was above the limit at one epoch since the limit was last
+    /// set (`null` without a limit).
+    #[serde(default)]
+    pub max_overshoot_bytes: Option<u64>,
+    /// Balloon pages found resident at the last epoch: the guest touched pages it gave the
+    /// balloon (they are released again).
+    #[serde(default)]
+    pub balloon_violation_bytes: u64,
     /// The guest agent link: `null` when the VM has no vsock device.
     pub agent: Option<AgentInfo>,
     /// `--host-enforce`: ballast's cgroup v2 and its memory.high (state `off` without it).

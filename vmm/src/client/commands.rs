@@ -324,6 +324,9 @@ mod tests {
             guest: None,
             state: MemoryState::OverLimit,
             state_reason: Some("why".into()),
+            state_cause: None,
+            max_overshoot_bytes: None,
+            balloon_violation_bytes: 0,
             agent: None,
             host_enforce: HostEnforceStatus::off(),
         };

@@ -101,7 +101,7 @@ fn cap_never_underflows() {
 }
 
 #[test]
-fn agent_failure_is_charged_to_the_oldest_waiting_request() {
+fn agent_outcomes_are_charged_to_their_step_and_the_balloon_waits_for_them() {
     let mut policy = Policy::new(PolicyConfig::default());
     policy.set_limit(Some(10_000));
     let guest = GuestView {
@@ -117,7 +117,8 @@ fn agent_failure_is_charged_to_the_oldest_waiting_request() {
         ..Default::default()
     };
     let d = policy.decide(&o);
-    // need = 20 000 − 8750: the file request covers 8000, anon the rest.
+    // need = 20 000 − 8750: the file request covers 8000, anon the rest; the balloon waits for
+    // their answers.
     assert_eq!(
         d.actions,
         vec![
@@ -126,18 +127,27 @@ fn agent_failure_is_charged_to_the_oldest_waiting_request() {
                 pages: 3000,
                 urgent: false
             },
-            Action::SetBalloon {
-                target_pages: 11_250
-            },
         ]
     );
-    policy.record(&Outcome::AgentFailed {
-        reason: "timed out".into(),
-    });
+    assert!(policy.agent_in_flight());
+    // Nothing new while they run, however often the driver decides.
+    assert!(policy.decide(&o).actions.is_empty());
     policy.record(&Outcome::AnonDeactivated {
         asked: 3000,
         deactivated: 3000,
     });
+    policy.record(&Outcome::AgentFailed {
+        step: Step::File,
+        reason: "timed out".into(),
+    });
+    assert!(!policy.agent_in_flight());
+    let d = policy.decide(&o);
+    assert_eq!(
+        d.actions,
+        vec![Action::SetBalloon {
+            target_pages: 11_250
+        }]
+    );
     policy.record(&Outcome::BalloonSet {
         target_pages: 11_250,
     });
@@ -146,8 +156,9 @@ fn agent_failure_is_charged_to_the_oldest_waiting_request() {
         (c.file.taken, c.file.failed, c.file.asked_pages),
         (1, 1, 8000)
     );
-    assert_eq!((c.anon.taken, c.anon.obtained_pages), (1, 3000));
+    assert_eq!((c.anon.taken, c.anon.claimed_pages), (1, 3000));
     assert_eq!((c.inflate.taken, c.inflate.asked_pages), (1, 11_250));
+    // The balloon took its pages, but resident did not fall: the anon claim obtained nothing.
     // The failed file step rests; anon carries on.
     let o = Observation {
         balloon_target_pages: 11_250,
@@ -155,23 +166,21 @@ fn agent_failure_is_charged_to_the_oldest_waiting_request() {
         ..o
     };
     let d = policy.decide(&o);
-    assert!(!d
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::DeactivateFile { .. })));
-    assert!(d
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::DeactivateAnon { .. })));
-    assert_eq!(policy.counters().inflate.obtained_pages, 11_250);
-    // A failure goes to the request still waiting (anon); one with nothing waiting is only
-    // logged.
-    policy.record(&Outcome::AgentFailed {
-        reason: "late".into(),
-    });
-    policy.record(&Outcome::AgentFailed {
-        reason: "later".into(),
-    });
+    assert!(
+        matches!(d.actions[..], [Action::DeactivateAnon { pages: 8000, .. }]),
+        "{d:?}"
+    );
+    let c = policy.counters();
+    assert_eq!((c.anon.claimed_pages, c.anon.obtained_pages), (3000, 0));
+    assert_eq!(c.inflate.obtained_pages, 11_250);
+    // A failure goes to the request of its step still waiting; one with nothing waiting is
+    // only logged.
+    for reason in ["late", "later"] {
+        policy.record(&Outcome::AgentFailed {
+            step: Step::Anon,
+            reason: reason.into(),
+        });
+    }
     assert_eq!(policy.counters().anon.failed, 1);
     assert_eq!(policy.counters().file.failed, 1);
 }
@@ -209,11 +218,13 @@ fn extreme_observations_do_not_panic() {
             reserve_pages: u64::MAX,
             deflate_step_pages: u64::MAX,
             psi_full_starved_avg10: f64::NAN,
+            sustained_epochs: 0,
         },
         PolicyConfig {
             reserve_pages: 0,
             deflate_step_pages: 0,
             psi_full_starved_avg10: 0.0,
+            sustained_epochs: u32::MAX,
         },
     ];
     let mut rounds = 0u64;
@@ -228,6 +239,7 @@ fn extreme_observations_do_not_panic() {
                         let o = Observation {
                             guest_ram_pages: a,
                             resident_pages: b,
+                            balloon_violation_pages: c,
                             balloon_target_pages: c,
                             balloon_actual_pages: values[(rounds % 7) as usize],
                             working_set_pages: (!rounds.is_multiple_of(3)).then_some(c),

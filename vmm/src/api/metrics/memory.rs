@@ -75,6 +75,32 @@ pub fn manager(out: &mut String, view: &ManagerView) {
         causes.sample(&[("cause", name)], flag(current == Some(name)));
     }
 
+    gauge(
+        out,
+        "ballast_memory_over_limit_epochs",
+        "Epochs in a row, up to the last, with resident guest RAM above the limit.",
+        view.counters.over_limit_epochs,
+    );
+    gauge(
+        out,
+        "ballast_memory_max_overshoot_bytes",
+        "The most resident guest RAM was above the limit at one epoch since the limit was last \
+         set.",
+        view.counters.max_overshoot_pages.saturating_mul(PAGE_SIZE),
+    );
+    counter(
+        out,
+        "ballast_balloon_resident_violations_total",
+        "Balloon pages the host found resident again (touched by the guest after it gave them \
+         to the balloon) and released again, summed over epochs.",
+        view.counters.balloon_violation_pages,
+    );
+    counter(
+        out,
+        "ballast_balloon_violation_epochs_total",
+        "Epochs in which balloon pages were found resident again.",
+        view.counters.balloon_violation_epochs,
+    );
     counter(
         out,
         "ballast_memory_reclaim_episodes_total",
@@ -121,9 +147,17 @@ fn steps(out: &mut String, view: &ManagerView) {
     per_step(
         out,
         "ballast_memory_reclaim_obtained_bytes_total",
-        "Guest memory each step obtained: freed (file), deactivated (anon), or by which the \
-         balloon grew (inflate) or shrank (deflate).",
+        "Guest memory each step obtained, as the host measured it: the fall in resident guest \
+         RAM over the agent's rounds, up to what it claimed (file, anon); what the balloon grew \
+         (inflate) or shrank (deflate) by.",
         &|c| bytes(c.obtained_pages),
+    );
+    per_step(
+        out,
+        "ballast_memory_reclaim_claimed_bytes_total",
+        "Guest memory the guest agent said each of its steps freed (file) or deactivated \
+         (anon), shown beside what was measured; 0 for the balloon's steps.",
+        &|c| bytes(c.claimed_pages),
     );
     per_step(
         out,

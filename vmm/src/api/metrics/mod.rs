@@ -205,6 +205,7 @@ mod tests {
             taken: 3,
             asked_pages: 3000,
             obtained_pages: 2500,
+            claimed_pages: 3000,
             failed: 1,
             time: Duration::from_millis(1250),
         };
@@ -212,10 +213,13 @@ mod tests {
             taken: 2,
             asked_pages: 256,
             obtained_pages: 128,
+            claimed_pages: 0,
             failed: 0,
             time: Duration::from_secs(4),
         };
         view.counters.episodes = 1;
+        view.counters.balloon_violation_pages = 300;
+        view.counters.max_overshoot_pages = 44 * 256;
         view.epochs = 42;
         view.sample_cost = Duration::from_micros(500);
         view.host_enforce = HostEnforceStatus {
@@ -251,6 +255,9 @@ mod tests {
                 agent: None,
                 state: MemoryState::OverLimit,
                 state_reason: None,
+                state_cause: Some("balloon_at_cap".into()),
+                max_overshoot_bytes: Some(44 * MIB),
+                balloon_violation_bytes: 0,
                 host_enforce: view.host_enforce.clone(),
             },
             balloon_target_pages: 256,
@@ -318,6 +325,9 @@ mod tests {
             ("balloon_at_cap", 1.0),
             ("balloon_stuck", 0.0),
             ("starved", 0.0),
+            ("balloon_violated", 0.0),
+            ("agent_unverified", 0.0),
+            ("sustained", 0.0),
             ("guest_unresponsive", 0.0),
         ] {
             assert_eq!(
@@ -338,7 +348,16 @@ mod tests {
             v("ballast_memory_reclaim_obtained_bytes_total", &file),
             2500.0 * 4096.0
         );
+        assert_eq!(
+            v("ballast_memory_reclaim_claimed_bytes_total", &file),
+            3000.0 * 4096.0
+        );
         assert_eq!(v("ballast_memory_reclaim_failures_total", &file), 1.0);
+        assert_eq!(
+            v("ballast_memory_max_overshoot_bytes", &[]),
+            (44 * MIB) as f64
+        );
+        assert_eq!(v("ballast_balloon_resident_violations_total", &[]), 300.0);
         assert_eq!(v("ballast_memory_reclaim_seconds_total", &file), 1.25);
         let inflate = [("step", "inflate")];
         assert_eq!(
