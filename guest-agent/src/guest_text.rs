@@ -93,7 +93,10 @@ mod tests {
         assert!(long.ends_with('…'));
         // An escape is never cut in half.
         let escapes = clean(&"\x1b".repeat(100));
-        assert!(escapes.trim_end_matches('…').len() % 4 == 0, "{escapes}");
+        assert!(
+            escapes.trim_end_matches('…').len().is_multiple_of(4),
+            "{escapes}"
+        );
         assert_eq!(
             clean_bytes(b"bad \xff\xfe utf-8\n"),
             "bad \u{fffd}\u{fffd} utf-8\\n"
