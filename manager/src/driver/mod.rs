@@ -294,16 +294,24 @@ impl Driver {
         }
         let pages = |kib: Option<u64>| pages::from_kib(kib.unwrap_or(0));
         let m = &stats.meminfo;
+        let v = &stats.vmstat;
+        let psi = stats.psi.as_ref();
         Some(GuestView {
             file_pages: pages(m.file_kib()),
-            anon_pages: pages(m.anon_kib()),
+            // Shmem and tmpfs sit on the anon lists but only swap can move them: not the anon
+            // step's to take.
+            anon_pages: pages(m.anon_kib()).saturating_sub(pages(m.shmem_kib)),
             free_pages: pages(m.mem_free_kib),
             swap_total_pages: pages(m.swap_total_kib),
-            psi_full_avg10: stats
-                .psi
-                .as_ref()
-                .and_then(|p| p.full.as_ref())
-                .map_or(0.0, |f| f.avg10),
+            swap_used_pages: pages(m.swap_used_kib()),
+            psi_full_avg10: psi.and_then(|p| p.full.as_ref()).map_or(0.0, |f| f.avg10),
+            psi_some_avg10: psi.map_or(0.0, |p| p.some.avg10),
+            active_file_pages: pages(m.active_file_kib),
+            active_anon_pages: pages(m.active_anon_kib),
+            refaults: v
+                .workingset_refault_file
+                .unwrap_or(0)
+                .saturating_add(v.workingset_refault_anon.unwrap_or(0)),
         })
     }
 

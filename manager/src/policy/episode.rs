@@ -368,7 +368,11 @@ impl Policy {
         // The agent's unmet claims are named before the balloon's state, which they explain:
         // a guest that kept what its agent said it freed has nothing for the balloon either.
         let cause = match cause {
-            OverLimitCause::BalloonAtCap | OverLimitCause::BalloonStuck if agent_unverified => {
+            OverLimitCause::BalloonAtCap
+            | OverLimitCause::BalloonStuck
+            | OverLimitCause::WorkingSet
+                if agent_unverified =>
+            {
                 OverLimitCause::AgentUnverified
             }
             cause => cause,

@@ -32,8 +32,11 @@
 //! with a reason a user can read, or [`ManagerState::GuestUnresponsive`] when neither the agent
 //! nor the balloon answers.
 //!
-//! The balloon deflates in steps when the limit is raised or cleared, and when the guest is
-//! starved (memory PSI `full`). Every number from the guest is untrusted: all arithmetic
+//! The balloon deflates in steps when the limit is raised or cleared, and gives steps back
+//! when the guest shows it needs them: starved (memory PSI `full`), short of its working set
+//! with pages in the balloon (refaults, PSI `some`: then `over_limit`, cause `working_set`, if
+//! resident is still over L — a limit below what the guest uses is reported, not enforced by
+//! thrashing it), or deflating on OOM. Every number from the guest is untrusted: all arithmetic
 //! saturates, so hostile statistics can make bad decisions but never a panic.
 //!
 //! | file | job |
@@ -44,7 +47,7 @@
 //! | `file_step.rs` | step 1: the agent drops file cache; request sizing |
 //! | `anon_step.rs` | step 2: the agent deactivates anon memory, only with swap |
 //! | `balloon_plan.rs` | step 3: the balloon's cap, its next target, and whether it moves |
-//! | `deflate.rs` | giving balloon pages back: a raised or cleared limit, a starved guest |
+//! | `deflate.rs` | giving balloon pages back: a raised or cleared limit, a guest under pressure |
 //! | `verdict.rs` | what overrules the rounds: a violated balloon, resident over L for too long |
 //! | `record.rs` | what the driver reports back, and the counters |
 //! | `sim.rs` | a simulated guest: pools of pages, a balloon driver, an agent (tests only) |
@@ -73,7 +76,7 @@ use crate::pages;
 pub use types::*;
 
 use balloon_plan::{BalloonMove, BalloonWatch};
-use deflate::{Ceiling, DeflateBudget};
+use deflate::{Ceiling, DeflateBudget, PressureWatch};
 use episode::Episode;
 use record::Pending;
 use verdict::ViolationWatch;
@@ -94,10 +97,16 @@ pub const BALLOON_STALL_ROUNDS: u32 = 10;
 /// not help either.
 pub const NO_PROGRESS_ROUNDS: u32 = 2;
 
-/// After a starvation deflate the balloon may not grow above where it was deflated to, until the
-/// guest has been calm (PSI below half the starvation threshold, or unknown) for this many
-/// rounds: without it the policy would inflate into starvation and deflate out of it forever.
-pub const STARVATION_CALM_ROUNDS: u32 = 30;
+/// After a pressure step the balloon may not grow above where it was deflated to, until the
+/// guest has been calm (PSI and refaults under half their thresholds) for this many rounds,
+/// doubled each time the pressure comes back under the ceiling, up to the most: without it the
+/// policy would inflate into pressure and deflate out of it forever.
+pub const CALM_ROUNDS_FIRST: u32 = 5;
+pub const CALM_ROUNDS_MAX: u32 = 80;
+
+/// Rounds between two pressure steps: PSI's avg10 lags by seconds, and a step every round would
+/// give back far more than the guest needed.
+pub const PRESSURE_STEP_ROUNDS: u32 = 4;
 
 /// Settled agent rounds in a row whose measured fall in residency was under a tenth of what the
 /// agent claimed, after which the agent's steps are done for the episode.
@@ -131,10 +140,15 @@ pub struct Policy {
     episode: Option<Episode>,
     deflate: Option<DeflateBudget>,
     ceiling: Option<Ceiling>,
+    pressure: PressureWatch,
     watch: BalloonWatch,
     balloon_move: Option<BalloonMove>,
     pending: Vec<Pending>,
     violation: ViolationWatch,
+    /// Resident at the last decision.
+    last_resident: u64,
+    /// Resident fall per page ballooned by the last inflate that settled.
+    inflate_yield: Option<f64>,
     last_state: ManagerState,
     counters: PolicyCounters,
 }
@@ -147,10 +161,13 @@ impl Policy {
             episode: None,
             deflate: None,
             ceiling: None,
+            pressure: PressureWatch::default(),
             watch: BalloonWatch::default(),
             balloon_move: None,
             pending: Vec::new(),
             violation: ViolationWatch::default(),
+            last_resident: 0,
+            inflate_yield: None,
             last_state: ManagerState::WithinLimit,
             counters: PolicyCounters::default(),
         }
@@ -216,17 +233,19 @@ impl Policy {
                 before - self.pending.len()
             );
         }
+        self.last_resident = obs.resident_pages;
+        self.watch_pressure(obs);
         self.watch_balloon(obs);
         self.settle_balloon_move(obs);
         self.watch_violations(obs);
         let engage_backstop = self.count_over_limit(obs);
-        let starved = self.starved(obs);
-        self.update_ceiling(obs, starved);
+        let pressure = self.pressure(obs);
+        self.update_ceiling(obs, pressure.is_some());
         let ended = self.track_episode(obs);
 
         let mut actions = Vec::new();
-        let mut state = if starved {
-            self.starvation_round(obs, &mut actions)
+        let mut state = if let Some(pressure) = pressure {
+            self.pressure_round(pressure, obs, &mut actions)
         } else {
             match self.limit {
                 Some(limit) if self.episode.is_some() => {

@@ -148,6 +148,7 @@ impl Policy {
         self.balloon_move = Some(BalloonMove {
             step,
             from_actual,
+            from_resident: self.last_resident,
             target,
             asked,
         });

@@ -14,6 +14,12 @@ pub struct PolicyConfig {
     pub deflate_step_pages: u64,
     /// Memory PSI `full` avg10 (%) at which the guest counts as starved.
     pub psi_full_starved_avg10: f64,
+    /// Memory PSI `some` avg10 (%) at which a guest the balloon holds pages from counts as
+    /// short of its working set (with refaults, see [`PolicyConfig::refault_pages_per_epoch`]).
+    pub psi_some_pressed_avg10: f64,
+    /// Refaults (evicted pages read back) per epoch at which the guest counts as short of its
+    /// working set while the balloon holds pages; at least this, or 1/512 of guest RAM.
+    pub refault_pages_per_epoch: u64,
     /// Consecutive epochs with resident above the limit after which the guest is over it,
     /// whatever reclaim is doing, and the host backstop (`--host-enforce`) engages.
     pub sustained_epochs: u32,
@@ -25,6 +31,8 @@ impl Default for PolicyConfig {
             reserve_pages: 16 * PAGES_PER_MIB,
             deflate_step_pages: 64 * PAGES_PER_MIB,
             psi_full_starved_avg10: 10.0,
+            psi_some_pressed_avg10: 20.0,
+            refault_pages_per_epoch: 256,
             sustained_epochs: 5,
         }
     }
@@ -41,7 +49,8 @@ pub struct Observation {
     pub balloon_violation_pages: u64,
     pub balloon_target_pages: u64,
     pub balloon_actual_pages: u64,
-    /// `None` until the tracker has enough epochs.
+    /// Pages dirtied in the last epochs (KVM's dirty log: writes only); `None` until the
+    /// tracker has enough epochs.
     pub working_set_pages: Option<u64>,
     /// `None` when the agent has not answered (absent or unresponsive).
     pub guest: Option<GuestView>,
@@ -50,11 +59,41 @@ pub struct Observation {
 /// The guest's own account of its memory, from the agent.
 #[derive(Debug, Clone, Default)]
 pub struct GuestView {
+    /// Page cache on the file LRU lists.
     pub file_pages: u64,
+    /// Anon memory swap can take: the anon LRU lists less shmem and tmpfs.
     pub anon_pages: u64,
     pub free_pages: u64,
     pub swap_total_pages: u64,
+    pub swap_used_pages: u64,
     pub psi_full_avg10: f64,
+    pub psi_some_avg10: f64,
+    /// On the guest's active lists: what it used recently, reads included (the dirty log sees
+    /// writes only).
+    pub active_file_pages: u64,
+    pub active_anon_pages: u64,
+    /// Refaults since boot (file and anon): evicted pages the guest had to read back.
+    pub refaults: u64,
+}
+
+impl GuestView {
+    /// The guest's hot pages by its own account: its active lists.
+    pub fn hot_pages(&self) -> u64 {
+        self.active_file_pages
+            .saturating_add(self.active_anon_pages)
+    }
+}
+
+impl Observation {
+    /// The working set the policy keeps: the larger of the dirty log's (writes) and the
+    /// guest's active lists (reads too); `None` while neither is known.
+    pub fn working_set(&self) -> Option<u64> {
+        let guest = self.guest.as_ref().map(GuestView::hot_pages);
+        match (self.working_set_pages, guest) {
+            (Some(dirty), Some(hot)) => Some(dirty.max(hot)),
+            (one, other) => one.or(other),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +133,9 @@ pub enum OverLimitCause {
     Starved,
     /// The guest keeps using pages it gave the balloon: the balloon is not honoured.
     BalloonViolated,
+    /// The limit is below what the guest uses: inflating made it refault (or stall), so the
+    /// balloon gave a step back and holds.
+    WorkingSet,
     /// The agent's requests did not lower host residency by what it claimed they freed.
     AgentUnverified,
     /// Resident has stayed above the limit for the configured number of epochs while reclaim
@@ -102,11 +144,12 @@ pub enum OverLimitCause {
 }
 
 impl OverLimitCause {
-    pub const ALL: [OverLimitCause; 6] = [
+    pub const ALL: [OverLimitCause; 7] = [
         OverLimitCause::BalloonAtCap,
         OverLimitCause::BalloonStuck,
         OverLimitCause::Starved,
         OverLimitCause::BalloonViolated,
+        OverLimitCause::WorkingSet,
         OverLimitCause::AgentUnverified,
         OverLimitCause::Sustained,
     ];
@@ -117,6 +160,7 @@ impl OverLimitCause {
             OverLimitCause::BalloonStuck => "balloon_stuck",
             OverLimitCause::Starved => "starved",
             OverLimitCause::BalloonViolated => "balloon_violated",
+            OverLimitCause::WorkingSet => "working_set",
             OverLimitCause::AgentUnverified => "agent_unverified",
             OverLimitCause::Sustained => "sustained",
         }
@@ -229,6 +273,11 @@ pub struct PolicyCounters {
     pub over_limit_epochs: u64,
     /// The most resident was above the limit at one epoch since the limit was last set.
     pub max_overshoot_pages: u64,
+    /// Times the guest took balloon pages back on its own (deflate on OOM).
+    pub balloon_oom_deflates: u64,
+    /// Times the guest showed it was short of its working set (refaults, PSI) with pages in
+    /// the balloon, and got a step back.
+    pub working_set_backoffs: u64,
 }
 
 impl PolicyCounters {

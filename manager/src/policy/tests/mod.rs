@@ -5,6 +5,7 @@ mod deflate;
 mod hostile;
 mod reclaim;
 mod units;
+mod working_set;
 
 use super::balloon_plan::balloon_cap;
 use super::sim::{SimGuest, SimSpec, MIB};

@@ -63,6 +63,7 @@ fn cap_leaves_the_working_set_and_reserve() {
             131_072 - 12_288 - 4096,
             Keep::WorkingSet {
                 working_set: 12_288,
+                guest_hot: Some(0),
                 keep: 16_384
             }
         )
@@ -117,14 +118,14 @@ fn agent_outcomes_are_charged_to_their_step_and_the_balloon_waits_for_them() {
         ..Default::default()
     };
     let d = policy.decide(&o);
-    // need = 20 000 − 8750: the file request covers 8000, anon the rest; the balloon waits for
-    // their answers.
+    // need = 20 000 − 8750: the file request takes the cache to its floor (half the limit,
+    // 5000), anon what fits in swap; the balloon waits for their answers.
     assert_eq!(
         d.actions,
         vec![
-            Action::DeactivateFile { pages: 8000 },
+            Action::DeactivateFile { pages: 3000 },
             Action::DeactivateAnon {
-                pages: 3000,
+                pages: 1000,
                 urgent: false
             },
         ]
@@ -133,8 +134,8 @@ fn agent_outcomes_are_charged_to_their_step_and_the_balloon_waits_for_them() {
     // Nothing new while they run, however often the driver decides.
     assert!(policy.decide(&o).actions.is_empty());
     policy.record(&Outcome::AnonDeactivated {
-        asked: 3000,
-        deactivated: 3000,
+        asked: 1000,
+        deactivated: 1000,
     });
     policy.record(&Outcome::AgentFailed {
         step: Step::File,
@@ -154,9 +155,9 @@ fn agent_outcomes_are_charged_to_their_step_and_the_balloon_waits_for_them() {
     let c = policy.counters();
     assert_eq!(
         (c.file.taken, c.file.failed, c.file.asked_pages),
-        (1, 1, 8000)
+        (1, 1, 3000)
     );
-    assert_eq!((c.anon.taken, c.anon.claimed_pages), (1, 3000));
+    assert_eq!((c.anon.taken, c.anon.claimed_pages), (1, 1000));
     assert_eq!((c.inflate.taken, c.inflate.asked_pages), (1, 11_250));
     // The balloon took its pages, but resident did not fall: the anon claim obtained nothing.
     // The failed file step rests; anon carries on.
@@ -167,11 +168,11 @@ fn agent_outcomes_are_charged_to_their_step_and_the_balloon_waits_for_them() {
     };
     let d = policy.decide(&o);
     assert!(
-        matches!(d.actions[..], [Action::DeactivateAnon { pages: 8000, .. }]),
+        matches!(d.actions[..], [Action::DeactivateAnon { pages: 1000, .. }]),
         "{d:?}"
     );
     let c = policy.counters();
-    assert_eq!((c.anon.claimed_pages, c.anon.obtained_pages), (3000, 0));
+    assert_eq!((c.anon.claimed_pages, c.anon.obtained_pages), (1000, 0));
     assert_eq!(c.inflate.obtained_pages, 11_250);
     // A failure goes to the request of its step still waiting; one with nothing waiting is
     // only logged.
@@ -218,12 +219,16 @@ fn extreme_observations_do_not_panic() {
             reserve_pages: u64::MAX,
             deflate_step_pages: u64::MAX,
             psi_full_starved_avg10: f64::NAN,
+            psi_some_pressed_avg10: f64::NAN,
+            refault_pages_per_epoch: u64::MAX,
             sustained_epochs: 0,
         },
         PolicyConfig {
             reserve_pages: 0,
             deflate_step_pages: 0,
             psi_full_starved_avg10: 0.0,
+            psi_some_pressed_avg10: 0.0,
+            refault_pages_per_epoch: 0,
             sustained_epochs: u32::MAX,
         },
     ];
@@ -248,7 +253,12 @@ fn extreme_observations_do_not_panic() {
                                 anon_pages: c,
                                 free_pages: a,
                                 swap_total_pages: b,
+                                swap_used_pages: a,
                                 psi_full_avg10: psi,
+                                psi_some_avg10: psi,
+                                active_file_pages: c,
+                                active_anon_pages: a,
+                                refaults: values[(rounds % 5) as usize],
                             }),
                         };
                         let d = policy.decide(&o);
