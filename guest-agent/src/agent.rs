@@ -7,6 +7,7 @@ use std::time::Duration;
 use log::warn;
 
 use crate::cache::CacheCounter;
+use crate::limits;
 use crate::page_size;
 use crate::proc::{meminfo, psi, vmstat};
 use crate::protocol::{
@@ -130,6 +131,7 @@ impl Handler for Agent {
             Request::Stats => self.stats().map(Response::Stats),
             Request::DeactivateFile(params) => {
                 let mut reclaim = self.reclaim.lock().unwrap_or_else(|e| e.into_inner());
+                let _priority = limits::NormalPriority::enter();
                 let budget = self.budget(params.budget_ms);
                 Ok(Response::DeactivateFile(
                     reclaim.deactivate(&params, budget),
@@ -137,6 +139,7 @@ impl Handler for Agent {
             }
             Request::DeactivateAnon(params) => {
                 let _one_at_a_time = self.reclaim.lock().unwrap_or_else(|e| e.into_inner());
+                let _priority = limits::NormalPriority::enter();
                 let budget = self.budget(params.budget_ms);
                 anon::deactivate_anon(&params, &AnonOptions::default(), budget)
                     .map(Response::DeactivateAnon)

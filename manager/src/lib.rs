@@ -73,9 +73,17 @@ pub struct ManagerView {
     /// Balloon pages found resident at the last epoch (the guest touched pages it gave away)
     /// and released again; the totals are in `counters`.
     pub ballooned_resident_pages: u64,
-    /// Pages dirtied in the last epochs; `None` until KVM's dirty log (on only while a limit
-    /// is set) has a few epochs of history.
+    /// The working set the policy keeps: the larger of the two below; `None` while neither
+    /// is known.
     pub working_set_pages: Option<u64>,
+    /// Pages dirtied in the last epochs (KVM's dirty log: writes); `None` until the log (on
+    /// only while a limit is set) has a few epochs of history.
+    pub dirty_working_set_pages: Option<u64>,
+    /// The guest's active lists (reads too), while its agent answers.
+    pub guest_active_pages: Option<u64>,
+    /// Whether this host's kernel has idle page tracking (`/sys/kernel/mm/page_idle`); not a
+    /// source yet, shown so that a user knows.
+    pub host_idle_tracking: bool,
     /// `None` while dirty logging is off (no limit).
     pub dirty_rate_pages_per_s: Option<f64>,
     pub state: ManagerState,
@@ -85,6 +93,27 @@ pub struct ManagerView {
     pub sample_cost: Duration,
     /// `--host-enforce`, as of the last epoch.
     pub host_enforce: HostEnforceStatus,
+    /// Where the agent's `deactivate_file` answers say their pages came from.
+    pub file_passes: FilePassCounters,
+}
+
+/// The agent's file passes, summed over its answers (its own figures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilePassCounters {
+    pub big_pages: u64,
+    pub small_pages: u64,
+    pub fallback_pages: u64,
+    /// Requests in which the whole-guest fallback ran.
+    pub fallbacks: u64,
+}
+
+impl FilePassCounters {
+    pub fn add(&mut self, passes: &driver::ports::FilePasses) {
+        self.big_pages = self.big_pages.saturating_add(passes.big_pages);
+        self.small_pages = self.small_pages.saturating_add(passes.small_pages);
+        self.fallback_pages = self.fallback_pages.saturating_add(passes.fallback_pages);
+        self.fallbacks += u64::from(passes.fallback_ran);
+    }
 }
 
 impl ManagerView {
@@ -98,6 +127,7 @@ impl ManagerView {
             guest_pages,
             limit_pages,
             host_enforce,
+            host_idle_tracking: std::path::Path::new("/sys/kernel/mm/page_idle/bitmap").exists(),
             ..Default::default()
         }
     }

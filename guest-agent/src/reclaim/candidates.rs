@@ -391,7 +391,11 @@ pub fn gather(
     let mut search = Search {
         config,
         counter,
-        deadline: Deadline::after(config.budget),
+        // CPU time, not wall time: on a busy guest a walk at a low priority would otherwise
+        // spend its budget waiting for a CPU and find nothing (the agent's requests run at
+        // normal priority, but the guest may be busy at any priority). Wall time is bounded
+        // too, at four times the budget.
+        deadline: Deadline::cpu_after(config.budget, config.budget.saturating_mul(4)),
         known: HashMap::new(),
         files: Vec::new(),
         examined: 0,

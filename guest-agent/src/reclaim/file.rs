@@ -9,7 +9,8 @@
 //!    checked after every window, and the last one is cut to the pages still wanted, so the
 //!    request stops at its target (give or take one large folio: the kernel drops a folio
 //!    whole or not at all).
-//! 4. Still short: a whole-guest file-only reclaim, if the request allows it.
+//! 4. Still short after a complete search: a whole-guest file reclaim, if the request allows
+//!    it (`memory.reclaim`, in LRU order and never more than asked, before `drop_caches`).
 //!
 //! Pages mapped by a process are not dropped by `DONTNEED` (the kernel skips them); they are
 //! measured as not freed and the passes go on.
@@ -95,7 +96,10 @@ impl FileReclaim {
         let big_report = run_pass(&big, config.counter, &mut remaining, deadline);
         let small_report = run_pass(&small, config.counter, &mut remaining, deadline);
 
-        let fallback = (remaining > 0 && request.allow_fallback).then(|| {
+        // The whole-guest reclaim only when a complete search fell short: an incomplete one
+        // leaves files unlooked-at, which the next request looks at first.
+        let searched_all = candidates.report.complete;
+        let fallback = (remaining > 0 && request.allow_fallback && searched_all).then(|| {
             let swap = meminfo::read()
                 .ok()
                 .and_then(|m| m.swap_total_kib)

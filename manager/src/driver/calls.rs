@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use ballast_agent::AgentError;
 
-use super::ports::{AgentReply, AgentRequest};
+use super::ports::{AgentAnswer, AgentReply, AgentRequest};
 use super::Driver;
 use crate::policy::{Outcome, Step};
 
@@ -25,15 +25,15 @@ impl Call {
         }
     }
 
-    fn outcome(&self, result: Result<u64, AgentError>) -> Outcome {
+    fn outcome(&self, result: Result<AgentAnswer, AgentError>) -> Outcome {
         match (self.request, result) {
-            (AgentRequest::File { pages }, Ok(freed)) => Outcome::FileDeactivated {
+            (AgentRequest::File { pages }, Ok(answer)) => Outcome::FileDeactivated {
                 asked: pages,
-                freed,
+                freed: answer.claimed_pages,
             },
-            (AgentRequest::Anon { pages, .. }, Ok(deactivated)) => Outcome::AnonDeactivated {
+            (AgentRequest::Anon { pages, .. }, Ok(answer)) => Outcome::AnonDeactivated {
                 asked: pages,
-                deactivated,
+                deactivated: answer.claimed_pages,
             },
             (_, Err(e)) => Outcome::AgentFailed {
                 step: self.step(),
@@ -67,6 +67,13 @@ impl Driver {
                 continue;
             };
             let call = self.calls.remove(i);
+            if let Ok(AgentAnswer {
+                file_passes: Some(passes),
+                ..
+            }) = &result
+            {
+                self.file_passes.add(passes);
+            }
             let outcome = call.outcome(result);
             log::info!(
                 "memory manager: {:?} -> {outcome:?} in {} ms",

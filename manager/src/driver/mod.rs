@@ -75,6 +75,8 @@ pub(crate) struct Driver {
     balloon_moving: Option<(Step, Instant)>,
     /// Agent requests under way.
     calls: Vec<Call>,
+    /// Where the agent's file answers say their pages came from.
+    file_passes: crate::FilePassCounters,
 }
 
 impl Driver {
@@ -96,6 +98,7 @@ impl Driver {
             logging_since: None,
             balloon_moving: None,
             calls: Vec::new(),
+            file_passes: Default::default(),
         }
     }
 
@@ -239,8 +242,11 @@ impl Driver {
         view.threshold_pages = self.policy.threshold_pages();
         view.resident_pages = Some(sample.resident_pages);
         view.ballooned_resident_pages = violations.confirmed;
-        // Both mean something only with KVM's dirty log, which is on only while a limit is set.
-        view.working_set_pages = observation.working_set_pages;
+        // The dirty log's working set and rate mean something only with the log, which is on
+        // only while a limit is set.
+        view.working_set_pages = observation.working_set();
+        view.dirty_working_set_pages = observation.working_set_pages;
+        view.guest_active_pages = observation.guest.as_ref().map(|g| g.hot_pages());
         view.dirty_rate_pages_per_s = self
             .logging_since
             .is_some()
@@ -251,6 +257,7 @@ impl Driver {
         view.epochs = sample.epoch;
         view.sample_cost = sample.cost;
         view.host_enforce = self.parts.host_enforcer.status().clone();
+        view.file_passes = self.file_passes;
     }
 
     /// Charges the balloon's step the time since the last epoch if it was moving then, and

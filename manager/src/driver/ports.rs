@@ -49,18 +49,47 @@ pub enum AgentRequest {
     Anon { pages: u64, urgent: bool },
 }
 
+/// What the agent answered: the pages it claims it freed or deactivated, and for a file request
+/// which of its passes freed them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentAnswer {
+    pub claimed_pages: u64,
+    pub file_passes: Option<FilePasses>,
+}
+
+impl AgentAnswer {
+    pub fn claimed(pages: u64) -> Self {
+        Self {
+            claimed_pages: pages,
+            file_passes: None,
+        }
+    }
+}
+
+/// Where a `deactivate_file`'s pages came from, as the agent reports it: big files, small
+/// files, and the whole-guest fallback (which ran or not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilePasses {
+    pub big_pages: u64,
+    pub small_pages: u64,
+    pub fallback_pages: u64,
+    pub fallback_ran: bool,
+}
+
 /// The answer to an [`AgentRequest`], on its way: the driver polls it every epoch (and more
 /// often while it waits), so that sampling goes on while the guest works.
 #[derive(Debug)]
 pub struct AgentReply {
-    answer: mpsc::Receiver<Result<u64, AgentError>>,
+    answer: mpsc::Receiver<Result<AgentAnswer, AgentError>>,
     deadline: Instant,
     timeout: Duration,
 }
 
 impl AgentReply {
     /// A reply that comes through the returned sender within `timeout`, or counts as failed.
-    pub fn channel(timeout: Duration) -> (mpsc::Sender<Result<u64, AgentError>>, AgentReply) {
+    pub fn channel(
+        timeout: Duration,
+    ) -> (mpsc::Sender<Result<AgentAnswer, AgentError>>, AgentReply) {
         let (tx, answer) = mpsc::channel();
         let reply = AgentReply {
             answer,
@@ -71,15 +100,15 @@ impl AgentReply {
     }
 
     /// A reply that is already there (an agent that cannot be asked, a test's fake).
-    pub fn ready(result: Result<u64, AgentError>) -> AgentReply {
+    pub fn ready(result: Result<AgentAnswer, AgentError>) -> AgentReply {
         let (tx, reply) = Self::channel(Duration::ZERO);
         let _ = tx.send(result);
         reply
     }
 
-    /// The answer once it is there (pages freed or deactivated, as the agent claims them):
+    /// The answer once it is there:
     /// `None` while the request runs; an error once the deadline passed or the sender is gone.
-    pub fn poll(&self) -> Option<Result<u64, AgentError>> {
+    pub fn poll(&self) -> Option<Result<AgentAnswer, AgentError>> {
         match self.answer.try_recv() {
             Ok(result) => Some(result),
             Err(mpsc::TryRecvError::Disconnected) => Some(Err(AgentError::Stopped)),

@@ -9,8 +9,8 @@ use ballast_agent::protocol::{MemInfo, Stats};
 use ballast_agent::{AgentError, ClientError};
 
 use super::ports::{
-    AgentReply, AgentRequest, BalloonControl, BalloonPages, DirtyLog, GuestAgent, GuestRam,
-    ResidentBalloonPages,
+    AgentAnswer, AgentReply, AgentRequest, BalloonControl, BalloonPages, DirtyLog, GuestAgent,
+    GuestRam, ResidentBalloonPages,
 };
 use super::*;
 use crate::host_enforce::HostEnforcer;
@@ -127,7 +127,7 @@ impl GuestAgent for FakeAgent {
             AgentRequest::File { pages } => self.answer("file", pages, false),
             AgentRequest::Anon { pages, urgent } => self.answer("anon", pages, urgent),
         };
-        AgentReply::ready(result)
+        AgentReply::ready(result.map(AgentAnswer::claimed))
     }
 }
 
@@ -222,9 +222,12 @@ fn an_epoch_over_the_limit_asks_the_agent_then_the_balloon_and_publishes() {
     assert_eq!(v.state, ManagerState::Reclaiming);
     assert_eq!(v.counters.episodes, 1);
     assert!(
-        v.working_set_pages.is_none(),
-        "no working set before a few epochs of dirty log"
+        v.dirty_working_set_pages.is_none(),
+        "no dirty-log working set before a few epochs of the log"
     );
+    // The guest's active lists are a source at once: its 8 MiB of active anon memory.
+    assert_eq!(v.guest_active_pages, Some(from_mib(8)));
+    assert_eq!(v.working_set_pages, Some(from_mib(8)));
     assert!(v.dirty_rate_pages_per_s.is_some());
 
     // The answer is collected at the next epoch, and the balloon moves.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use ballast_agent::protocol::{Hello, Stats};
 use ballast_agent::AgentError;
 use ballast_devices::vsock::LocalConnector;
-use ballast_manager::driver::ports::{AgentReply, AgentRequest, GuestAgent};
+use ballast_manager::driver::ports::{AgentAnswer, AgentReply, AgentRequest, GuestAgent};
 
 /// The vsock port `ballast-agent` listens on by default.
 pub const AGENT_PORT: u32 = 52;
@@ -105,12 +105,12 @@ impl AgentDialer for VsockDialer {
 enum Request {
     File {
         pages: u64,
-        reply: mpsc::Sender<Result<u64, AgentError>>,
+        reply: mpsc::Sender<Result<AgentAnswer, AgentError>>,
     },
     Anon {
         pages: u64,
         urgent: bool,
-        reply: mpsc::Sender<Result<u64, AgentError>>,
+        reply: mpsc::Sender<Result<AgentAnswer, AgentError>>,
     },
 }
 

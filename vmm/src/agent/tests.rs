@@ -240,7 +240,7 @@ fn the_managers_requests_share_the_stats_connection() {
         pages: 3000,
         urgent: true,
     });
-    assert_eq!(answer(&reply).unwrap(), 3000);
+    assert_eq!(answer(&reply).unwrap().claimed_pages, 3000);
     let first = service.status().stats_at.unwrap();
     wait_for(&service, "stats after the request", |s| {
         s.stats_at.unwrap() > first
@@ -289,11 +289,11 @@ fn a_request_does_not_wait_for_the_agent() {
     });
     assert!(reply.poll().is_none(), "no answer yet");
     assert!(started.elapsed() < Duration::from_millis(500));
-    assert_eq!(answer(&reply).unwrap(), 1000);
+    assert_eq!(answer(&reply).unwrap().claimed_pages, 1000);
 }
 
 /// Polls `reply` until it answers (its own deadline bounds the wait).
-fn answer(reply: &AgentReply) -> Result<u64, AgentError> {
+fn answer(reply: &AgentReply) -> Result<AgentAnswer, AgentError> {
     loop {
         if let Some(result) = reply.poll() {
             return result;

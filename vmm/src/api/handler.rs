@@ -217,6 +217,9 @@ impl ApiHandler {
                 .dirty_rate_pages_per_s
                 .map(|rate| (rate * pages::PAGE_SIZE as f64) as u64),
             working_set_bytes: view.working_set_pages.map(pages::to_bytes),
+            working_set_dirty_bytes: view.dirty_working_set_pages.map(pages::to_bytes),
+            working_set_guest_active_bytes: view.guest_active_pages.map(pages::to_bytes),
+            host_idle_page_tracking: view.host_idle_tracking,
             guest: agent.as_ref().and_then(guest_stats),
             state_cause: state_cause(&state, &view.state),
             state,

@@ -259,8 +259,18 @@ pub struct MemoryInfo {
     pub balloon_actual_mib: u32,
     /// Filled by the memory manager; `null` until then.
     pub dirty_rate_bytes_per_s: Option<u64>,
-    /// Filled by the memory manager; `null` until then.
+    /// The working set the memory manager keeps (the larger of its sources); `null` until one
+    /// is known.
     pub working_set_bytes: Option<u64>,
+    /// Its sources: guest pages written in the last epochs (KVM's dirty log), and the guest's
+    /// active LRU lists (reads too, from the agent); each `null` while unknown.
+    #[serde(default)]
+    pub working_set_dirty_bytes: Option<u64>,
+    #[serde(default)]
+    pub working_set_guest_active_bytes: Option<u64>,
+    /// Whether this host's kernel has idle page tracking (not a source yet).
+    #[serde(default)]
+    pub host_idle_page_tracking: bool,
     /// Filled by the memory manager; `null` until then.
     pub guest: Option<GuestMemoryStats>,
     pub state: MemoryState,

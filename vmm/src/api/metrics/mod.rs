@@ -196,6 +196,10 @@ mod tests {
         view.threshold_pages = Some(224 * 256);
         view.resident_pages = Some(300 * 256);
         view.working_set_pages = Some(100 * 256);
+        view.dirty_working_set_pages = Some(60 * 256);
+        view.guest_active_pages = Some(100 * 256);
+        view.file_passes.big_pages = 2000;
+        view.file_passes.fallbacks = 1;
         view.dirty_rate_pages_per_s = Some(2.5);
         view.state = ManagerState::OverLimit {
             reason: "balloon at its cap".into(),
@@ -251,6 +255,9 @@ mod tests {
                 balloon_actual_mib: 0,
                 dirty_rate_bytes_per_s: None,
                 working_set_bytes: None,
+                working_set_dirty_bytes: None,
+                working_set_guest_active_bytes: None,
+                host_idle_page_tracking: false,
                 guest: None,
                 agent: None,
                 state: MemoryState::OverLimit,
@@ -320,12 +327,39 @@ mod tests {
             v("ballast_memory_dirty_rate_bytes_per_second", &[]),
             2.5 * 4096.0
         );
+        assert_eq!(
+            v(
+                "ballast_memory_working_set_source_bytes",
+                &[("source", "dirty_log")]
+            ),
+            (60 * MIB) as f64
+        );
+        assert_eq!(
+            v(
+                "ballast_memory_working_set_source_bytes",
+                &[("source", "guest_active")]
+            ),
+            (100 * MIB) as f64
+        );
+        assert_eq!(
+            v("ballast_agent_file_freed_bytes_total", &[("pass", "big")]),
+            2000.0 * 4096.0
+        );
+        assert_eq!(
+            v(
+                "ballast_agent_file_freed_bytes_total",
+                &[("pass", "fallback")]
+            ),
+            0.0
+        );
+        assert_eq!(v("ballast_agent_file_fallbacks_total", &[]), 1.0);
         assert_eq!(v("ballast_memory_over_limit", &[]), 1.0);
         for (cause, on) in [
             ("balloon_at_cap", 1.0),
             ("balloon_stuck", 0.0),
             ("starved", 0.0),
             ("balloon_violated", 0.0),
+            ("working_set", 0.0),
             ("agent_unverified", 0.0),
             ("sustained", 0.0),
             ("guest_unresponsive", 0.0),
