@@ -118,7 +118,12 @@ fn tracking(c: &mut Criterion) {
 /// guest's balloon is: the violation scan looks at every balloon word and finds nothing).
 fn paired_summary() {
     let mem = guest_memory(true);
-    paired(&mem, &BalloonPages::new(), "1 GiB resident, 1% dirty", PAGES);
+    paired(
+        &mem,
+        &BalloonPages::new(),
+        "1 GiB resident, 1% dirty",
+        PAGES,
+    );
     let quarter = quarter_ballooned(&mem);
     let host = mem.get_host_address(GuestAddress(0)).unwrap();
     for run in 0..PAGES / 256 {

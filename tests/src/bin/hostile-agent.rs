@@ -1,7 +1,8 @@
 //! `hostile-agent`: a guest agent that lies, for the end-to-end tests of issue 13. It speaks the
 //! agent protocol on vsock port 52 like `ballast-agent`, and
 //! - claims every `deactivate_file` and `deactivate_anon` freed all it was asked, doing nothing;
-//! - reports a file cache that grows by `--grow-mib` MiB at every `stats`, on top of the real one;
+//! - reports 256 MiB of cold file cache more than there is, growing by `--grow-mib` MiB at every
+//!   `stats`, and empty swap;
 //! - says hello with an agent and a kernel version full of terminal escapes and forged log
 //!   lines, far longer than any version (the VMM must cut and escape them).
 //!
@@ -50,9 +51,14 @@ impl Handler for Liar {
                 let mut stats = self.real.stats()?;
                 let calls = self.stats_calls.fetch_add(1, Ordering::SeqCst) + 1;
                 let extra = self.grow_kib.saturating_mul(calls);
+                // Cold cache the file step may take (the active list would be its floor), and
+                // empty swap for the anon step.
                 let m = &mut stats.meminfo;
-                m.active_file_kib = Some(m.active_file_kib.unwrap_or(0).saturating_add(extra));
+                let inactive = m.inactive_file_kib.unwrap_or(0);
+                m.inactive_file_kib =
+                    Some(inactive.saturating_add(256 << 10).saturating_add(extra));
                 m.swap_total_kib = Some(m.swap_total_kib.unwrap_or(0).max(256 << 10));
+                m.swap_free_kib = m.swap_total_kib;
                 Ok(Response::Stats(stats))
             }
             Request::DeactivateFile(params) => Ok(Response::DeactivateFile(FileReport {
