@@ -7,14 +7,7 @@ use proptest::prelude::*;
 
 use super::super::sim::{SimSpec, MIB};
 use super::super::{Action, ManagerState, OverLimitCause, PolicyConfig};
-use super::{reason, Answers, Harness};
-
-fn cause(state: &ManagerState) -> Option<OverLimitCause> {
-    match state {
-        ManagerState::OverLimit { cause, .. } => Some(*cause),
-        _ => None,
-    }
-}
+use super::{cause, reason, Answers, Harness};
 
 /// A guest that keeps 300 MiB busy and 100 MiB of cache nobody can drop, whose agent claims it
 /// freed whatever it was asked and reports a cache growing by L/8 every epoch: the modelled

@@ -215,6 +215,14 @@ fn busy_guest() -> SimSpec {
     }
 }
 
+/// The cause of an `over_limit` state.
+fn cause(state: &ManagerState) -> Option<super::OverLimitCause> {
+    match state {
+        ManagerState::OverLimit { cause, .. } => Some(*cause),
+        _ => None,
+    }
+}
+
 fn reason(state: &ManagerState) -> &str {
     match state {
         ManagerState::OverLimit { reason, .. } | ManagerState::GuestUnresponsive { reason } => {

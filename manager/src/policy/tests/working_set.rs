@@ -4,14 +4,7 @@
 
 use super::super::sim::{SimSpec, MIB};
 use super::super::{Action, ManagerState, OverLimitCause};
-use super::{reason, Harness};
-
-fn cause(state: &ManagerState) -> Option<OverLimitCause> {
-    match state {
-        ManagerState::OverLimit { cause, .. } => Some(*cause),
-        _ => None,
-    }
-}
+use super::{cause, reason, Harness};
 
 /// A guest whose hot data is read, not written: 200 MiB of cache it keeps re-reading, 40 MiB of
 /// cold cache, 48 MiB of busy anon memory. The dirty log sees only the 48 MiB.
