@@ -80,6 +80,24 @@ impl Agent {
         }
     }
 
+    /// Refreshes the file inventory every `every` while no request holds the reclaim lock
+    /// (it never waits for one), on a thread of its own at the agent's idle priority.
+    pub fn start_inventory(self: &std::sync::Arc<Self>, every: Duration) -> std::io::Result<()> {
+        let agent = std::sync::Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("inventory".into())
+            .stack_size(512 << 10)
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(agent) = agent.upgrade() else { return };
+                let lock = agent.reclaim.try_lock();
+                if let Ok(mut reclaim) = lock {
+                    reclaim.refresh_inventory();
+                }
+            })
+            .map(|_| ())
+    }
+
     fn budget(&self, budget_ms: Option<u64>) -> Duration {
         budget_ms
             .map(Duration::from_millis)

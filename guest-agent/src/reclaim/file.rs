@@ -69,6 +69,15 @@ impl FileReclaim {
         }
     }
 
+    /// Takes the search one budget further while no request waits, and remembers what it found
+    /// (with the files already remembered): a request that comes then starts from a ready list
+    /// instead of spending its own budget looking.
+    pub fn refresh_inventory(&mut self) {
+        let config = &self.config;
+        let found = candidates::gather(&config.candidates, config.counter, &mut self.search);
+        self.search.remember(found.files);
+    }
+
     /// Runs `deactivate_file`, taking at most about `budget` (a sync or a `memory.reclaim`
     /// write in progress cannot be cut short; the waits for them are bounded).
     pub fn deactivate(&mut self, request: &DeactivateFile, budget: Duration) -> FileReport {
