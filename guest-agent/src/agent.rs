@@ -88,14 +88,23 @@ impl Agent {
             .name("inventory".into())
             .stack_size(512 << 10)
             .spawn(move || loop {
-                std::thread::sleep(every);
-                let Some(agent) = agent.upgrade() else { return };
-                let lock = agent.reclaim.try_lock();
-                if let Ok(mut reclaim) = lock {
-                    reclaim.refresh_inventory();
-                }
+                // The first soon after start: a limit may be cut any moment.
+                std::thread::sleep(every / 5);
+                let Some(strong) = agent.upgrade() else {
+                    return;
+                };
+                strong.refresh_inventory();
+                drop(strong);
+                std::thread::sleep(every - every / 5);
             })
             .map(|_| ())
+    }
+
+    /// One inventory refresh, unless a request holds the reclaim lock (never waits for it).
+    fn refresh_inventory(&self) {
+        if let Ok(mut reclaim) = self.reclaim.try_lock() {
+            reclaim.refresh_inventory();
+        }
     }
 
     fn budget(&self, budget_ms: Option<u64>) -> Duration {

@@ -319,6 +319,10 @@ impl Driver {
                 .workingset_refault_file
                 .unwrap_or(0)
                 .saturating_add(v.workingset_refault_anon.unwrap_or(0)),
+            kernel_pages: pages(m.mem_total_kib)
+                .saturating_sub(pages(m.mem_free_kib))
+                .saturating_sub(pages(m.file_kib()))
+                .saturating_sub(pages(m.anon_kib())),
         })
     }
 

@@ -47,20 +47,23 @@ impl Keep {
 /// The largest balloon target: guest RAM less what the guest must keep.
 pub(crate) fn balloon_cap(config: &PolicyConfig, obs: &Observation) -> (u64, Keep) {
     let reserve = config.reserve_pages;
+    // The guest's own memory off the LRU lists (kernel, slab, page tables) stays too: without
+    // it a cap of working set + reserve starves a small guest before it reports the limit.
+    let kernel = obs.guest.as_ref().map_or(0, |g| g.kernel_pages);
     let keep = match (obs.working_set_pages, &obs.guest) {
         (Some(_), guest) => {
             let working_set = obs.working_set().unwrap_or(0);
             Keep::WorkingSet {
                 working_set,
                 guest_hot: guest.as_ref().map(|g| g.hot_pages()),
-                keep: working_set.saturating_add(reserve),
+                keep: working_set.saturating_add(kernel).saturating_add(reserve),
             }
         }
         (None, Some(guest)) => {
             let anon = guest.anon_pages.max(guest.hot_pages());
             Keep::Anon {
                 anon,
-                keep: anon.saturating_add(reserve),
+                keep: anon.saturating_add(kernel).saturating_add(reserve),
             }
         }
         (None, None) => Keep::QuarterOfRam {
@@ -68,6 +71,14 @@ pub(crate) fn balloon_cap(config: &PolicyConfig, obs: &Observation) -> (u64, Kee
         },
     };
     (obs.guest_ram_pages.saturating_sub(keep.pages()), keep)
+}
+
+/// ", its kernel's own N MiB" when the guest reported memory off the LRU lists.
+fn kernel_text(obs: &Observation) -> String {
+    match obs.guest.as_ref().map_or(0, |g| g.kernel_pages) {
+        0 => String::new(),
+        kernel => format!(", its kernel's own {} MiB", mib(kernel)),
+    }
 }
 
 /// Whether the balloon gets closer to its target.
@@ -228,20 +239,22 @@ impl Policy {
                         ..
                     },
                 ) => format!(
-                    "balloon at its cap ({} MiB): the guest's working set ({} MiB{}) + reserve \
-                 ({reserve} MiB) leaves no room",
+                    "balloon at its cap ({} MiB): the guest's working set ({} MiB{}){} + \
+                     reserve ({reserve} MiB) leaves no room",
                     mib(cap),
                     mib(working_set),
                     guest_hot.map_or(String::new(), |hot| format!(
                         "; {} MiB on its active lists",
                         mib(hot)
-                    ))
+                    )),
+                    kernel_text(obs)
                 ),
                 (None, Keep::Anon { anon, .. }) => format!(
                 "balloon at its cap ({} MiB): with no working-set estimate yet, the guest's anon \
-                 memory ({} MiB) + reserve ({reserve} MiB) leaves no room",
+                 memory ({} MiB){} + reserve ({reserve} MiB) leaves no room",
                 mib(cap),
-                mib(anon)
+                mib(anon),
+                kernel_text(obs)
             ),
                 (None, Keep::QuarterOfRam { keep }) => format!(
                     "balloon at its cap ({} MiB): with neither a working-set estimate nor guest \

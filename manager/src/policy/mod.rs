@@ -269,7 +269,13 @@ impl Policy {
             state = self.sustained_state(obs);
         }
 
-        if discriminant(&state) != discriminant(&self.last_state) {
+        let cause_of = |s: &ManagerState| match s {
+            ManagerState::OverLimit { cause, .. } => Some(*cause),
+            _ => None,
+        };
+        if discriminant(&state) != discriminant(&self.last_state)
+            || cause_of(&state) != cause_of(&self.last_state)
+        {
             match &state {
                 ManagerState::OverLimit { reason, .. } => {
                     warn!("over-limit: over the limit: {reason}")

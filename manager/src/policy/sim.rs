@@ -216,6 +216,7 @@ impl SimGuest {
                     self.anon_hot
                 },
                 refaults: self.refaults,
+                kernel_pages: self.kernel,
             }),
         }
     }

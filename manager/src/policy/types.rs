@@ -74,6 +74,9 @@ pub struct GuestView {
     pub active_anon_pages: u64,
     /// Refaults since boot (file and anon): evicted pages the guest had to read back.
     pub refaults: u64,
+    /// In use but on no LRU list (kernel, slab, page tables, stacks): nothing reclaim or the
+    /// agent can take, which the balloon cap must leave.
+    pub kernel_pages: u64,
 }
 
 impl GuestView {

@@ -259,6 +259,7 @@ fn extreme_observations_do_not_panic() {
                                 active_file_pages: c,
                                 active_anon_pages: a,
                                 refaults: values[(rounds % 5) as usize],
+                                kernel_pages: b,
                             }),
                         };
                         let d = policy.decide(&o);
