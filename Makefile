@@ -7,7 +7,8 @@
 # host under QEMU's TCG with nested SVM (tests/harness/run-scenario.sh says which).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
-APT_PACKAGES := busybox-static cpio e2fsprogs openssl
+# tmux: the tests of `ballast top` run it in a real terminal.
+APT_PACKAGES := busybox-static cpio e2fsprogs openssl tmux
 IMAGES := target/images
 
 .PHONY: all demo test unit-test e2e images ballast deps bench bench-boot bench-block
@@ -33,7 +34,7 @@ demo: deps ballast images
 test: unit-test e2e
 
 # nextest when installed (doc tests then run apart: nextest does not run them).
-unit-test:
+unit-test: deps
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace && cargo test --workspace --doc; \
 	else \

@@ -110,11 +110,15 @@ json_field() {
 }
 
 # json_object KEY: the lines inside the first object named KEY in the pretty-printed JSON
-# on stdin (nested objects included), as in `ballast status --json | json_object memory`.
+# on stdin, as in `ballast status --json | json_object memory`: its own members first, then
+# those of the objects nested in it, so json_field finds memory's "state" before its
+# host_enforce's, and still finds a key only a nested object has (memory's guest file_bytes).
 json_object() {
     awk -v key="\"$1\": {" '
         !inside && index($0, key) { inside = 1; match($0, /^ */); indent = RLENGTH; next }
-        inside { match($0, /^ */); if (RLENGTH == indent && $0 ~ /^ *}/) exit; print }'
+        inside { match($0, /^ */); if (RLENGTH == indent && $0 ~ /^ *}/) exit
+                 if (RLENGTH == indent + 2) print; else nested = nested $0 "\n" }
+        END { printf "%s", nested }'
 }
 
 # json_members: of the lines json_object printed, those of its own members (the indentation

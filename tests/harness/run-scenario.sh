@@ -49,6 +49,7 @@
 # BALLAST_L1_QEMU, BALLAST_L1_CMDLINE, BALLAST_L1_SMP (tests/harness/l1-lib.sh),
 # BALLAST_L1_SUITE / BALLAST_L1_KERNEL_PKG (L1's kernel, resources/fetch.sh),
 # BALLAST_L1_TRACE (trace events L1 records, printed when a guest dies: l1-init),
+# BALLAST_L1_KVM_AMD (kvm-amd module parameters in L1, e.g. npt=0),
 # BALLAST_L2_VMM=qemu (QEMU microvm runs the guests instead of ballast: the control).
 # A folder given more than once runs that many times (tests/soak/nested.sh).
 # --stream copies the console to stderr as it runs; --l1-check (nested) also
@@ -356,6 +357,8 @@ echo "$cmdline" >"$payload/etc/ballast/cmdline"
 # BALLAST_L1_TRACE="kvm/kvm_exit ...": L1 records these trace events while each scenario
 # runs and prints the last of them when its guest died (l1-init).
 [ -z "${BALLAST_L1_TRACE:-}" ] || echo "$BALLAST_L1_TRACE" >"$payload/etc/ballast/trace"
+# BALLAST_L1_KVM_AMD="npt=0 ...": parameters for L1's kvm-amd module.
+[ -z "${BALLAST_L1_KVM_AMD:-}" ] || echo "$BALLAST_L1_KVM_AMD" >"$payload/etc/ballast/kvm-amd-params"
 [ "$check" = 0 ] || touch "$payload/etc/ballast/check"
 [ ${#dirs[@]} -eq 0 ] || mv "$work/scenarios" "$payload/scenarios"
 "$here/build-l1-initramfs.sh" --payload "$payload" -o "$work/l1.cpio.gz"

@@ -13,13 +13,18 @@
 #   qemu=PATH        the outer QEMU (BALLAST_L1_QEMU)
 #   smp=N            L1's vCPUs (BALLAST_L1_SMP)
 #   accel=A          the outer QEMU's -accel, '+' for a comma (tcg+thread=single)
+#   l1cmdline=WORDS  words added to L1's kernel command line, '+' for a blank
+#                    (transparent_hugepage=never+sysctl.vm.compaction_proactiveness=0)
+#   l1mem=MIB        L1's RAM (BALLAST_L1_MEMORY)
+#   kvmamd=P         kvm-amd's parameters in L1, '+' for a blank (npt=0: shadow paging)
 #   vmm=ballast|qemu the guest's VMM inside L1: ballast, or QEMU microvm as the control
 #                    (tests/harness/qemu-as-ballast.sh; scenarios without host.sh only)
 #   trace=1          L1 records KVM trace events and prints them when a guest dies
 #   cmdline=WORDS    words added to the guest command line ('+' for a blank)
 #   scenarios=A+B    the scenarios to cycle through (default limit-reclaim+agent-deactivate-file),
 #                    from tests/scenarios or tests/soak/scenarios (guest-churn: memory and
-#                    disk churn that needs nothing from the host, for vmm=qemu)
+#                    disk churn that needs nothing from the host, for vmm=qemu); `all`: every
+#                    folder of tests/scenarios, in turn (the whole suite, as `make test` runs it)
 #
 # Prints a markdown table (one row per configuration) and writes it, with every boot's
 # verdict (boots.jsonl) and the harness logs, under target/soak/<date>/.
@@ -104,7 +109,7 @@ table="$out/soak.md"
 } >"$table"
 
 for config in "${configs[@]}"; do
-    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' vmm=ballast trace='' extra=''
+    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' l1cmdline='' l1mem='' kvmamd='' vmm=ballast trace='' extra=''
     scen=limit-reclaim+agent-deactivate-file
     IFS=, read -ra words <<<"$config"
     for w in "${words[@]}"; do
@@ -117,6 +122,9 @@ for config in "${configs[@]}"; do
         qemu=*) qemu=${w#*=} ;;
         smp=*) smp=${w#*=} ;;
         accel=*) accel=${w#*=} accel=${accel//+/,} ;;
+        l1cmdline=*) l1cmdline=${w#*=} l1cmdline=${l1cmdline//+/ } ;;
+        l1mem=*) l1mem=${w#*=} ;;
+        kvmamd=*) kvmamd=${w#*=} kvmamd=${kvmamd//+/ } ;;
         vmm=*) vmm=${w#*=} ;;
         trace=*) trace=${w#*=} ;;
         cmdline=*) extra=${w#*=} extra=${extra//+/ } ;;
@@ -126,6 +134,9 @@ for config in "${configs[@]}"; do
     done
     cdir="$out/${config//[^A-Za-z0-9=.+_-]/_}"
     mkdir -p "$cdir/scenarios"
+    if [ "$scen" = all ]; then
+        scen=$(cd "$repo/tests/scenarios" && for d in */guest.sh; do printf '%s+' "${d%/guest.sh}"; done)
+    fi
     IFS=+ read -ra names <<<"$scen"
     copies=()
     for s in "${names[@]}"; do
@@ -139,13 +150,16 @@ for config in "${configs[@]}"; do
     [ -z "$qemu" ] || env+=(BALLAST_L1_QEMU="$qemu")
     [ -z "$smp" ] || env+=(BALLAST_L1_SMP="$smp")
     [ -z "$accel" ] || env+=(BALLAST_L1_ACCEL="$accel")
+    [ -z "$l1mem" ] || env+=(BALLAST_L1_MEMORY="$l1mem")
+    [ -z "$kvmamd" ] || env+=(BALLAST_L1_KVM_AMD="$kvmamd")
     case $l1 in
     '' | stable) ;;
     backports) env+=(BALLAST_L1_SUITE=bookworm-backports) ;;
     *) die "l1= takes stable or backports" ;;
     esac
-    [ "$trace" != 1 ] || env+=(BALLAST_L1_TRACE="kvm/kvm_exit kvm/kvm_inj_exception kvm/kvm_userspace_exit"
-        BALLAST_L1_CMDLINE="ftrace_dump_on_oops")
+    [ "$trace" != 1 ] || env+=(BALLAST_L1_TRACE="kvm/kvm_exit kvm/kvm_inj_exception kvm/kvm_userspace_exit")
+    l1cmdline="$l1cmdline${trace:+ ftrace_dump_on_oops}"
+    [ -z "$l1cmdline" ] || env+=(BALLAST_L1_CMDLINE="$l1cmdline")
     ballast_arg=(--ballast "$BALLAST_BIN" --agent "$BALLAST_AGENT_BIN")
     [ "$vmm" = ballast ] || env+=(BALLAST_L2_VMM="$vmm")
 

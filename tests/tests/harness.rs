@@ -192,6 +192,9 @@ const STATUS: &str = r#"{
     "guest": {
       "file_bytes": 1234
     },
+    "host_enforce_first": {
+      "state": "standby"
+    },
     "state": "reclaiming",
     "agent": {
       "state": "ready"

@@ -9,7 +9,7 @@ use ballast_devices::block::BlockConfig;
 use ballast_devices::vsock::VsockConfig;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{parse_size, VmConfig, DEFAULT_CMDLINE};
+use crate::config::{parse_size, parse_size_mib, VmConfig, DEFAULT_CMDLINE};
 use ballast_manager::host_enforce::{HostEnforceConfig, Target, DEFAULT_OVERHEAD};
 
 #[derive(Debug, Parser)]
@@ -30,9 +30,15 @@ pub struct Cli {
 pub enum Command {
     /// Boot a Linux guest and run it until it powers off or reboots.
     ///
+    /// The guest's console (COM1) is ballast's stdin and stdout. On a terminal, stdin is in raw
+    /// mode: every key goes to the guest, Ctrl-C included; type Ctrl-A x to stop the VM, Ctrl-A
+    /// Ctrl-A to send the guest a Ctrl-A. Once the VM runs, one line on stderr says so (pid,
+    /// sockets, memory, limit), and with NOTIFY_SOCKET set (systemd's Type=notify) ballast
+    /// sends READY=1.
+    ///
     /// Exit status: 0 when the guest powers off or reboots (ballast does not restart it) or when
-    /// ballast is stopped with Ctrl-C / SIGTERM; 1 when a vCPU fails (the reason is printed);
-    /// 2 when the VM cannot be set up.
+    /// ballast is stopped (Ctrl-A x, SIGINT, SIGTERM, the API); 1 when a vCPU fails (the reason
+    /// is printed); 2 when the VM cannot be set up.
     Run(RunArgs),
     /// Show a running VM's state, memory and balloon.
     Status(ClientArgs),
@@ -54,6 +60,9 @@ pub enum Command {
     Resume(ClientArgs),
     /// Shut a VM down; its `ballast run` exits with status 0.
     Shutdown(ClientArgs),
+    /// Watch a running VM's memory live: limit, threshold, resident, working set and balloon
+    /// over time, its memory state and the reclaim steps as they happen (`q` quits).
+    Top(TopArgs),
     /// Talk to the guest agent directly, through the VM's hybrid vsock socket (`CONNECT 52`);
     /// prints the agent's reply as JSON.
     Agent {
@@ -71,10 +80,10 @@ pub struct AgentArgs {
     #[arg(long, env = "BALLAST_VSOCK_SOCK", global = true)]
     pub vsock_sock: Option<PathBuf>,
     /// The agent's vsock port.
-    #[arg(long, default_value_t = 52, global = true)]
+    #[arg(long, default_value = "52", global = true, value_parser = parse_port)]
     pub port: u32,
-    /// Seconds to wait for each answer.
-    #[arg(long, default_value_t = 5, global = true)]
+    /// Seconds to wait for each answer (1 to 3600).
+    #[arg(long, default_value = "5", global = true, value_parser = parse_timeout_s)]
     pub timeout_s: u64,
 }
 
@@ -85,9 +94,13 @@ pub enum AgentCommand {
     /// The guest's memory statistics (meminfo, vmstat, PSI).
     Stats,
     /// Drop clean page cache: big files first, then small ones, up to PAGES guest pages.
-    DeactivateFile { pages: u64 },
+    DeactivateFile {
+        #[arg(value_parser = parse_pages)]
+        pages: u64,
+    },
     /// Deactivate anonymous memory of big processes first, up to PAGES (only with swap).
     DeactivateAnon {
+        #[arg(value_parser = parse_pages)]
         pages: u64,
         /// Page out now (MADV_PAGEOUT) rather than only deactivate (MADV_COLD).
         #[arg(long)]
@@ -109,12 +122,38 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// `ballast top`: one VM, or every VM whose API socket is in a directory.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// The API socket of the VM to watch (its --api-sock).
+    #[arg(long, env = "BALLAST_API_SOCK", conflicts_with = "dir")]
+    pub api_sock: Option<PathBuf>,
+    /// Watch every VM whose API socket is in DIR (its `*.sock` files); up and down choose the
+    /// VM the chart shows.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Seconds between refreshes (0.1 to 60); the memory manager measures once an epoch
+    /// (`ballast run --sample-interval`, default 1 s).
+    #[arg(long, default_value = "1", value_parser = parse_refresh_interval)]
+    pub interval: f64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum LimitCommand {
-    /// Set the limit: a size with a K, M or G suffix (a bare number is MiB), in whole MiB.
+    /// Set the limit to SIZE, in whole MiB: a number with a unit (B, K, M, G, T, or KiB, MiB,
+    /// GiB, TiB: powers of 1024; KB, MB, GB, TB: powers of 1000); a bare number is MiB.
     Set {
-        #[arg(value_parser = parse_mib_arg)]
+        /// The new limit, e.g. 384M or 1.5G.
+        #[arg(value_name = "SIZE", value_parser = parse_limit_arg)]
         size_mib: u64,
+        /// Wait until resident guest RAM is at or under the threshold (the limit less an
+        /// eighth), with a progress line; exit 1 if the VM ends `over_limit` or
+        /// `guest_unresponsive`, or the wait times out.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (1 to 86400).
+        #[arg(long, default_value = "300", requires = "wait", value_parser = parse_wait_s)]
+        wait_timeout_s: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -124,10 +163,12 @@ pub enum LimitCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BalloonCommand {
-    /// Set the balloon's target size: a size with a K, M or G suffix (a bare number is MiB), in
-    /// whole MiB.
+    /// Set the balloon's target size to SIZE, in whole MiB (0 deflates it fully): a number
+    /// with a unit (B, K, M, G, T, or KiB, ...: powers of 1024; KB, MB, ...: powers of 1000);
+    /// a bare number is MiB.
     Set {
-        #[arg(value_parser = parse_balloon_arg)]
+        /// The balloon's new target, e.g. 64M.
+        #[arg(value_name = "SIZE", value_parser = parse_balloon_arg)]
         size_mib: u32,
         #[command(flatten)]
         client: ClientArgs,
@@ -148,11 +189,12 @@ pub struct RunArgs {
     /// Kernel command line.
     #[arg(long, default_value = DEFAULT_CMDLINE)]
     pub cmdline: String,
-    /// Guest RAM, with a K, M or G suffix (a bare number is MiB).
-    #[arg(long, default_value = "512M", value_parser = parse_size_arg)]
+    /// Guest RAM in whole MiB: a number with a unit (B, K, M, G, T, or KiB, MiB, GiB, TiB:
+    /// powers of 1024; KB, MB, GB, TB: powers of 1000); a bare number is MiB.
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_memory_arg)]
     pub memory: u64,
-    /// Number of vCPUs, one host thread each.
-    #[arg(long, default_value_t = 2)]
+    /// Number of vCPUs, one host thread each (1 to 254).
+    #[arg(long, default_value = "2", value_parser = parse_vcpus)]
     pub vcpus: u64,
     /// Unix socket for the REST API (created with mode 0600; the routes are in vmm/openapi.yaml,
     /// and `ballast status`, `ballast limit`, ... talk to it).
@@ -168,26 +210,29 @@ pub struct RunArgs {
     /// `CONNECT <port>`; guest connections to the host's port P reach `PATH_P`.
     #[arg(long)]
     pub vsock_sock: Option<PathBuf>,
-    /// The guest's vsock context ID (3 or more).
-    #[arg(long, default_value_t = 3, requires = "vsock_sock")]
+    /// The guest's vsock context ID (3 to 4294967294).
+    #[arg(long, default_value = "3", requires = "vsock_sock", value_parser = parse_vsock_cid)]
     pub vsock_cid: u64,
-    /// Memory limit (K, M, G suffix; a bare number is MiB): resident guest RAM is brought back
+    /// Memory limit, a size in whole MiB as for --memory: resident guest RAM is brought back
     /// to 12.5 % under it whenever it goes over — file cache first, then anon memory (with
-    /// swap), then the balloon. Change it at run time with `ballast limit set`.
-    #[arg(long, value_parser = parse_size_arg)]
+    /// swap), then the balloon. Change it at run time with `ballast limit set` (which needs
+    /// --api-sock).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_arg)]
     pub limit: Option<u64>,
-    /// Seconds between the memory manager's samples of residency and dirtiness (an epoch).
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds between the memory manager's samples of residency and dirtiness (an epoch),
+    /// 0.01 to 3600.
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_sample_interval)]
     pub sample_interval: f64,
     /// Seconds resident guest RAM may stay above the limit before the VM is `over_limit`,
-    /// whatever reclaim is doing or the guest agent says, and --host-enforce engages.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    /// whatever reclaim is doing or the guest agent says, and --host-enforce engages; 0 to
+    /// 86400.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_over_limit_after)]
     pub over_limit_after: f64,
     /// Back the limit with the host's: ballast starts in a cgroup v2 of its own (PATH, or
     /// `ballast-<pid>` below its current cgroup under /sys/fs/cgroup), and once resident guest
     /// RAM has stayed above the limit for --over-limit-after seconds, sets the cgroup's
-    /// memory.high to the limit plus --host-enforce-overhead. Where the host has no cgroup v2 memory controller, ballast says
-    /// so (log, `ballast status`) and runs without.
+    /// memory.high to the limit plus --host-enforce-overhead. Where the host has no cgroup v2
+    /// memory controller, ballast says so (log, `ballast status`) and runs without.
     #[arg(
         long,
         value_name = "PATH",
@@ -196,7 +241,7 @@ pub struct RunArgs {
     )]
     pub host_enforce: Option<Option<PathBuf>>,
     /// What memory.high allows beyond the limit for ballast's own memory, page tables and the
-    /// page cache of its disks (K, M, G suffix; a bare number is MiB). Default 64M.
+    /// page cache of its disks: a size as for --memory, in bytes or more. Default 64M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, requires = "host_enforce")]
     pub host_enforce_overhead: Option<u64>,
     /// Offer the guest the local APIC's TSC-deadline timer where KVM emulates it (as Firecracker
@@ -224,20 +269,97 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
 
-/// A size in whole MiB: the API's unit.
-pub fn parse_mib_arg(s: &str) -> Result<u64, String> {
-    let bytes = parse_size_arg(s)?;
-    if bytes % (1 << 20) != 0 {
-        return Err(format!(
-            "{s} is not a whole number of MiB; sizes are set in MiB (e.g. 512M, 1G)"
-        ));
-    }
-    Ok(bytes >> 20)
+/// A size in whole MiB, more than 0, as bytes.
+fn parse_memory_arg(s: &str) -> Result<u64, String> {
+    parse_size_mib(s)
+        .map(|mib| mib << 20)
+        .map_err(|e| e.to_string())
 }
 
+/// `limit set`: whole MiB, more than 0, with the way to remove a limit named.
+fn parse_limit_arg(s: &str) -> Result<u64, String> {
+    parse_size_mib(s).map_err(|e| match e {
+        crate::config::SizeError::Zero => {
+            "a limit must be more than 0; `ballast limit clear` removes it".to_string()
+        }
+        e => e.to_string(),
+    })
+}
+
+/// `balloon set`: whole MiB, 0 included (a fully deflated balloon).
 fn parse_balloon_arg(s: &str) -> Result<u32, String> {
-    let mib = parse_mib_arg(s)?;
-    u32::try_from(mib).map_err(|_| format!("{s} is too large for a balloon"))
+    if parse_size(s) == Ok(0) {
+        return Ok(0);
+    }
+    let mib = parse_size_mib(s).map_err(|e| e.to_string())?;
+    u32::try_from(mib).map_err(|_| format!("'{s}' is too large for a balloon"))
+}
+
+/// A whole number in `range`, refused in words the user can act on.
+fn parse_whole(s: &str, range: std::ops::RangeInclusive<u64>, what: &str) -> Result<u64, String> {
+    let refuse = || {
+        format!(
+            "'{s}' is not {what}: give a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )
+    };
+    let n: u64 = s.trim().parse().map_err(|_| refuse())?;
+    range.contains(&n).then_some(n).ok_or_else(refuse)
+}
+
+fn parse_vcpus(s: &str) -> Result<u64, String> {
+    // APIC IDs are 8 bits wide in the MADT; the host's KVM may allow fewer (checked at start).
+    parse_whole(s, 1..=254, "a vCPU count")
+}
+
+fn parse_vsock_cid(s: &str) -> Result<u64, String> {
+    // 0-2 are the hypervisor's, the local and the host's; u32::MAX is VMADDR_CID_ANY.
+    parse_whole(s, 3..=u64::from(u32::MAX - 1), "a guest context ID")
+}
+
+fn parse_port(s: &str) -> Result<u32, String> {
+    parse_whole(s, 1..=u64::from(u32::MAX), "a vsock port").map(|p| p as u32)
+}
+
+fn parse_pages(s: &str) -> Result<u64, String> {
+    // The agent bounds its own work; a billion pages (4 TiB) is already past any guest.
+    parse_whole(s, 1..=1 << 30, "a number of guest pages")
+}
+
+fn parse_timeout_s(s: &str) -> Result<u64, String> {
+    parse_whole(s, 1..=3600, "a number of seconds")
+}
+
+fn parse_wait_s(s: &str) -> Result<u64, String> {
+    parse_whole(s, 1..=86_400, "a number of seconds")
+}
+
+/// Seconds as a decimal number within `range` (no NaN, infinity or negative).
+fn parse_seconds(s: &str, range: std::ops::RangeInclusive<f64>) -> Result<f64, String> {
+    let refuse = || {
+        format!(
+            "'{s}' is not a number of seconds from {} to {}",
+            range.start(),
+            range.end()
+        )
+    };
+    let secs: f64 = s.trim().parse().map_err(|_| refuse())?;
+    (secs.is_finite() && range.contains(&secs))
+        .then_some(secs)
+        .ok_or_else(refuse)
+}
+
+fn parse_sample_interval(s: &str) -> Result<f64, String> {
+    parse_seconds(s, 0.01..=3600.0)
+}
+
+fn parse_over_limit_after(s: &str) -> Result<f64, String> {
+    parse_seconds(s, 0.0..=86_400.0)
+}
+
+fn parse_refresh_interval(s: &str) -> Result<f64, String> {
+    parse_seconds(s, 0.1..=60.0)
 }
 
 impl RunArgs {
@@ -258,14 +380,10 @@ impl RunArgs {
             }),
             // Bytes on the command line, guest pages from here on.
             limit_pages: self.limit.map(pages::from_bytes),
-            // 10 ms to an hour; anything else is a typo.
-            sample_interval: std::time::Duration::from_secs_f64(
-                self.sample_interval.clamp(0.01, 3600.0),
-            ),
-            // Up to a day; NaN and negatives are no time at all.
-            over_limit_after: std::time::Duration::from_secs_f64(
-                self.over_limit_after.clamp(0.0, 86_400.0),
-            ),
+            // Checked to be 10 ms to an hour when parsed.
+            sample_interval: std::time::Duration::from_secs_f64(self.sample_interval),
+            // Checked to be at most a day when parsed.
+            over_limit_after: std::time::Duration::from_secs_f64(self.over_limit_after),
             host_enforce: HostEnforceConfig {
                 target: self
                     .host_enforce
@@ -284,17 +402,76 @@ mod tests {
 
     #[test]
     fn client_sizes_are_whole_mib() {
-        assert_eq!(parse_mib_arg("512M"), Ok(512));
-        assert_eq!(parse_mib_arg("1G"), Ok(1024));
-        assert_eq!(parse_mib_arg("256"), Ok(256));
-        assert_eq!(parse_mib_arg("2048K"), Ok(2));
-        assert!(parse_mib_arg("1536K")
+        assert_eq!(parse_limit_arg("512M"), Ok(512));
+        assert_eq!(parse_limit_arg("1G"), Ok(1024));
+        assert_eq!(parse_limit_arg("256"), Ok(256));
+        assert_eq!(parse_limit_arg("2048K"), Ok(2));
+        assert!(parse_limit_arg("1536K")
             .unwrap_err()
-            .contains("whole number of MiB"));
-        assert!(parse_mib_arg("lots").is_err());
+            .contains("use 1M or 2M"));
+        assert!(parse_limit_arg("lots").is_err());
+        assert_eq!(
+            parse_limit_arg("0").unwrap_err(),
+            "a limit must be more than 0; `ballast limit clear` removes it"
+        );
+        assert_eq!(parse_balloon_arg("0"), Ok(0));
+        assert_eq!(parse_balloon_arg("0M"), Ok(0));
         assert!(parse_balloon_arg("8192T")
             .unwrap_err()
             .contains("too large"));
+    }
+
+    #[test]
+    fn numeric_flags_refuse_nan_infinity_and_negatives() {
+        for bad in ["nan", "inf", "-inf", "-5", "0", "0.001", "3601", "1e9", ""] {
+            let flag = format!("--sample-interval={bad}");
+            let err = run_args(&[&flag]).unwrap_err().to_string();
+            assert!(
+                err.contains("is not a number of seconds from 0.01 to 3600"),
+                "{bad}: {err}"
+            );
+        }
+        let ok = run_args(&["--sample-interval", "0.25"])
+            .unwrap()
+            .into_config();
+        assert_eq!(ok.sample_interval, std::time::Duration::from_millis(250));
+        for bad in ["0", "-1", "255", "two"] {
+            let flag = format!("--vcpus={bad}");
+            let err = run_args(&[&flag]).unwrap_err().to_string();
+            assert!(
+                err.contains("give a whole number from 1 to 254"),
+                "{bad}: {err}"
+            );
+        }
+        let err = run_args(&["--vsock-sock", "/v", "--vsock-cid", "2"]).unwrap_err();
+        assert!(err.to_string().contains("from 3 to 4294967294"), "{err}");
+        let err = run_args(&["--memory", "20000K"]).unwrap_err().to_string();
+        assert!(err.contains("use 19M or 20M"), "{err}");
+        let err = run_args(&["--memory", "100K"]).unwrap_err().to_string();
+        assert!(err.contains("use 1M"), "{err}");
+        assert_eq!(run_args(&["--memory", "1.5G"]).unwrap().memory, 1536 << 20);
+        assert_eq!(
+            run_args(&["--limit", "384MiB"]).unwrap().limit,
+            Some(384 << 20)
+        );
+        for bad in ["-5", "0", "1.5", "4294967296000"] {
+            let args = [
+                "ballast",
+                "agent",
+                "--vsock-sock",
+                "/v",
+                "deactivate-file",
+                "--",
+                bad,
+            ];
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(
+                err.contains("is not a number of guest pages"),
+                "{bad}: {err}"
+            );
+        }
+        let top = Cli::try_parse_from(["ballast", "top", "--api-sock", "/s", "--interval", "nan"]);
+        assert!(top.unwrap_err().to_string().contains("from 0.1 to 60"));
     }
 
     fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
@@ -356,7 +533,10 @@ mod tests {
             Cli::try_parse_from(["ballast", "limit", "set", "512M", "--api-sock", "/s"]).unwrap();
         match cli.command {
             Command::Limit {
-                action: LimitCommand::Set { size_mib, client },
+                action:
+                    LimitCommand::Set {
+                        size_mib, client, ..
+                    },
             } => {
                 assert_eq!(size_mib, 512);
                 assert_eq!(client.api_sock, PathBuf::from("/s"));

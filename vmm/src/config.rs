@@ -41,8 +41,8 @@ pub struct VmConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("invalid size '{0}': use a number with an optional K, M or G suffix (a bare number is MiB), e.g. 512M")]
-    BadSize(String),
+    #[error(transparent)]
+    Size(#[from] SizeError),
     #[error("--memory must be more than 0")]
     ZeroMemory,
     #[error("--memory {asked} MiB is more than this host's {host} MiB of RAM")]
@@ -57,20 +57,100 @@ pub enum ConfigError {
     TooManyVcpus { asked: u64, max: u64 },
 }
 
-/// Parses `512M`, `2G`, `65536K`, `1024` (MiB, as QEMU's `-m`) into bytes.
-pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
-    let bad = || ConfigError::BadSize(s.to_string());
+/// The units a size may carry, as the help text lists them.
+pub const SIZE_UNITS_HELP: &str = "B, K, M, G, T (powers of 1024; KiB, MiB, GiB, TiB too) or \
+     KB, MB, GB, TB (powers of 1000); a bare number is MiB";
+
+/// Why a size on the command line was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SizeError {
+    #[error(
+        "'{0}' is not a size: give a number with a unit ({SIZE_UNITS_HELP}), e.g. 512M or 1.5G"
+    )]
+    Invalid(String),
+    #[error("'{0}' is not a whole number of bytes")]
+    NotWholeBytes(String),
+    #[error("'{0}' is more than 16 EiB")]
+    TooLarge(String),
+    #[error("'{given}' is {mib} MiB, and this takes whole MiB: use {nearest}")]
+    NotWholeMib {
+        given: String,
+        /// The size in MiB, to two decimals.
+        mib: String,
+        /// The nearest valid sizes, as the user would type them.
+        nearest: String,
+    },
+    #[error("the size must be more than 0")]
+    Zero,
+}
+
+/// Parses a size into bytes: a whole or decimal number, then an optional unit, case-insensitive:
+/// `B`; `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB` (powers of 1024, as QEMU and Firecracker
+/// count memory); `KB`, `MB`, `GB`, `TB` (powers of 1000, as disk vendors do). A bare number is
+/// MiB, as QEMU's `-m`. `1.5G` is allowed; a size that comes to a fraction of a byte is not.
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
+    let invalid = || SizeError::Invalid(s.to_string());
     let t = s.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 30),
-        Some((i, 'T' | 't')) => (&t[..i], 40),
-        Some(_) => (t, 20),
-        None => return Err(bad()),
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit: u128 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" => 1 << 20,
+        "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(invalid()),
     };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    n.checked_mul(1 << shift).ok_or_else(bad)
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !digits(whole) || !digits(fraction) {
+        return Err(invalid());
+    }
+    // Exact arithmetic: the number as an integer over 10^(fraction digits).
+    let too_large = || SizeError::TooLarge(s.to_string());
+    if whole.len() + fraction.len() > 30 {
+        return Err(too_large());
+    }
+    let scaled: u128 = format!("{whole}{fraction}")
+        .parse()
+        .map_err(|_| invalid())?;
+    let denominator = 10u128.pow(fraction.len() as u32);
+    let numerator = scaled.checked_mul(unit).ok_or_else(too_large)?;
+    if numerator % denominator != 0 {
+        return Err(SizeError::NotWholeBytes(s.to_string()));
+    }
+    u64::try_from(numerator / denominator).map_err(|_| too_large())
+}
+
+/// Parses a size that must come to a whole number of MiB, more than 0 (the API's unit for
+/// memory, limits and balloons). A size between two MiB is refused with both neighbours.
+pub fn parse_size_mib(s: &str) -> Result<u64, SizeError> {
+    const MIB: u64 = 1 << 20;
+    let bytes = parse_size(s)?;
+    if bytes == 0 {
+        return Err(SizeError::Zero);
+    }
+    if bytes % MIB != 0 {
+        let (below, above) = (bytes / MIB, bytes / MIB + 1);
+        let nearest = if below == 0 {
+            format!("{above}M")
+        } else {
+            format!("{below}M or {above}M")
+        };
+        return Err(SizeError::NotWholeMib {
+            given: s.trim().to_string(),
+            mib: format!("{:.2}", bytes as f64 / MIB as f64),
+            nearest,
+        });
+    }
+    Ok(bytes / MIB)
 }
 
 /// Total RAM of this host, from /proc/meminfo.
@@ -120,15 +200,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
+    fn sizes_take_binary_and_decimal_units() {
         assert_eq!(parse_size("512M"), Ok(512 << 20));
         assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
         assert_eq!(parse_size("65536K"), Ok(64 << 20));
+        assert_eq!(parse_size("65536 kib"), Ok(64 << 20));
         assert_eq!(parse_size("256"), Ok(256 << 20));
         assert_eq!(parse_size("1t"), Ok(1 << 40));
-        for bad in ["", "M", "12X", "-1M", "1.5G", "99999999999999999G"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size(".5M"), Ok(1 << 19));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in [
+            "", "M", ".", "12X", "-1M", "1..5G", "1.5.G", "nan", "inf", "1 0M", "M1",
+        ] {
+            assert_eq!(
+                parse_size(bad),
+                Err(SizeError::Invalid(bad.into())),
+                "{bad}"
+            );
         }
+        assert_eq!(
+            parse_size("0.1K"),
+            Err(SizeError::NotWholeBytes("0.1K".into()))
+        );
+        for huge in ["99999999999999999G", "16777216T", &"9".repeat(40)] {
+            assert!(
+                matches!(parse_size(huge), Err(SizeError::TooLarge(_))),
+                "{huge}"
+            );
+        }
+    }
+
+    #[test]
+    fn mib_sizes_are_whole_and_refused_with_their_neighbours() {
+        assert_eq!(parse_size_mib("512M"), Ok(512));
+        assert_eq!(parse_size_mib("1G"), Ok(1024));
+        assert_eq!(parse_size_mib("2048K"), Ok(2));
+        assert_eq!(parse_size_mib("1.5G"), Ok(1536));
+        assert_eq!(parse_size_mib("0"), Err(SizeError::Zero));
+        let err = parse_size_mib("20000K").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'20000K' is 19.53 MiB, and this takes whole MiB: use 19M or 20M"
+        );
+        let err = parse_size_mib("100K").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'100K' is 0.10 MiB, and this takes whole MiB: use 1M"
+        );
+        assert!(parse_size_mib("512MB")
+            .unwrap_err()
+            .to_string()
+            .contains("488M or 489M"));
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //! | `vstate/` | KVM: the VM, guest memory, vCPUs, the dirty log |
 //! | `boot`, `acpi/`, `layout` | what the guest finds at boot: the kernel, boot parameters, ACPI tables, where things sit |
 //! | `virtio_mmio` | a virtio device on the MMIO bus: its slot, ioeventfds and irqfd |
+//! | `console` | the guest's console on stdin: raw mode on a terminal, `Ctrl-A x` to stop |
 //! | `control`, `signals` | the VM's lifecycle on the event loop: power-off, reset, SIGINT/SIGTERM |
 //! | `api/`, `api_socket` | the REST API: one enum of requests between the API thread and the event loop |
 //! | `client/` | the subcommands that talk to a running ballast |
 //! | `agent/` | the guest agent service: one thread, one connection, stats and requests |
 //! | `ports` | the memory manager's ports over this VM's devices |
+//! | `ready` | the line `ballast run` prints when the VM is up, systemd's `READY=1`, launch warnings |
 
 pub mod acpi;
 pub mod agent;
@@ -24,9 +26,11 @@ pub mod builder;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod layout;
 pub mod ports;
+pub mod ready;
 pub mod signals;
 pub mod virtio_mmio;
 pub mod vstate;

@@ -19,7 +19,13 @@ fn main() -> ExitCode {
 }
 
 fn run_vm(args: RunArgs) -> ExitCode {
-    match builder::run(args.into_config()) {
+    let config = args.into_config();
+    for warning in ballast::ready::warnings(&config) {
+        log::warn!("{warning}");
+    }
+    // The console in raw mode for the VM's life (on a terminal); restored when `_raw` drops.
+    let _raw = ballast::console::raw_mode();
+    match builder::run(config) {
         Ok(exit) => {
             if let ballast::vstate::exit::VmExit::Failure(reason) = &exit {
                 eprintln!("ballast: the VM failed: {reason}");

@@ -2,7 +2,7 @@
 //!
 //! | file | job |
 //! | --- | --- |
-//! | `serial.rs` | COM1 (vm-superio's 16550) and ballast's stdin as its input |
+//! | `serial.rs` | COM1 (vm-superio's 16550); its input is fed by the VMM's console |
 //! | `i8042.rs` | the i8042 keyboard controller, for the guest's `reboot=k` |
 //! | `acpi_pm.rs` | the ACPI sleep control / status / reset register: power-off and reset |
 

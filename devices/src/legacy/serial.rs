@@ -1,14 +1,10 @@
-//! COM1: a 16550 UART (vm-superio) whose output goes to ballast's stdout and whose input comes
-//! from ballast's stdin, read on the event loop.
+//! COM1: a 16550 UART (vm-superio) whose output goes to ballast's stdout. Its input (ballast's
+//! stdin, with the console's escape sequence) is fed by the VMM: `vmm/src/console.rs`.
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::io::Write;
 
-use event_manager::{EventOps, Events, MutEventSubscriber};
 use vm_superio::serial::NoEvents;
 use vm_superio::Serial;
-use vmm_sys_util::epoll::EventSet;
 
 use super::{read_byte_register, write_byte_register, EventFdTrigger};
 use crate::bus::BusDevice;
@@ -41,57 +37,10 @@ impl BusDevice for SerialDevice {
     }
 }
 
-/// Feeds ballast's stdin to the guest's COM1.
-pub struct SerialInput {
-    serial: Arc<Mutex<SerialDevice>>,
-    stdin: std::io::Stdin,
-}
-
-impl SerialInput {
-    pub fn new(serial: Arc<Mutex<SerialDevice>>) -> Self {
-        Self {
-            serial,
-            stdin: std::io::stdin(),
-        }
-    }
-}
-
-impl MutEventSubscriber for SerialInput {
-    fn init(&mut self, ops: &mut EventOps) {
-        // epoll refuses regular files and /dev/null: then there simply is no console input.
-        if let Err(e) = ops.add(Events::new(&self.stdin, EventSet::IN)) {
-            log::debug!("serial: stdin is not pollable ({e:?}); no console input");
-        }
-    }
-
-    fn process(&mut self, events: Events, ops: &mut EventOps) {
-        let mut buf = [0u8; 64];
-        let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
-        let room = serial.0.fifo_capacity().min(buf.len());
-        let n = if room == 0 {
-            // The guest is not draining its FIFO; the bytes wait in the pipe.
-            0
-        } else {
-            match self.stdin.lock().read(&mut buf[..room]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
-                Err(_) => 0,
-            }
-        };
-        if n == 0 && room != 0 || events.event_set().contains(EventSet::HANG_UP) {
-            // End of input: stop polling, or epoll would report it forever.
-            let _ = ops.remove(Events::new_raw(self.stdin.as_raw_fd(), EventSet::IN));
-            return;
-        }
-        if let Err(e) = serial.0.enqueue_raw_bytes(&buf[..n]) {
-            log::debug!("serial: input dropped: {e:?}");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     /// A writer the test can read back.

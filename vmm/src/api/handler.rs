@@ -170,8 +170,12 @@ impl ApiHandler {
 
     fn update_balloon_stats(&mut self, update: BalloonStatsUpdate) -> ApiResult {
         let mut balloon = self.balloon();
-        // As Firecracker: the statistics queue is negotiated at boot, so statistics can be
+        // As Firecracker: the interval it already has is a no-op (also 0 on a balloon without
+        // statistics); the statistics queue is negotiated at boot, so statistics can be
         // neither turned on nor off later; only a non-zero interval may change.
+        if update.stats_polling_interval_s == balloon.stats_interval() {
+            return Ok(ApiReply::Done);
+        }
         if balloon.config().stats_polling_interval_s == 0 {
             return Err(ApiError::StatsCannotEnable);
         }
@@ -463,6 +467,8 @@ mod tests {
             without.handle(every(5)),
             Err(ApiError::StatsCannotEnable)
         ));
+        // As Firecracker: asking for what is already so is a no-op.
+        assert!(matches!(without.handle(every(0)), Ok(ApiReply::Done)));
 
         let (mut with, _s) = handler("stats_polling_interval_s=2");
         assert!(matches!(
@@ -471,6 +477,7 @@ mod tests {
         ));
         with.handle(every(7)).unwrap();
         assert_eq!(with.balloon().stats_interval(), 7);
+        with.handle(every(7)).unwrap();
         assert!(matches!(
             with.handle(ApiRequest::GetBalloonStats),
             Ok(ApiReply::BalloonStats(_))

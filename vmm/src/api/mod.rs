@@ -10,12 +10,18 @@
 //! | --- | --- |
 //! | `mod.rs` | the request enum, request bodies, replies and errors: the whole surface |
 //! | `server.rs` | HTTP/1.1 on the Unix socket, on its own thread: routes, limits, timeouts |
+//! | `body.rs` | request bodies: size, time, one JSON object, no unknown or repeated field |
+//! | `fault_io.rs` | a `fault_message` body for the answers hyper makes itself (400, 414, 431) |
+//! | `firecracker.rs` | Firecracker's routes for what ballast has (`PUT /actions`, `PATCH /vm`, `PUT /balloon`) |
 //! | `handler.rs` | the VMM side: an event-loop subscriber that answers each request |
 //! | `residency.rs` | how much of guest RAM is resident on the host (`mincore`) |
 //! | `metrics/` | the Prometheus text of `GET /metrics` |
 //!
 //! The routes are described in `vmm/openapi.yaml`.
 
+pub mod body;
+pub mod fault_io;
+pub mod firecracker;
 pub mod handler;
 pub mod metrics;
 pub mod residency;
@@ -327,7 +333,7 @@ pub enum ApiError {
     #[error("the VM is stopping; it no longer takes actions")]
     Stopping,
     #[error(
-        "amount_mib {amount_mib} is more than the guest's {memory_mib} MiB of memory; give at most {memory_mib}"
+        "a balloon of {amount_mib} MiB is more than the guest's {memory_mib} MiB of memory; give at most {memory_mib} MiB"
     )]
     BalloonTooBig { amount_mib: u32, memory_mib: u64 },
     #[error(

@@ -12,23 +12,24 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{oneshot, Semaphore};
 
+use super::body::JsonBody;
+use super::fault_io::FaultBodies;
+use super::firecracker;
 use super::metrics::{self, RequestCounters};
 use super::{
-    ApiError, ApiReply, ApiRequest, ApiSender, BalloonStatsUpdate, BalloonUpdate,
+    ApiError, ApiReply, ApiRequest, ApiResult, ApiSender, BalloonStatsUpdate, BalloonUpdate,
     MemoryLimitUpdate, VmActionBody,
 };
 
@@ -104,19 +105,25 @@ impl Drop for ApiServer {
 }
 
 #[derive(Clone)]
-struct AppState {
-    vmm: Arc<ApiSender>,
+pub(super) struct AppState {
+    pub(super) vmm: Arc<ApiSender>,
     counters: Arc<RequestCounters>,
 }
 
 /// The routes; `vmm/openapi.yaml` describes each of them, and a test checks that the two agree.
 fn router(state: AppState) -> Router {
     Router::new()
-        .route("/vm", get(get_vm))
+        .route("/vm", get(get_vm).patch(firecracker::patch_vm))
         .route("/vm/actions", put(put_vm_action))
         .route("/vm/memory", get(get_memory))
         .route("/vm/memory/limit", put(put_memory_limit))
-        .route("/balloon", get(get_balloon).patch(patch_balloon))
+        .route("/actions", put(firecracker::put_actions))
+        .route(
+            "/balloon",
+            get(get_balloon)
+                .patch(patch_balloon)
+                .put(firecracker::put_balloon),
+        )
         .route(
             "/balloon/statistics",
             get(get_balloon_stats).patch(patch_balloon_stats),
@@ -160,11 +167,19 @@ async fn serve(listener: StdUnixListener, state: AppState, mut stop: oneshot::Re
             },
             _ = &mut stop => break,
         };
+        // half_close: a client that shuts down its writing side after its request (as socat
+        // and some clients do) still gets its answer. writev off: hyper's own error answers
+        // then reach `FaultBodies` whole, which gives them a fault_message.
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(timer.clone())
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(MAX_BODY_BYTES)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            .half_close(true)
+            .writev(false)
+            .serve_connection(
+                TokioIo::new(FaultBodies::new(stream)),
+                TowerToHyperService::new(app.clone()),
+            );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -185,19 +200,19 @@ async fn serve(listener: StdUnixListener, state: AppState, mut stop: oneshot::Re
 /// An HTTP error: its status and `{"fault_message": "..."}`.
 #[derive(Debug)]
 pub struct HttpError {
-    status: StatusCode,
-    message: String,
+    pub(super) status: StatusCode,
+    pub(super) message: String,
 }
 
 impl HttpError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
         }
     }
 
-    fn too_large() -> Self {
+    pub(super) fn too_large() -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
@@ -219,74 +234,6 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// A JSON request body: at most `MAX_BODY_BYTES`, within `BODY_TIMEOUT`, unknown fields refused
-/// by the body types themselves. The content type is not checked, so `curl -d` works as is.
-struct JsonBody<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = HttpError;
-
-    async fn from_request(req: Request, _state: &S) -> Result<Self, HttpError> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-            return Err(HttpError::too_large());
-        }
-        let read = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
-        let collected = tokio::time::timeout(BODY_TIMEOUT, read)
-            .await
-            .map_err(|_| {
-                HttpError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request body did not arrive within {} s",
-                        BODY_TIMEOUT.as_secs()
-                    ),
-                )
-            })?
-            .map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    HttpError::too_large()
-                } else {
-                    HttpError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("cannot read the request body: {e}"),
-                    )
-                }
-            })?;
-        parse_body(&collected.to_bytes()).map(JsonBody)
-    }
-}
-
-/// Parses a body that must be one JSON object. Going through `Value` first keeps serde from
-/// reading a JSON array as the struct's fields in order.
-fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
-    let bad = |message: String| HttpError::new(StatusCode::BAD_REQUEST, message);
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid request body: {e}")))?;
-    if !value.is_object() {
-        return Err(bad(format!(
-            "invalid request body: expected a JSON object, not {}",
-            json_kind(&value)
-        )));
-    }
-    serde_json::from_value(value).map_err(|e| bad(format!("invalid request body: {e}")))
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
 fn json<T: Serialize>(value: &T) -> Response {
     match serde_json::to_string(value) {
         Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, JSON)], body).into_response(),
@@ -298,9 +245,19 @@ fn json<T: Serialize>(value: &T) -> Response {
     }
 }
 
+/// Sends `request` to the VMM on a task of its own, so that once a request has arrived whole it
+/// is carried out exactly once, even if its client goes away and its answer cannot be written
+/// (hyper drops the handler then, but not this task).
+pub(super) async fn call(state: &AppState, request: ApiRequest) -> ApiResult {
+    let vmm = state.vmm.clone();
+    tokio::spawn(async move { vmm.call(request).await })
+        .await
+        .unwrap_or(Err(ApiError::VmmGone))
+}
+
 /// Sends `request` to the VMM and turns its answer into a response.
-async fn ask(state: &AppState, request: ApiRequest) -> Result<Response, HttpError> {
-    Ok(match state.vmm.call(request).await? {
+pub(super) async fn ask(state: &AppState, request: ApiRequest) -> Result<Response, HttpError> {
+    Ok(match call(state, request).await? {
         ApiReply::Done => StatusCode::NO_CONTENT.into_response(),
         ApiReply::Vm(info) => json(&info),
         ApiReply::Balloon(info) => json(&info),
@@ -419,36 +376,4 @@ async fn count_requests(State(s): State<AppState>, req: Request, next: Next) -> 
     log::debug!("API {method} {path} -> {status}");
     s.counters.record(&method, &route, status);
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{MemoryLimitUpdate, VmAction};
-
-    #[test]
-    fn bodies_must_be_objects_with_known_fields() {
-        let ok: VmActionBody = parse_body(br#"{"action_type": "Resume"}"#).unwrap();
-        assert_eq!(ok.action_type, VmAction::Resume);
-        for (body, why) in [
-            (&br#"["Pause"]"#[..], "expected a JSON object, not an array"),
-            (b"", "EOF while parsing"),
-            (b"{", "EOF while parsing an object"),
-            (
-                br#"{"action_type": "Pause", "now": true}"#,
-                "unknown field `now`",
-            ),
-            (br#"{"action_type": 1}"#, "invalid type: integer `1`"),
-        ] {
-            let err = parse_body::<VmActionBody>(body).unwrap_err();
-            assert_eq!(err.status, StatusCode::BAD_REQUEST);
-            assert!(err.message.contains(why), "{:?}: {}", body, err.message);
-        }
-        let err = parse_body::<MemoryLimitUpdate>(b"{}").unwrap_err();
-        assert!(
-            err.message.contains("missing field `limit_mib`"),
-            "{}",
-            err.message
-        );
-    }
 }

@@ -7,25 +7,27 @@ use std::sync::{Arc, Mutex};
 use ballast_devices::bus::Bus;
 use ballast_devices::legacy::acpi_pm::{AcpiPmDevice, ACPI_PM_PORT_LEN};
 use ballast_devices::legacy::i8042::{I8042, I8042_PORT_RANGE};
-use ballast_devices::legacy::serial::{SerialDevice, SerialInput, SERIAL_PORT_RANGE};
+use ballast_devices::legacy::serial::{SerialDevice, SERIAL_PORT_RANGE};
 use ballast_devices::legacy::EventFdTrigger;
 use vm_superio::I8042Device;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{eventfd, io, RunError, Subscriber};
+use crate::console::ConsoleInput;
 use crate::layout::{ACPI_PM_PORT, COM1_PORT, I8042_PORT, SERIAL_IRQ};
+use crate::vstate::exit::ExitState;
 use crate::vstate::vm::Vm;
 
 pub(super) struct Legacy {
     pub pio: Bus,
-    /// Feeds ballast's stdin to COM1, on the event loop.
+    /// Feeds ballast's stdin to COM1, on the event loop (`console.rs`).
     pub serial_input: Subscriber,
     pub poweroff: EventFd,
     /// The ACPI reset register's and the i8042's.
     pub resets: Vec<EventFd>,
 }
 
-pub(super) fn legacy_devices(vm: &Vm) -> Result<Legacy, RunError> {
+pub(super) fn legacy_devices(vm: &Vm, exit: &Arc<ExitState>) -> Result<Legacy, RunError> {
     let mut pio = Bus::new();
     let serial_irq = eventfd()?;
     vm.fd()
@@ -47,7 +49,7 @@ pub(super) fn legacy_devices(vm: &Vm) -> Result<Legacy, RunError> {
     pio.insert(Arc::new(Mutex::new(pm)), ACPI_PM_PORT, ACPI_PM_PORT_LEN)?;
     Ok(Legacy {
         pio,
-        serial_input: Arc::new(Mutex::new(SerialInput::new(serial))),
+        serial_input: Arc::new(Mutex::new(ConsoleInput::new(serial, exit.clone()))),
         poweroff,
         resets: vec![pm_reset, i8042_reset],
     })

@@ -99,7 +99,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
     let _cgroup = host.host_enforcer.placement();
     let mut guest = memory::build(&host.kvm, &config)?;
     let exit = Arc::new(ExitState::new().map_err(io("create the exit eventfd"))?);
-    let legacy = buses::legacy_devices(&guest.vm)?;
+    let legacy = buses::legacy_devices(&guest.vm, &exit)?;
     let virtio = virtio::devices(&config, &guest)?;
     boot_tables::write(&config, &guest, host.num_vcpus, &virtio.slots)?;
 
@@ -133,6 +133,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         &mut events,
     )?;
 
+    crate::ready::announce(&config);
     event_loop(&mut events, &exit);
     teardown(vcpus, events, services);
     Ok(exit.reason().unwrap_or(VmExit::Poweroff))

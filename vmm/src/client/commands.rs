@@ -3,10 +3,13 @@
 
 use std::fmt::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use hyper::Method;
 use serde::Serialize;
 
+use super::wait::{self, WaitEnd};
+use super::watch::{mib, Snapshot};
 use super::{ApiClient, ClientError};
 use crate::api::{
     BalloonInfo, BalloonStatistics, BalloonUpdate, HostEnforceState, HostEnforceStatus, MemoryInfo,
@@ -18,6 +21,7 @@ use crate::cli::{BalloonCommand, ClientArgs, Command, LimitCommand};
 pub fn run(command: Command) -> Option<ExitCode> {
     let (args, result) = match command {
         Command::Run(_) => return None,
+        Command::Top(args) => return Some(super::top::run(&args)),
         Command::Agent { action, vsock } => return Some(super::agent::run(&action, &vsock)),
         Command::Status(args) => {
             let r = status(&args);
@@ -28,9 +32,19 @@ pub fn run(command: Command) -> Option<ExitCode> {
             (args, r)
         }
         Command::Limit {
-            action: LimitCommand::Set { size_mib, client },
+            action:
+                LimitCommand::Set {
+                    size_mib,
+                    wait,
+                    wait_timeout_s,
+                    client,
+                },
         } => {
-            let r = set_limit(&client, Some(size_mib));
+            let r = if wait {
+                set_limit_and_wait(&client, size_mib, Duration::from_secs(wait_timeout_s))
+            } else {
+                set_limit(&client, Some(size_mib))
+            };
             (client, r)
         }
         Command::Limit {
@@ -110,10 +124,6 @@ fn status(args: &ClientArgs) -> Result<String, ClientError> {
         })));
     }
     Ok(format_status(&vm, &memory, &balloon))
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 fn uptime(ms: u64) -> String {
@@ -243,6 +253,36 @@ fn set_limit(args: &ClientArgs, limit_mib: Option<u64>) -> Result<String, Client
             "memory limit removed (resident {})\n",
             mib(memory.resident_bytes)
         ),
+    })
+}
+
+/// Sets the limit, then waits for the VM to be within it (see `client::wait`).
+fn set_limit_and_wait(
+    args: &ClientArgs,
+    limit_mib: u64,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let api = client(args);
+    let before = Snapshot::take(&api)?;
+    api.send(
+        Method::PUT,
+        "/vm/memory/limit",
+        &MemoryLimitUpdate {
+            limit_mib: Some(limit_mib),
+        },
+    )?;
+    let end = wait::follow(&api, &before, timeout, &mut std::io::stderr())?;
+    let (message, ok) = wait::outcome(&end);
+    if !ok {
+        return Err(ClientError::Unmet(message));
+    }
+    let WaitEnd::Within(snapshot) = end else {
+        unreachable!("only Within is ok")
+    };
+    Ok(if args.json {
+        to_json(&snapshot.memory)
+    } else {
+        format!("{message}\n")
     })
 }
 

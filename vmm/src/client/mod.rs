@@ -1,8 +1,21 @@
 //! The client side of the API socket, for the CLI subcommands: hyper's HTTP/1.1 client over a
 //! tokio `UnixStream`, one connection per request.
 
+//!
+//! | file | job |
+//! | --- | --- |
+//! | `mod.rs` | the HTTP client and its errors |
+//! | `commands.rs` | the subcommands: send, then print what the VM looks like |
+//! | `agent.rs` | `ballast agent`: the guest agent through the hybrid vsock socket |
+//! | `watch.rs` | snapshots of a VM and the reclaim steps between two of them |
+//! | `wait.rs` | `ballast limit set --wait` |
+//! | `top/` | `ballast top`, the live terminal view |
+
 pub mod agent;
 pub mod commands;
+pub mod top;
+pub mod wait;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,12 +50,15 @@ pub enum ClientError {
     Timeout { path: PathBuf },
     #[error("cannot start the API client: {0}")]
     Runtime(std::io::Error),
+    /// The request was carried out, but what was waited for did not come about.
+    #[error("{0}")]
+    Unmet(String),
 }
 
 impl ClientError {
     /// Whether the server answered (and refused), as opposed to not being reachable.
     pub fn is_server_refusal(&self) -> bool {
-        matches!(self, ClientError::Server { .. })
+        matches!(self, ClientError::Server { .. } | ClientError::Unmet(_))
     }
 }
 

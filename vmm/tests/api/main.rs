@@ -2,10 +2,15 @@
 //! hand-made guests (see `support`): every route's success and errors, bad input, a stalled
 //! client, the OpenAPI spec against the served routes, and the client subcommands.
 
+mod console;
+mod firecracker;
+mod http;
 mod memory;
 mod openapi;
+mod ready;
 mod refusals;
 mod subcommands;
+mod watching;
 
 #[path = "../support/mod.rs"]
 mod support;

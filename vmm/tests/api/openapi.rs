@@ -78,13 +78,16 @@ fn openapi_routes_are_the_served_routes() {
                     .unwrap_or_else(|| panic!("{method} {path}: no request examples"));
                 assert!(!examples.is_empty());
             }
-            let ok = op["responses"]
+            // Only Firecracker's PUT /balloon, refused after boot, has no success answer.
+            let Some((_, ok)) = op["responses"]
                 .as_object()
                 .unwrap()
                 .iter()
                 .find(|(code, _)| code.starts_with('2'))
-                .unwrap_or_else(|| panic!("{method} {path}: no success answer"))
-                .1;
+            else {
+                assert_eq!((method.as_str(), path.as_str()), ("put", "/balloon"));
+                continue;
+            };
             if let Some(content) = ok.get("content") {
                 let (_, media) = content.as_object().unwrap().iter().next().unwrap();
                 assert!(media.get("example").is_some(), "{method} {path}");
@@ -151,9 +154,17 @@ fn openapi_examples_are_accepted_and_answers_match_the_schemas() {
                     continue;
                 }
                 let answer = b.send(&method.to_uppercase(), path, &body);
+                // An operation without a success answer answers what the spec lists.
+                let expected = if op["responses"].get("204").is_some()
+                    || op["responses"].get("200").is_some()
+                {
+                    2
+                } else {
+                    4
+                };
                 assert_eq!(
                     answer.status / 100,
-                    2,
+                    expected,
                     "{method} {path} example {name} ({body}): {}",
                     answer.body
                 );

@@ -54,7 +54,7 @@ fn cli_subcommands_talk_to_the_socket() {
     let out = cli(&b, &["limit", "set", "1536K"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(
-        stderr(&out).contains("whole number of MiB"),
+        stderr(&out).contains("'1536K' is 1.50 MiB, and this takes whole MiB: use 1M or 2M"),
         "{}",
         stderr(&out)
     );

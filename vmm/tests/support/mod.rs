@@ -27,10 +27,13 @@ pub enum Guest {
     /// Counts in a loop and writes a `.` to COM1 every 4096 iterations: the guest's progress,
     /// visible on ballast's stdout. Keeps its vCPU thread busy.
     Ticker,
+    /// Polls COM1 and echoes each byte it receives, a Ctrl-C (0x03) as `!`: what reaches the
+    /// guest from ballast's stdin. Keeps its vCPU thread busy.
+    Echo,
 }
 
 impl Guest {
-    fn code(self) -> Vec<u8> {
+    pub fn code(self) -> Vec<u8> {
         match self {
             Guest::Halt => vec![
                 0xf4, // hlt
@@ -45,6 +48,19 @@ impl Guest {
                 0xb0, b'.', // mov al, '.'
                 0xee, // out dx, al
                 0xeb, 0xf1, // jmp loop
+            ],
+            Guest::Echo => vec![
+                0x66, 0xba, 0xfd, 0x03, // start: mov dx, 0x3fd (line status)
+                0xec, // poll: in al, dx
+                0xa8, 0x01, // test al, 1 (data ready)
+                0x74, 0xfb, // jz poll
+                0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+                0xec, // in al, dx
+                0x3c, 0x03, // cmp al, 3 (Ctrl-C)
+                0x75, 0x02, // jne echo
+                0xb0, b'!', // mov al, '!'
+                0xee, // echo: out dx, al
+                0xeb, 0xe9, // jmp start
             ],
         }
     }

@@ -1,5 +1,6 @@
 //! The Prometheus text exposition format (version 0.0.4): a writer for metric families, and a
-//! strict reader the tests check the whole `GET /metrics` body with.
+//! strict reader, with which the tests check the whole `GET /metrics` body and `ballast top`
+//! and `ballast limit set --wait` read the step counters.
 
 use std::fmt::{Display, Write};
 
@@ -74,7 +75,6 @@ pub fn state_gauge<T: PartialEq>(
 }
 
 /// One sample read back: the series (name and labels as written) and its value.
-#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub family: String,
@@ -82,7 +82,6 @@ pub struct Sample {
     pub value: f64,
 }
 
-#[cfg(test)]
 fn name_ok(name: &str, colon: bool) -> bool {
     let mut chars = name.chars();
     chars
@@ -91,7 +90,6 @@ fn name_ok(name: &str, colon: bool) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
 }
 
-#[cfg(test)]
 fn labels(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let mut rest = text;
@@ -121,7 +119,6 @@ fn labels(text: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// A sample's value as Prometheus reads it.
-#[cfg(test)]
 fn sample_value(value: &str) -> Option<f64> {
     match value {
         "+Inf" => Some(f64::INFINITY),
@@ -141,7 +138,6 @@ fn sample_value(value: &str) -> Option<f64> {
 /// Reads an exposition strictly: every line a HELP, a TYPE or a sample; names and label names
 /// valid; each family's HELP and TYPE once, before its samples, its samples together; counters
 /// named `_total`; no series twice; values numbers.
-#[cfg(test)]
 pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
     use std::collections::BTreeSet;
     let mut samples = Vec::new();
