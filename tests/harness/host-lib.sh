@@ -121,18 +121,9 @@ json_object() {
         END { printf "%s", nested }'
 }
 
-# json_members: of the lines json_object printed, those of its own members (the indentation
-# of the first), not those inside nested objects (`ballast status --json` sorts its keys, so
-# memory's "agent": {"state": ...} comes before memory's own "state").
-json_members() {
-    awk 'NR == 1 { match($0, /^ */); indent = RLENGTH }
-        { match($0, /^ */); if (RLENGTH == indent) print }'
-}
-
-# status_field OBJECT KEY: KEY of OBJECT (vm, memory, balloon, or one nested in them, as
-# host_enforce) in `ballast status --json`, one of its own members.
+# status_field OBJECT KEY: KEY of OBJECT (vm, memory or balloon) in `ballast status --json`.
 status_field() {
-    ballast status --json | json_object "$1" | json_members | json_field "$2"
+    ballast status --json | json_object "$1" | json_field "$2"
 }
 
 # metric NAME: the value of one series of `ballast metrics`, NAME with its labels as
