@@ -49,7 +49,11 @@ pub(crate) fn balloon_cap(config: &PolicyConfig, obs: &Observation) -> (u64, Kee
     let reserve = config.reserve_pages;
     // The guest's own memory off the LRU lists (kernel, slab, page tables) stays too: without
     // it a cap of working set + reserve starves a small guest before it reports the limit.
-    let kernel = obs.guest.as_ref().map_or(0, |g| g.kernel_pages);
+    // Believed up to what the host holds, as the guest's hot pages are.
+    let kernel = obs
+        .guest
+        .as_ref()
+        .map_or(0, |g| g.kernel_pages.min(obs.resident_pages));
     let keep = match (obs.working_set_pages, &obs.guest) {
         (Some(_), guest) => {
             let working_set = obs.working_set().unwrap_or(0);
@@ -60,7 +64,10 @@ pub(crate) fn balloon_cap(config: &PolicyConfig, obs: &Observation) -> (u64, Kee
             }
         }
         (None, Some(guest)) => {
-            let anon = guest.anon_pages.max(guest.hot_pages());
+            let anon = guest
+                .anon_pages
+                .max(guest.hot_pages())
+                .min(obs.resident_pages);
             Keep::Anon {
                 anon,
                 keep: anon.saturating_add(kernel).saturating_add(reserve),

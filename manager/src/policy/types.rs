@@ -89,9 +89,14 @@ impl GuestView {
 
 impl Observation {
     /// The working set the policy keeps: the larger of the dirty log's (writes) and the
-    /// guest's active lists (reads too); `None` while neither is known.
+    /// guest's active lists (reads too); `None` while neither is known. What the guest says is
+    /// hot is believed up to what the host holds: a hot page that is not resident is a claim
+    /// the host's measurement refutes.
     pub fn working_set(&self) -> Option<u64> {
-        let guest = self.guest.as_ref().map(GuestView::hot_pages);
+        let guest = self
+            .guest
+            .as_ref()
+            .map(|g| g.hot_pages().min(self.resident_pages));
         match (self.working_set_pages, guest) {
             (Some(dirty), Some(hot)) => Some(dirty.max(hot)),
             (one, other) => one.or(other),

@@ -41,9 +41,11 @@ fn fruitless_is_under_ten_percent() {
     assert!(!fruitless(0, 0));
 }
 
+/// All of guest RAM resident: the guest's figures are believed in full.
 fn obs(ram: u64, ws: Option<u64>, guest: Option<GuestView>) -> Observation {
     Observation {
         guest_ram_pages: ram,
+        resident_pages: ram,
         working_set_pages: ws,
         guest,
         ..Default::default()
@@ -79,6 +81,17 @@ fn cap_leaves_the_working_set_and_reserve() {
         131_072 - 32_768
     );
     assert_eq!(balloon_cap(&config, &obs(8000, None, None)).0, 8000 - 4096);
+    // A guest that says more is hot than the host holds is believed up to what it holds.
+    let liar = GuestView {
+        active_anon_pages: 100_000,
+        kernel_pages: 100_000,
+        ..Default::default()
+    };
+    let o = Observation {
+        resident_pages: 30_000,
+        ..obs(131_072, Some(1000), Some(liar))
+    };
+    assert_eq!(balloon_cap(&config, &o).0, 131_072 - 30_000 - 30_000 - 4096);
 }
 
 #[test]
