@@ -157,7 +157,7 @@ for config in "${configs[@]}"; do
     backports) env+=(BALLAST_L1_SUITE=bookworm-backports) ;;
     *) die "l1= takes stable or backports" ;;
     esac
-    [ "$trace" != 1 ] || env+=(BALLAST_L1_TRACE="kvm/kvm_exit kvm/kvm_inj_exception kvm/kvm_userspace_exit")
+    [ "$trace" != 1 ] || env+=(BALLAST_L1_TRACE="kvm/kvm_exit kvm/kvm_inj_exception kvm/kvm_userspace_exit kvm/kvm_unmap_hva_range migrate/mm_migrate_pages compaction/mm_compaction_migratepages")
     l1cmdline="$l1cmdline${trace:+ ftrace_dump_on_oops}"
     [ -z "$l1cmdline" ] || env+=(BALLAST_L1_CMDLINE="$l1cmdline")
     ballast_arg=(--ballast "$BALLAST_BIN" --agent "$BALLAST_AGENT_BIN")

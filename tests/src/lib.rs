@@ -273,7 +273,14 @@ pub fn run_and_check(dirs: &[PathBuf]) -> Result<(), String> {
             outcome.scenario, outcome.mode
         );
         if let Err(e) = check(expect, outcome) {
-            failures.push(e);
+            // CI keeps only the test's output: the console's last lines carry the evidence
+            // (a triple fault's vCPU state, an RCU stall, the scenario's last step).
+            let tail = outcome
+                .console_log
+                .as_deref()
+                .map(|p| console_tail(p, CONSOLE_TAIL_LINES))
+                .unwrap_or_default();
+            failures.push(format!("{e}{tail}"));
         }
     }
     if failures.is_empty() {
@@ -281,6 +288,25 @@ pub fn run_and_check(dirs: &[PathBuf]) -> Result<(), String> {
     } else {
         Err(failures.join("\n"))
     }
+}
+
+/// How much of a failed scenario's console its test failure shows.
+const CONSOLE_TAIL_LINES: usize = 30;
+
+/// The last `lines` lines of a console log, indented under a heading; empty if unreadable.
+fn console_tail(path: &Path, lines: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    let mut out = format!("\n  the console's last {} lines:", all.len() - start);
+    for line in &all[start..] {
+        out.push_str("\n    ");
+        out.push_str(line);
+    }
+    out
 }
 
 /// Runs one built-in scenario (a folder under `tests/scenarios/`) and panics
