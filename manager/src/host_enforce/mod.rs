@@ -6,9 +6,10 @@
 //! faulted it in and never moves the charge: guest RAM touched before a later move would stay
 //! outside the limit. Once resident guest RAM has stayed above the limit for
 //! `--over-limit-after`, whatever the memory manager's state or the agent says, ballast writes
-//! `memory.high` = limit + an overhead allowance (ballast's own memory, page tables, the page cache of its disk images; 64 MiB by
-//! default, `--host-enforce-overhead`), and the host kernel reclaims and throttles ballast above
-//! it. From then on `memory.high` follows the limit; clearing the limit writes `max` again.
+//! `memory.high` = limit + an overhead allowance (ballast's own memory, page tables, the page
+//! cache of its disk images; 64 MiB by default, `--host-enforce-overhead`), and the host kernel
+//! reclaims and throttles ballast above it. From then on `memory.high` follows the limit;
+//! clearing the limit writes `max` again.
 //!
 //! Where the host allows none of this (no cgroup v2 with the memory controller, as on a cgroup
 //! v1 host, or no permission), the state is `unavailable` with the reason: logged once, and in

@@ -1,6 +1,7 @@
 //! Step 2 of a round: the guest agent deactivates anon memory (big processes first), only with
 //! swap that is not full and anon memory (shmem and tmpfs left out) above 1/64 of the limit,
-//! and only for what the file step did not cover: cache is cheaper to lose. `urgent` (page out now) once nothing has moved for a few rounds.
+//! and only for what the file step did not cover: cache is cheaper to lose. `urgent` (page out
+//! now) once nothing has moved for a few rounds.
 
 use super::episode::{Episode, Round};
 use super::file_step::batch_request;
