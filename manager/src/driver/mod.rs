@@ -13,10 +13,12 @@
 //! | --- | --- |
 //! | `mod.rs` | the thread's loop and one epoch |
 //! | `calls.rs` | agent requests under way: started, polled, reported |
+//! | `hot_window.rs` | the guest's active lists and kernel memory, held over a window |
 //! | `ports.rs` | the traits the driver acts through (balloon control, guest agent, dirty log, guest RAM) |
 //! | `tests.rs` | the driver against fakes of every port |
 
 mod calls;
+mod hot_window;
 pub mod ports;
 #[cfg(test)]
 mod tests;
@@ -31,6 +33,7 @@ use crate::policy::{Action, GuestView, Observation, Outcome, Policy, PolicyConfi
 use crate::tracker::{Sample, Tracker, TrackerConfig};
 use crate::{ManagerConfig, Shared};
 use calls::Call;
+use hot_window::HotWindow;
 use ports::{
     AgentRequest, BalloonControl, DirtyLog, GuestAgent, GuestRam, NoDirtyLog, ResidentBalloonPages,
 };
@@ -77,6 +80,9 @@ pub(crate) struct Driver {
     calls: Vec<Call>,
     /// Where the agent's file answers say their pages came from.
     file_passes: crate::FilePassCounters,
+    /// The guest's active lists and kernel memory, held at their largest over the dirty log's
+    /// window (`hot_window.rs`).
+    hot_window: HotWindow,
 }
 
 impl Driver {
@@ -99,6 +105,7 @@ impl Driver {
             balloon_moving: None,
             calls: Vec::new(),
             file_passes: Default::default(),
+            hot_window: HotWindow::new(u64::from(TrackerConfig::default().working_set_epochs)),
         }
     }
 
@@ -114,6 +121,9 @@ impl Driver {
                     ))
                 );
                 self.policy.set_limit(limit);
+                if limit.is_none() {
+                    self.hot_window.clear();
+                }
             }
             // An epoch for an agent's answer keeps the cadence of the others.
             if !answered {
@@ -276,7 +286,7 @@ impl Driver {
         };
     }
 
-    fn observe(&self, sample: &Sample, violation_pages: u64) -> Observation {
+    fn observe(&mut self, sample: &Sample, violation_pages: u64) -> Observation {
         let balloon = &self.parts.balloon;
         Observation {
             guest_ram_pages: self.guest_ram_pages,
@@ -289,7 +299,9 @@ impl Driver {
                 .logging_since
                 .is_some_and(|since| sample.epoch >= since + WORKING_SET_EPOCHS)
                 .then_some(sample.working_set_pages),
-            guest: self.guest_view(),
+            guest: self
+                .guest_view()
+                .map(|view| self.hot_window.hold(sample.epoch, view)),
         }
     }
 

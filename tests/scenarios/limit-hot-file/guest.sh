@@ -3,7 +3,7 @@
 # disk sees almost no reads while resident sits under the limit. Under a limit below the hot
 # file, the state says over_limit.
 grep -q ' /mnt ext4 ro' /proc/mounts || { result mounted false; exit 1; }
-cat /mnt/cold*.bin >/dev/null
+cat /mnt/cold*.bin /mnt/hot.bin >/dev/null  # all of it cached before the count below
 while :; do cat /mnt/hot.bin >/dev/null; done &
 reader=$!
 sleep 3
