@@ -4,6 +4,8 @@
 //! files processes have open or mapped (/proc/PID/fd, /proc/PID/maps), then a walk of the
 //! disk-backed filesystems. Both are bounded in time and in files examined; files with no
 //! cached pages are forgotten at once, so memory grows only with files that hold cache.
+//! A walk may pause and resume; one that paused while something came into the page cache has
+//! passed files that may hold cache now, so a request walks afresh instead of resuming it.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -16,6 +18,7 @@ use log::debug;
 
 use super::{micros_since, Deadline};
 use crate::cache::CacheCounter;
+use crate::proc::vmstat::{self, CacheInflow};
 use crate::proc::{self, maps, mounts};
 use crate::protocol::{CandidateReport, BIG_THRESHOLD_PAGES};
 
@@ -233,12 +236,14 @@ impl Search<'_> {
         }
     }
 
-    /// Goes on with the walk: depth first, staying on each root's filesystem (the others are
-    /// roots of their own when they qualify), never following symlinks. Stops at the search's
-    /// bounds with its place kept in `state`; a walk that reaches its end starts over at the
-    /// next request.
-    fn walk(&mut self, state: &mut SearchState) {
-        let walk = state.walk.get_or_insert_with(|| Walk::new(self.config));
+    /// Goes on with the walk in `slot` (a new one when empty): depth first, staying on each
+    /// root's filesystem (the others are roots of their own when they qualify), never
+    /// following symlinks. Stops at the search's bounds with its place kept in `slot`; a walk
+    /// that reaches its end leaves `slot` empty, to start over next time. True when it reached
+    /// its end and every file it passed was looked at with no pause across new cache since.
+    fn walk(&mut self, slot: &mut Option<Walk>) -> bool {
+        let walk = slot.get_or_insert_with(|| Walk::new(self.config));
+        walk.resume();
         let finished = loop {
             if self.exhausted() {
                 break false;
@@ -298,7 +303,12 @@ impl Search<'_> {
             }
         };
         if finished {
-            state.walk = None;
+            let fresh = !walk.stale;
+            *slot = None;
+            fresh
+        } else {
+            walk.pause();
+            false
         }
     }
 }
@@ -337,6 +347,11 @@ struct Walk {
     /// Directories still to read, the next on top.
     pending: Vec<PendingDir>,
     visited: HashSet<(u64, u64)>,
+    /// What had come into the page cache when the walk last paused (`None` while it runs).
+    paused_at: Option<CacheInflow>,
+    /// Something came into the page cache while the walk was paused: files it passed with
+    /// no cache may hold some now, and its end does not make a search complete.
+    stale: bool,
 }
 
 #[derive(Debug)]
@@ -371,7 +386,31 @@ impl Walk {
             next_root: 0,
             pending: Vec::new(),
             visited: HashSet::new(),
+            paused_at: None,
+            stale: false,
         }
+    }
+
+    /// Whether the files already passed may have gained cache since they were looked at.
+    /// Cache that comes in while the walk runs is a race any search has; cache that comes in
+    /// while it is paused (between requests, or between an inventory refresh and a request)
+    /// can be whole files the walk passed while the guest had not read them yet.
+    fn is_stale(&self) -> bool {
+        self.stale
+            || self
+                .paused_at
+                .is_some_and(|at| vmstat::cache_inflow() != Some(at))
+    }
+
+    fn pause(&mut self) {
+        self.paused_at = vmstat::cache_inflow();
+        // Without the counters nothing says the pause was quiet.
+        self.stale |= self.paused_at.is_none();
+    }
+
+    fn resume(&mut self) {
+        self.stale = self.is_stale();
+        self.paused_at = None;
     }
 
     fn first_visit(&mut self, meta: &fs::Metadata) -> bool {
@@ -379,13 +418,23 @@ impl Walk {
     }
 }
 
+/// Who searches: the walk is shared, but only a request needs its search to be complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The idle refresh: any progress is worth keeping, so it always resumes the walk.
+    Inventory,
+    /// A `deactivate_file`: it resumes the walk only if no cache came in while it was paused.
+    Request,
+}
+
 /// Finds the candidate files and counts their cached pages: first the files remembered from
-/// the last request, then the files processes have open or mapped, then the walk, until done
+/// the last search, then the walk, then the files processes have open or mapped, until done
 /// or out of bounds.
 pub fn gather(
     config: &CandidateConfig,
     counter: CacheCounter,
     state: &mut SearchState,
+    purpose: Purpose,
 ) -> Candidates {
     let start = Instant::now();
     let mut search = Search {
@@ -417,8 +466,22 @@ pub fn gather(
     // ran, and nothing but in-use files was ever found.
     let full = search.deadline;
     search.deadline = Deadline::cpu_after(config.budget / 2, config.budget.saturating_mul(2));
-    search.walk(state);
-    let walked_all = search.complete;
+    let resume = purpose == Purpose::Inventory || !state.walk.as_ref().is_some_and(Walk::is_stale);
+    let walked_all = if resume {
+        search.walk(&mut state.walk)
+    } else {
+        // The paused walk passed files while they held no cache, and cache has come in since
+        // (agent-deactivate-file: the inventory walked half the files while the guest was
+        // still reading them, the request finished that walk and missed two big files). A
+        // walk of its own from the roots; the paused one stays for the inventory, which carries
+        // it over a big filesystem across refreshes, unless this one saw everything.
+        let mut own = None;
+        let done = search.walk(&mut own);
+        if done {
+            state.walk = None;
+        }
+        done
+    };
     search.deadline = full;
     search.complete = true;
     search.processes();

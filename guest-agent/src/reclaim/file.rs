@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use super::candidates::{self, open_regular, Candidate, CandidateConfig, SearchState};
+use super::candidates::{self, open_regular, Candidate, CandidateConfig, Purpose, SearchState};
 use super::fallback::{self, FallbackTargets};
 use super::writeback::Writeback;
 use super::{micros_since, Deadline};
@@ -74,7 +74,12 @@ impl FileReclaim {
     /// instead of spending its own budget looking.
     pub fn refresh_inventory(&mut self) {
         let config = &self.config;
-        let found = candidates::gather(&config.candidates, config.counter, &mut self.search);
+        let found = candidates::gather(
+            &config.candidates,
+            config.counter,
+            &mut self.search,
+            Purpose::Inventory,
+        );
         self.search.remember(found.files);
     }
 
@@ -89,7 +94,12 @@ impl FileReclaim {
         // The sync runs while the candidates are searched: neither needs the other.
         let writeback = Writeback::start(&config.candidates.scan_roots);
         let mut candidates = if target > 0 {
-            candidates::gather(&config.candidates, config.counter, &mut self.search)
+            candidates::gather(
+                &config.candidates,
+                config.counter,
+                &mut self.search,
+                Purpose::Request,
+            )
         } else {
             candidates::Candidates::default()
         };
