@@ -4,11 +4,12 @@
 //! At start ballast puts itself in a cgroup v2 of its own ([`place`]) with the memory controller
 //! and `memory.high` at `max` — at start, because cgroup v2 charges a page to the cgroup that
 //! faulted it in and never moves the charge: guest RAM touched before a later move would stay
-//! outside the limit. Once the memory manager is over the limit with nothing more it can take
-//! (`over_limit` or `guest_unresponsive`), ballast writes `memory.high` = limit + an overhead
-//! allowance (ballast's own memory, page tables, the page cache of its disk images; 64 MiB by
-//! default, `--host-enforce-overhead`), and the host kernel reclaims and throttles ballast above
-//! it. From then on `memory.high` follows the limit; clearing the limit writes `max` again.
+//! outside the limit. Once resident guest RAM has stayed above the limit for
+//! `--over-limit-after`, whatever the memory manager's state or the agent says, ballast writes
+//! `memory.high` = limit + an overhead allowance (ballast's own memory, page tables, the page
+//! cache of its disk images; 64 MiB by default, `--host-enforce-overhead`), and the host kernel
+//! reclaims and throttles ballast above it. From then on `memory.high` follows the limit;
+//! clearing the limit writes `max` again.
 //!
 //! Where the host allows none of this (no cgroup v2 with the memory controller, as on a cgroup
 //! v1 host, or no permission), the state is `unavailable` with the reason: logged once, and in
@@ -179,13 +180,13 @@ impl HostEnforcer {
         self.placement.clone()
     }
 
-    /// Called at every epoch of the memory manager with the limit, and whether the manager is
-    /// over it with nothing more it can take.
-    pub fn update(&mut self, limit_bytes: Option<u64>, stuck_over_limit: bool) {
-        self.update_at(limit_bytes, stuck_over_limit, Instant::now());
+    /// Called at every epoch of the memory manager with the limit, and whether resident has
+    /// been above it long enough to engage.
+    pub fn update(&mut self, limit_bytes: Option<u64>, engage: bool) {
+        self.update_at(limit_bytes, engage, Instant::now());
     }
 
-    fn update_at(&mut self, limit_bytes: Option<u64>, stuck_over_limit: bool, now: Instant) {
+    fn update_at(&mut self, limit_bytes: Option<u64>, engage: bool, now: Instant) {
         let (Some(placement), Some(file)) = (&self.placement, self.high.as_mut()) else {
             return;
         };
@@ -195,7 +196,7 @@ impl HostEnforcer {
         }
         let high = match limit_bytes {
             None => None,
-            Some(limit) if state == HostEnforceState::Active || stuck_over_limit => {
+            Some(limit) if state == HostEnforceState::Active || engage => {
                 Some(limit.saturating_add(self.status.overhead_bytes))
             }
             Some(_) => None,

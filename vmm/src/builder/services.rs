@@ -96,7 +96,10 @@ pub(super) fn start(
     let manager = MemoryManager::start_with(
         ManagerParts {
             ram: Box::new(parts.guest.mem.clone()),
-            balloon: Box::new(BalloonPort(parts.balloon.clone())),
+            balloon: Box::new(BalloonPort::new(
+                parts.balloon.clone(),
+                parts.guest.mem.clone(),
+            )),
             dirty_log: Box::new(dirty_log),
             agent: agent.as_ref().map(|a| Box::new(a.handle()) as _),
             host_enforcer: parts.host_enforcer,
@@ -105,6 +108,7 @@ pub(super) fn start(
             sample_interval: parts.config.sample_interval,
             limit_pages: parts.config.limit_pages,
             policy: PolicyConfig::default(),
+            over_limit_after: parts.config.over_limit_after,
         },
         || seccomp::apply_or_exit(ThreadKind::Manager),
     )
