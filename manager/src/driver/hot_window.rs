@@ -1,11 +1,11 @@
 //! The guest's own figures for what it must keep — its active lists and its memory off the LRU
 //! lists — held at their largest over the last few epochs, as the dirty log's working set is.
 //!
-//! Why: the guest's active lists shrink as the balloon squeezes it (the guest evicts its hot
-//! pages to make room), and a cap computed from the shrunken lists inflates further, which
-//! shrinks them again. Seen in `limit-hot-file` under a limit below the hot file: the cap
-//! went from 397 to 427 MiB of a 512 MiB guest within seconds and the guest's OOM killer
-//! panicked ("System is deadlocked on memory") before the refault back-off could act.
+//! Why: the lists move from epoch to epoch; their recent largest is a steadier figure for
+//! what the guest uses than one reading. A window alone does not survive a squeeze that lasts
+//! longer than it (`limit-hot-file` under 96 MiB: the figures from before the squeeze left the
+//! window and the cap rose until the guest's OOM killer panicked it): while the balloon holds
+//! pages the policy holds the largest need since it began taking them (`policy/need_hold.rs`).
 
 use std::collections::VecDeque;
 

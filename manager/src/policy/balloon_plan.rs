@@ -4,6 +4,7 @@
 
 use log::info;
 
+use super::need_hold::Need;
 use super::record::Pending;
 use super::{
     mib, Action, Observation, OverLimitCause, Policy, PolicyConfig, Step, BALLOON_STALL_ROUNDS,
@@ -32,6 +33,9 @@ pub(crate) enum Keep {
     /// Neither a working set nor guest statistics: a quarter of guest RAM (at least the
     /// reserve), since nothing says how much the guest needs.
     QuarterOfRam { keep: u64 },
+    /// More than this epoch's figures say: what the guest needed before the balloon squeezed
+    /// it (`need_hold.rs`) + reserve.
+    Held { need: Need, keep: u64 },
 }
 
 impl Keep {
@@ -39,14 +43,15 @@ impl Keep {
         match self {
             Keep::WorkingSet { keep, .. }
             | Keep::Anon { keep, .. }
-            | Keep::QuarterOfRam { keep } => keep,
+            | Keep::QuarterOfRam { keep }
+            | Keep::Held { keep, .. } => keep,
         }
     }
 }
 
-/// The largest balloon target: guest RAM less what the guest must keep.
-pub(crate) fn balloon_cap(config: &PolicyConfig, obs: &Observation) -> (u64, Keep) {
-    let reserve = config.reserve_pages;
+/// What this epoch's figures say the guest needs beside the reserve; `None` when nothing does
+/// (neither a working set nor guest statistics).
+pub(crate) fn need_now(obs: &Observation) -> Option<Need> {
     // The guest's own memory off the LRU lists (kernel, slab, page tables) stays too: without
     // it a cap of working set + reserve starves a small guest before it reports the limit.
     // Believed up to what the host holds, as the guest's hot pages are.
@@ -54,30 +59,61 @@ pub(crate) fn balloon_cap(config: &PolicyConfig, obs: &Observation) -> (u64, Kee
         .guest
         .as_ref()
         .map_or(0, |g| g.kernel_pages.min(obs.resident_pages));
-    let keep = match (obs.working_set_pages, &obs.guest) {
-        (Some(_), guest) => {
-            let working_set = obs.working_set().unwrap_or(0);
-            Keep::WorkingSet {
-                working_set,
-                guest_hot: guest.as_ref().map(|g| g.hot_pages()),
-                keep: working_set.saturating_add(kernel).saturating_add(reserve),
-            }
-        }
-        (None, Some(guest)) => {
-            let anon = guest
-                .anon_pages
-                .max(guest.hot_pages())
-                .min(obs.resident_pages);
-            Keep::Anon {
-                anon,
-                keep: anon.saturating_add(kernel).saturating_add(reserve),
-            }
-        }
-        (None, None) => Keep::QuarterOfRam {
+    let guest_hot = obs.guest.as_ref().map(|g| g.hot_pages());
+    let working_set = match (obs.working_set_pages, &obs.guest) {
+        (Some(_), _) => obs.working_set().unwrap_or(0),
+        (None, Some(guest)) => guest
+            .anon_pages
+            .max(guest.hot_pages())
+            .min(obs.resident_pages),
+        (None, None) => return None,
+    };
+    Some(Need {
+        working_set,
+        guest_hot,
+        kernel,
+    })
+}
+
+/// The largest balloon target this epoch's figures allow: guest RAM less what the guest must
+/// keep.
+pub(crate) fn balloon_cap(config: &PolicyConfig, obs: &Observation) -> (u64, Keep) {
+    let reserve = config.reserve_pages;
+    let keep = match need_now(obs) {
+        Some(need) if obs.working_set_pages.is_some() => Keep::WorkingSet {
+            working_set: need.working_set,
+            guest_hot: need.guest_hot,
+            keep: need.pages().saturating_add(reserve),
+        },
+        Some(need) => Keep::Anon {
+            anon: need.working_set,
+            keep: need.pages().saturating_add(reserve),
+        },
+        None => Keep::QuarterOfRam {
             keep: (obs.guest_ram_pages / 4).max(reserve),
         },
     };
     (obs.guest_ram_pages.saturating_sub(keep.pages()), keep)
+}
+
+/// [`balloon_cap`], never above what leaves the guest the need `held` since the balloon began
+/// taking pages: the squeeze must not raise the cap.
+pub(crate) fn held_balloon_cap(
+    config: &PolicyConfig,
+    obs: &Observation,
+    held: Option<Need>,
+) -> (u64, Keep) {
+    let (cap, keep) = balloon_cap(config, obs);
+    match held {
+        Some(need) if need.pages().saturating_add(config.reserve_pages) > keep.pages() => {
+            let keep = need.pages().saturating_add(config.reserve_pages);
+            (
+                obs.guest_ram_pages.saturating_sub(keep),
+                Keep::Held { need, keep },
+            )
+        }
+        _ => (cap, keep),
+    }
 }
 
 /// ", its kernel's own N MiB" when the guest reported memory off the LRU lists.
@@ -205,7 +241,7 @@ impl Policy {
         if obs.balloon_actual_pages < target {
             return BalloonPlan::Stuck;
         }
-        let (cap, keep) = balloon_cap(&self.config, obs);
+        let (cap, keep) = held_balloon_cap(&self.config, obs, self.need_hold.held());
         let ceiling = self.ceiling.filter(|c| c.pages < cap);
         // The guest gives the balloon untouched pages first: when the last inflate lowered
         // resident by a fraction of what it took, ask for that much more at once rather than
@@ -230,7 +266,7 @@ impl Policy {
         let reserve = mib(self.config.reserve_pages);
         // At a cap the working set set, the limit is below what the guest uses: say so.
         let at_cap = match keep {
-            Keep::WorkingSet { .. } => OverLimitCause::WorkingSet,
+            Keep::WorkingSet { .. } | Keep::Held { .. } => OverLimitCause::WorkingSet,
             _ => OverLimitCause::BalloonAtCap,
         };
         let cause = ceiling.map_or(at_cap, |c| c.cause);
@@ -255,6 +291,18 @@ impl Policy {
                         mib(hot)
                     )),
                     kernel_text(obs)
+                ),
+                (None, Keep::Held { need, .. }) => format!(
+                    "balloon at its cap ({} MiB): what the guest used before the balloon \
+                     squeezed it — working set {} MiB{}, its kernel's own {} MiB — + reserve \
+                     ({reserve} MiB) leaves no room",
+                    mib(cap),
+                    mib(need.working_set),
+                    need.guest_hot.map_or(String::new(), |hot| format!(
+                        "; {} MiB on its active lists",
+                        mib(hot)
+                    )),
+                    mib(need.kernel)
                 ),
                 (None, Keep::Anon { anon, .. }) => format!(
                 "balloon at its cap ({} MiB): with no working-set estimate yet, the guest's anon \

@@ -21,7 +21,8 @@
 //!    file request did not cover;
 //! 3. the balloon to grow by resident − T, but never past the cap that leaves the guest its
 //!    working set + reserve (the guest's anon pages + reserve before the tracker has a working
-//!    set, a quarter of guest RAM when the agent is silent too). The guest's reclaim gives the
+//!    set, a quarter of guest RAM when the agent is silent too) — the largest the guest showed
+//!    since the balloon began taking pages, since the balloon's squeeze shrinks those figures. The guest's reclaim gives the
 //!    balloon the pages steps 1 and 2 freed or deactivated, and the host releases what the
 //!    balloon holds.
 //!
@@ -47,6 +48,7 @@
 //! | `file_step.rs` | step 1: the agent drops file cache; request sizing |
 //! | `anon_step.rs` | step 2: the agent deactivates anon memory, only with swap |
 //! | `balloon_plan.rs` | step 3: the balloon's cap, its next target, and whether it moves |
+//! | `need_hold.rs` | what the guest needed before the balloon squeezed it, held for the cap |
 //! | `deflate.rs` | giving balloon pages back: a raised or cleared limit, a guest under pressure |
 //! | `verdict.rs` | what overrules the rounds: a violated balloon, resident over L for too long |
 //! | `record.rs` | what the driver reports back, and the counters |
@@ -58,6 +60,7 @@ mod balloon_plan;
 mod deflate;
 mod episode;
 mod file_step;
+mod need_hold;
 mod record;
 mod types;
 mod verdict;
@@ -78,6 +81,7 @@ pub use types::*;
 use balloon_plan::{BalloonMove, BalloonWatch};
 use deflate::{Ceiling, DeflateBudget, PressureWatch};
 use episode::Episode;
+use need_hold::NeedHold;
 use record::Pending;
 use verdict::ViolationWatch;
 
@@ -145,6 +149,8 @@ pub struct Policy {
     balloon_move: Option<BalloonMove>,
     pending: Vec<Pending>,
     violation: ViolationWatch,
+    /// The largest need the guest showed since the balloon began taking pages.
+    need_hold: NeedHold,
     /// Resident at the last decision.
     last_resident: u64,
     /// Resident fall per page ballooned by the last inflate that settled.
@@ -166,6 +172,7 @@ impl Policy {
             balloon_move: None,
             pending: Vec::new(),
             violation: ViolationWatch::default(),
+            need_hold: NeedHold::default(),
             last_resident: 0,
             inflate_yield: None,
             last_state: ManagerState::WithinLimit,
@@ -187,6 +194,9 @@ impl Policy {
         self.counters.max_overshoot_pages = 0;
         if self.episode.take().is_some() {
             info!("over-limit: episode ends, the limit changed");
+        }
+        if limit_pages.is_none() {
+            self.need_hold.clear();
         }
         self.deflate = match (old, limit_pages) {
             (Some(_), None) => Some(DeflateBudget::Unbounded),
@@ -236,6 +246,9 @@ impl Policy {
         self.last_resident = obs.resident_pages;
         self.watch_pressure(obs);
         self.watch_balloon(obs);
+        if self.limit.is_some() {
+            self.need_hold.note(obs, balloon_plan::need_now(obs));
+        }
         self.settle_balloon_move(obs);
         self.watch_violations(obs);
         let engage_backstop = self.count_over_limit(obs);

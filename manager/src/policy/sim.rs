@@ -49,6 +49,10 @@ pub struct SimSpec {
     /// The agent reports no active lists (a kernel whose lists say nothing of what is hot):
     /// only refaults tell the policy it took too much.
     pub hot_unreported: bool,
+    /// The active lists the agent reports shrink as the balloon grows (by the share of RAM the
+    /// balloon holds), as a real guest's do under the squeeze: its reclaim deactivates hot
+    /// pages to refill the inactive lists, though it reads them again at once.
+    pub active_lists_squeezed: bool,
 }
 
 impl Default for SimSpec {
@@ -72,6 +76,7 @@ impl Default for SimSpec {
             cache_growth_mib: 0,
             balloon_violated: false,
             hot_unreported: false,
+            active_lists_squeezed: false,
         }
     }
 }
@@ -111,6 +116,7 @@ pub struct SimGuest {
     pub cache_lie: u64,
     pub balloon_violated: bool,
     pub hot_unreported: bool,
+    pub active_lists_squeezed: bool,
     /// PSI `some` the guest shows whatever else happens (a need that rises).
     pub psi_some_floor: f64,
 }
@@ -155,6 +161,7 @@ impl SimGuest {
             cache_lie: 0,
             balloon_violated: spec.balloon_violated,
             hot_unreported: spec.hot_unreported,
+            active_lists_squeezed: spec.active_lists_squeezed,
             psi_some_floor: 0.0,
         };
         guest.check();
@@ -205,19 +212,22 @@ impl SimGuest {
                 swap_used_pages: self.swapped,
                 psi_full_avg10: self.psi_full_avg10,
                 psi_some_avg10: self.psi_some_avg10,
-                active_file_pages: if self.hot_unreported {
-                    0
-                } else {
-                    self.file_hot
-                },
-                active_anon_pages: if self.hot_unreported {
-                    0
-                } else {
-                    self.anon_hot
-                },
+                active_file_pages: self.reported_active(self.file_hot),
+                active_anon_pages: self.reported_active(self.anon_hot),
                 refaults: self.refaults,
                 kernel_pages: self.kernel,
             }),
+        }
+    }
+
+    /// What the agent reports on an active list holding `hot` pages.
+    fn reported_active(&self, hot: u64) -> u64 {
+        if self.hot_unreported {
+            0
+        } else if self.active_lists_squeezed && self.ram > 0 {
+            hot * (self.ram - self.balloon) / self.ram
+        } else {
+            hot
         }
     }
 

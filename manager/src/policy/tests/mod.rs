@@ -7,7 +7,7 @@ mod reclaim;
 mod units;
 mod working_set;
 
-use super::balloon_plan::balloon_cap;
+use super::balloon_plan::held_balloon_cap;
 use super::sim::{SimGuest, SimSpec, MIB};
 use super::{
     Action, Decision, ManagerState, Observation, Outcome, Policy, PolicyConfig, Step,
@@ -181,7 +181,8 @@ impl Harness {
                     panic!("a balloon bigger than guest RAM: {action:?} for {obs:?}")
                 }
                 Action::SetBalloon { target_pages } if target_pages > obs.balloon_target_pages => {
-                    let (cap, _) = balloon_cap(&self.config, obs);
+                    let (cap, _) =
+                        held_balloon_cap(&self.config, obs, self.policy.need_hold.held());
                     assert!(
                         target_pages <= cap,
                         "inflated past the cap {cap}: {action:?}"

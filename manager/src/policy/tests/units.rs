@@ -1,7 +1,8 @@
 //! The policy's arithmetic and bookkeeping, one piece at a time.
 
-use super::super::balloon_plan::{balloon_cap, Keep};
+use super::super::balloon_plan::{balloon_cap, held_balloon_cap, Keep};
 use super::super::file_step::{batch_request, fruitless};
+use super::super::need_hold::Need;
 use super::super::*;
 use crate::pages::PAGES_PER_MIB;
 
@@ -92,6 +93,49 @@ fn cap_leaves_the_working_set_and_reserve() {
         ..obs(131_072, Some(1000), Some(liar))
     };
     assert_eq!(balloon_cap(&config, &o).0, 131_072 - 30_000 - 30_000 - 4096);
+}
+
+#[test]
+fn a_held_need_lowers_the_cap_and_never_raises_it() {
+    let config = PolicyConfig::default();
+    let squeezed = GuestView {
+        active_file_pages: 5000,
+        kernel_pages: 2000,
+        ..Default::default()
+    };
+    let o = Observation {
+        resident_pages: 20_000,
+        ..obs(131_072, Some(1000), Some(squeezed))
+    };
+    let held = Need {
+        working_set: 20_000,
+        guest_hot: Some(20_000),
+        kernel: 6000,
+    };
+    assert_eq!(
+        held_balloon_cap(&config, &o, Some(held)),
+        (
+            131_072 - 26_000 - 4096,
+            Keep::Held {
+                need: held,
+                keep: 30_096
+            }
+        )
+    );
+    // Less held than the guest shows now: the current figures rule.
+    let small = Need {
+        working_set: 10,
+        guest_hot: None,
+        kernel: 10,
+    };
+    assert_eq!(
+        held_balloon_cap(&config, &o, Some(small)),
+        balloon_cap(&config, &o)
+    );
+    assert_eq!(
+        held_balloon_cap(&config, &o, None),
+        balloon_cap(&config, &o)
+    );
 }
 
 #[test]

@@ -42,6 +42,68 @@ fn a_read_hot_guest_under_a_limit_below_its_working_set_is_over_limit_without_th
     assert_eq!(h.guest.refaults, 0);
 }
 
+/// `limit-hot-file`: a 512 MiB guest re-reading a 64 MiB file beside 192 MiB of cold cache,
+/// whose active lists shrink as the balloon grows, as a real guest's do under the squeeze.
+fn squeezed_hot_file_guest() -> SimSpec {
+    SimSpec {
+        kernel_mib: 24,
+        file_mib: 256,
+        file_hot_mib: 64,
+        anon_hot_mib: 16,
+        active_lists_squeezed: true,
+        ..SimSpec::default()
+    }
+}
+
+#[test]
+fn a_guest_whose_active_lists_shrink_under_the_squeeze_is_not_ballooned_past_its_hot_set() {
+    let mut h = Harness::new(squeezed_hot_file_guest(), Some(192));
+    let end = h.run_episode(200);
+    assert_eq!(end.state, ManagerState::WithinLimit, "{end:?}");
+    // Cut below the hot set, and long past any window of recent epochs.
+    h.policy.set_limit(Some(96 * MIB));
+    let end = h.run_episode(200);
+    assert_eq!(
+        cause(&end.state),
+        Some(OverLimitCause::WorkingSet),
+        "{end:?}"
+    );
+    let quiet = h.run(100);
+    assert_eq!(cause(&quiet.state), Some(OverLimitCause::WorkingSet));
+    // Kernel, hot file, hot anon and the reserve stay the guest's, whatever its lists say now.
+    let most = h.guest.ram - (24 + 64 + 16 + 16) * MIB;
+    for (obs, d) in &h.log {
+        for a in &d.actions {
+            if let Action::SetBalloon { target_pages } = *a {
+                assert!(target_pages <= most, "{a:?} past the hot set, at {obs:?}");
+            }
+        }
+    }
+    assert!(
+        reason(&quiet.state).contains("before the balloon squeezed it"),
+        "{quiet:?}"
+    );
+    assert_eq!(h.guest.refaults, 0, "{:?}", h.guest);
+    assert_eq!(h.guest.file_hot, 64 * MIB);
+    // Their squeezed lists are what the guest reports now: far below what it needs.
+    let lists = h.guest.observe().guest.unwrap().hot_pages();
+    assert!(lists < 40 * MIB, "{lists}");
+}
+
+#[test]
+fn what_was_held_is_let_go_once_the_balloon_is_empty() {
+    let mut h = Harness::new(squeezed_hot_file_guest(), Some(96));
+    h.run_episode(200);
+    h.policy.set_limit(None);
+    h.run(20);
+    assert_eq!((h.guest.balloon, h.guest.balloon_target), (0, 0));
+    // The guest stopped reading the file: under the same limit the balloon may take it now.
+    h.guest.file_hot = 0;
+    h.policy.set_limit(Some(96 * MIB));
+    let end = h.run_episode(200);
+    assert_eq!(end.state, ManagerState::WithinLimit, "{end:?}");
+}
+
 #[test]
 fn refaults_stop_the_balloon_when_the_guest_hides_its_hot_set() {
     // Its active lists say nothing: the balloon takes hot cache, the guest reads it back, and
