@@ -1,17 +1,19 @@
 # ballast: the two commands.
 #   make demo    boot a guest under ballast, cut its memory limit, show the reclaim
-#   make test    unit tests, then every end-to-end scenario (BALLAST_E2E=1)
+#   make test    unit tests, a few seconds of each fuzz target, then every end-to-end scenario
+#   make fuzz    every fuzz target for FUZZ_SECONDS each (default 600), with a table of results
 #   make images  fetch the Debian kernel and busybox, build the base images
 #   make bench   the benchmarks against QEMU's microvm (boot, then block reads)
 # On a machine without hardware virtualisation the guests boot inside an L1 test
 # host under QEMU's TCG with nested SVM (tests/harness/run-scenario.sh says which).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
-# tmux: the tests of `ballast top` run it in a real terminal.
-APT_PACKAGES := busybox-static cpio e2fsprogs openssl tmux
+# tmux: the tests of `ballast top` run it in a real terminal. g++: libFuzzer (libfuzzer-sys
+# builds it from C++ source) for the fuzz targets.
+APT_PACKAGES := busybox-static cpio e2fsprogs openssl tmux g++
 IMAGES := target/images
 
-.PHONY: all demo test unit-test e2e images ballast deps bench bench-boot bench-block
+.PHONY: all demo test unit-test fuzz-smoke fuzz e2e images ballast deps bench bench-boot bench-block
 all: test
 
 # Debian packages, installed only when missing (CI runs as root on a fresh machine).
@@ -31,7 +33,7 @@ images: deps
 demo: deps ballast images
 	@tests/harness/run-scenario.sh --stream tests/scenarios/demo
 
-test: unit-test e2e
+test: unit-test fuzz-smoke e2e
 
 # nextest when installed (doc tests then run apart: nextest does not run them).
 unit-test: deps
@@ -40,6 +42,16 @@ unit-test: deps
 	else \
 		cargo test --workspace; \
 	fi
+
+# Each fuzz target (fuzz/fuzz_targets/) for a few seconds from its seed corpus: a crash, or a
+# run of the event loop that does not return, fails the build. libFuzzer on the stable toolchain.
+FUZZ_SMOKE_SECONDS ?= 5
+fuzz-smoke: deps
+	@fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	@fuzz/run.sh $(FUZZ_SECONDS)
 
 # One scenario at a time, its console log path and mode printed (--nocapture).
 e2e: deps ballast images

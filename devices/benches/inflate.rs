@@ -22,7 +22,7 @@ use criterion::{criterion_group, Criterion, Throughput};
 use event_manager::{EventManager, SubscriberOps};
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -150,6 +150,8 @@ struct DeviceOnEventLoop<'m> {
     balloon: Arc<Mutex<Balloon>>,
     manager: EventManager<Arc<Mutex<Balloon>>>,
     inflate: MockSplitQueue<'m, GuestMemoryMmap>,
+    /// Where the inflate queue's used ring really is (see `used_ring_after`).
+    inflate_used: GuestAddress,
     kick: EventFd,
     avail_idx: u16,
 }
@@ -183,13 +185,17 @@ impl<'m> DeviceOnEventLoop<'m> {
         manager.add_subscriber(balloon.clone());
         let inflate_event = EventFd::new(EFD_NONBLOCK).unwrap();
         let kick = inflate_event.try_clone().unwrap();
+        let mut inflate_queue = inflate.create_queue::<Queue>().unwrap();
+        let inflate_used = used_ring_after(mem, &inflate, &mut inflate_queue);
+        let mut deflate_queue = deflate.create_queue::<Queue>().unwrap();
+        used_ring_after(mem, &deflate, &mut deflate_queue);
         let queues = vec![
             QueueEvent {
-                queue: inflate.create_queue::<Queue>().unwrap(),
+                queue: inflate_queue,
                 event: inflate_event,
             },
             QueueEvent {
-                queue: deflate.create_queue::<Queue>().unwrap(),
+                queue: deflate_queue,
                 event: EventFd::new(EFD_NONBLOCK).unwrap(),
             },
         ];
@@ -208,6 +214,7 @@ impl<'m> DeviceOnEventLoop<'m> {
             balloon,
             manager,
             inflate,
+            inflate_used,
             kick,
             avail_idx: 0,
         }
@@ -225,10 +232,30 @@ impl<'m> DeviceOnEventLoop<'m> {
             .write_obj(self.avail_idx, avail.unchecked_add(2))
             .unwrap();
         self.kick.write(1).unwrap();
-        while self.inflate.used().idx().load() != self.avail_idx {
+        let used_idx = self.inflate_used.unchecked_add(2);
+        while self.mem.read_obj::<u16>(used_idx).unwrap() != self.avail_idx {
             self.manager.run_with_timeout(1000).unwrap();
         }
     }
+}
+
+/// virtio-queue 0.18's mock puts the used ring `size` bytes after the available ring, which is
+/// 6 + 2 * size bytes long: the device's used entries would overwrite available entries it has
+/// not read yet. Moves `queue`'s used ring after the available ring; returns where.
+fn used_ring_after(
+    mem: &GuestMemoryMmap,
+    mock: &MockSplitQueue<'_, GuestMemoryMmap>,
+    queue: &mut Queue,
+) -> GuestAddress {
+    let size = u64::from(queue.max_size());
+    let used = mock
+        .avail_addr()
+        .unchecked_add(6 + 2 * size)
+        .unchecked_align_up(4);
+    mem.write_slice(&vec![0u8; 6 + 8 * size as usize], used)
+        .unwrap();
+    queue.try_set_used_ring_address(used).unwrap();
+    used
 }
 
 /// The same variants measured in turns, round after round, so that load from the rest of the

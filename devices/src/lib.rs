@@ -18,3 +18,8 @@ pub mod bus;
 pub mod legacy;
 pub mod unix_socket;
 pub mod vsock;
+
+/// What a thread a device starts runs first, on itself, before any work: the VMM installs the
+/// thread's seccomp filter there. An error ends the thread (and, where the device can tell,
+/// the launch).
+pub type ThreadSetup = Box<dyn FnOnce() -> Result<(), String> + Send>;

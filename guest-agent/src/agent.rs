@@ -7,6 +7,7 @@ use std::time::Duration;
 use log::warn;
 
 use crate::cache::CacheCounter;
+use crate::limits;
 use crate::page_size;
 use crate::proc::{meminfo, psi, vmstat};
 use crate::protocol::{
@@ -79,6 +80,33 @@ impl Agent {
         }
     }
 
+    /// Refreshes the file inventory every `every` while no request holds the reclaim lock
+    /// (it never waits for one), on a thread of its own at the agent's idle priority.
+    pub fn start_inventory(self: &std::sync::Arc<Self>, every: Duration) -> std::io::Result<()> {
+        let agent = std::sync::Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("inventory".into())
+            .stack_size(512 << 10)
+            .spawn(move || loop {
+                // The first soon after start: a limit may be cut any moment.
+                std::thread::sleep(every / 5);
+                let Some(strong) = agent.upgrade() else {
+                    return;
+                };
+                strong.refresh_inventory();
+                drop(strong);
+                std::thread::sleep(every - every / 5);
+            })
+            .map(|_| ())
+    }
+
+    /// One inventory refresh, unless a request holds the reclaim lock (never waits for it).
+    fn refresh_inventory(&self) {
+        if let Ok(mut reclaim) = self.reclaim.try_lock() {
+            reclaim.refresh_inventory();
+        }
+    }
+
     fn budget(&self, budget_ms: Option<u64>) -> Duration {
         budget_ms
             .map(Duration::from_millis)
@@ -130,6 +158,7 @@ impl Handler for Agent {
             Request::Stats => self.stats().map(Response::Stats),
             Request::DeactivateFile(params) => {
                 let mut reclaim = self.reclaim.lock().unwrap_or_else(|e| e.into_inner());
+                let _priority = limits::NormalPriority::enter();
                 let budget = self.budget(params.budget_ms);
                 Ok(Response::DeactivateFile(
                     reclaim.deactivate(&params, budget),
@@ -137,6 +166,7 @@ impl Handler for Agent {
             }
             Request::DeactivateAnon(params) => {
                 let _one_at_a_time = self.reclaim.lock().unwrap_or_else(|e| e.into_inner());
+                let _priority = limits::NormalPriority::enter();
                 let budget = self.budget(params.budget_ms);
                 anon::deactivate_anon(&params, &AnonOptions::default(), budget)
                     .map(Response::DeactivateAnon)

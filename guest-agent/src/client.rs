@@ -9,7 +9,8 @@
 //!   A reply that comes after its request timed out is recognised by its id and dropped.
 //!
 //! The guest is untrusted: a reply line longer than [`MAX_REPLY_LINE`], or one that is not a
-//! reply, is an error ([`ClientError::Protocol`]), never a panic or an unbounded buffer.
+//! reply, is an error ([`ClientError::Protocol`]), never a panic or an unbounded buffer; every
+//! string a reply carries is escaped and cut by the decoder ([`crate::guest_text`]).
 //! Reconnecting (after a guest reboot or an agent restart) is the caller's: make a new client
 //! on a new stream.
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::guest_text;
 use crate::line::{Line, LineBuffer};
 use crate::protocol::{
     encode_request, parse_reply, AnonReport, DeactivateAnon, DeactivateFile, ErrorKind, FileReport,
@@ -97,12 +99,20 @@ impl ReplyDecoder {
                     "a reply line longer than {MAX_REPLY_LINE} bytes"
                 )))),
                 Line::Complete(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-                Line::Complete(line) => Some(parse_reply(&line).map_err(|e| {
-                    ClientError::Protocol(format!(
-                        "{e} in {:?}",
-                        String::from_utf8_lossy(&line[..line.len().min(200)])
-                    ))
-                })),
+                Line::Complete(line) => Some(
+                    parse_reply(&line)
+                        .map(|mut reply| {
+                            guest_text::clean_reply(&mut reply);
+                            reply
+                        })
+                        .map_err(|e| {
+                            ClientError::Protocol(format!(
+                                "{} in \"{}\"",
+                                guest_text::clean(&e.to_string()),
+                                guest_text::clean_bytes(&line[..line.len().min(200)])
+                            ))
+                        }),
+                ),
             };
         }
     }
@@ -451,8 +461,57 @@ mod tests {
         assert!(matches!(c.stats(), Err(ClientError::Closed)));
         let mut c = client(vec![stats_reply(Some(1))], false);
         assert!(matches!(c.hello(), Err(ClientError::Protocol(_))));
-        let mut c = client(vec![vec![b'x'; MAX_REPLY_LINE + 1]], false);
+        // The bound is checked as the bytes arrive, not at a timeout: a generous one keeps a
+        // loaded machine (a debug build scanning a MiB) from turning it into a timeout.
+        let mut c = client(vec![vec![b'x'; MAX_REPLY_LINE + 1]], false)
+            .with_timeout(Duration::from_secs(10));
         assert!(matches!(c.stats(), Err(ClientError::Protocol(_))));
+    }
+
+    #[test]
+    fn hostile_strings_come_out_escaped_and_cut() {
+        let forged = format!(
+            "9.9\x1b]0;pwned\x07\nballast: INFO: all is well\r\n{}",
+            "A".repeat(100_000)
+        );
+        let hello = encode_reply(&Reply {
+            id: Some(1),
+            outcome: Outcome::Result(Response::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                agent_version: forged.clone(),
+                page_size: 4096,
+                capabilities: crate::protocol::Capabilities {
+                    kernel_version: forged.clone(),
+                    ..Default::default()
+                },
+            })),
+        });
+        let refused = encode_reply(&Reply {
+            id: Some(2),
+            outcome: Outcome::Error(crate::protocol::ErrorBody::new(ErrorKind::Failed, forged)),
+        });
+        let mut c = client(vec![hello, refused, b"\x1b[2J not json\n".to_vec()], false);
+        let hello = c.hello().unwrap();
+        for text in [&hello.agent_version, &hello.capabilities.kernel_version] {
+            assert!(
+                text.len() <= crate::guest_text::MAX_GUEST_TEXT + 3,
+                "{}",
+                text.len()
+            );
+            assert!(
+                text.starts_with("9.9\\x1b]0;pwned\\x07\\nballast: INFO"),
+                "{text}"
+            );
+            assert!(!text.chars().any(char::is_control), "{text}");
+        }
+        let Err(ClientError::Agent { message, .. }) = c.stats() else {
+            panic!("the refusal is an agent error");
+        };
+        assert!(!message.chars().any(char::is_control) && message.len() < 300);
+        let Err(ClientError::Protocol(text)) = c.stats() else {
+            panic!("not json is a protocol error");
+        };
+        assert!(!text.chars().any(char::is_control), "{text}");
     }
 
     /// A VMM's hybrid vsock socket in miniature: `CONNECT <port>` then the agent protocol.

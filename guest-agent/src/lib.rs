@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod cache;
 pub mod client;
+pub mod guest_text;
 pub mod limits;
 pub mod line;
 pub mod proc;

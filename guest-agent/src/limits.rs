@@ -5,9 +5,11 @@
 //!   inside the agent instead of pushing the guest into reclaim or the OOM killer; glibc is
 //!   told to keep at most two malloc arenas, since each thread's arena reserves 64 MiB of
 //!   address space; connection threads have 512 KiB stacks, and there are few of them.
-//! - CPU: `nice` 10. Not `SCHED_IDLE`: the host asks for memory exactly when the guest may be
-//!   busy, and an idle-class agent would then never run. Each request's work is bounded in
-//!   time (walk budget, request budget), and reclaim requests run one at a time.
+//! - CPU: `nice` 10 while idle (statistics), normal priority while it carries out a reclaim
+//!   request ([`NormalPriority`]): the host asks for memory exactly when the guest may be busy,
+//!   and a request starved of CPU would fall back to coarse whole-guest reclaim. Each
+//!   request's work is bounded (walk budget in CPU time, request budget), and reclaim requests
+//!   run one at a time.
 //! - Every input is bounded: request lines (64 KiB), /proc reads, files examined per request.
 
 use std::io;
@@ -31,6 +33,41 @@ pub fn apply(max_address_space: u64, nice: i32) {
                 "cannot lower the agent's priority: {}",
                 io::Error::last_os_error()
             );
+        }
+    }
+}
+
+/// The calling thread at nice 0 while it lives, back at its own nice value after (Linux nice
+/// values are per thread). Raising a priority needs root, which the agent is; without it the
+/// thread simply keeps its nice value.
+pub struct NormalPriority {
+    tid: libc::id_t,
+    was: Option<i32>,
+}
+
+impl NormalPriority {
+    pub fn enter() -> NormalPriority {
+        // SAFETY: gettid takes no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() } as libc::id_t;
+        // SAFETY: getpriority/setpriority take plain integers. -1 is also a valid nice value,
+        // so errno tells a failure apart; it is reset first.
+        let was = unsafe {
+            *libc::__errno_location() = 0;
+            let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
+            (*libc::__errno_location() == 0
+                && nice > 0
+                && libc::setpriority(libc::PRIO_PROCESS, tid, 0) == 0)
+                .then_some(nice)
+        };
+        NormalPriority { tid, was }
+    }
+}
+
+impl Drop for NormalPriority {
+    fn drop(&mut self) {
+        if let Some(nice) = self.was {
+            // SAFETY: as in `enter`.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, self.tid, nice) };
         }
     }
 }

@@ -159,6 +159,10 @@ fn main() -> ExitCode {
         Some(path) => info!("listening on {}", path.display()),
         None => info!("listening on vsock port {}", cli.port),
     }
+    // Candidates ready before a request comes: the file inventory is refreshed while idle.
+    if let Err(e) = agent.start_inventory(Duration::from_secs(10)) {
+        warn!("no background file inventory: {e}");
+    }
     if let Err(e) = server::run(listener, agent, cli.max_connections) {
         error!("cannot accept connections any more: {e}");
         return ExitCode::FAILURE;

@@ -136,6 +136,11 @@ pub fn run<H: Handler + 'static>(
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => {
                 continue
             }
+            // A peer other than the host: closed already.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                warn!("{e}");
+                continue;
+            }
             Err(e)
                 if matches!(
                     e.raw_os_error(),

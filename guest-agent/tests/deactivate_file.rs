@@ -131,3 +131,46 @@ fn a_target_below_the_big_files_leaves_some_of_them() {
     assert_eq!(cached_pages(&dir.path().join("tiny")), 1);
     assert_eq!(report.small.batches, 0);
 }
+
+#[test]
+fn the_inventory_made_while_idle_serves_a_request_with_no_time_to_search() {
+    use ballast_agent::reclaim::candidates::CandidateConfig;
+    use ballast_agent::reclaim::file::{FileReclaim, FileReclaimConfig};
+    use std::time::Duration;
+
+    let dir = TestDir::new("inventory");
+    if let Some(why) = not_disk_backed(dir.path()) {
+        eprintln!("skipped: {why}; page cache there cannot be dropped");
+        return;
+    }
+    let files: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("cold-{i}")))
+        .collect();
+    for f in &files {
+        write_cached_file(f, BIG_PAGES);
+    }
+    if total(&files) < 2 * BIG_PAGES {
+        eprintln!("skipped: the files did not stay cached (memory pressure on this machine?)");
+        return;
+    }
+    let mut config = FileReclaimConfig::detect();
+    config.candidates = CandidateConfig {
+        scan_roots: vec![dir.path().canonicalize().unwrap()],
+        ..CandidateConfig::default()
+    };
+    let mut reclaim = FileReclaim::new(config);
+    // While idle, with the time to search.
+    reclaim.refresh_inventory();
+    // Then a request whose search has no time at all: the inventory is what it works from.
+    reclaim.config.candidates.budget = Duration::ZERO;
+    let report = reclaim.deactivate(
+        &DeactivateFile {
+            target_pages: BIG_PAGES,
+            budget_ms: None,
+            allow_fallback: false,
+        },
+        Duration::from_secs(10),
+    );
+    assert!(report.big.freed_pages >= BIG_PAGES / 2, "{report:?}");
+    assert!(report.fallback.is_none());
+}

@@ -35,12 +35,31 @@ pub use host_enforce::{HostEnforceState, HostEnforceStatus};
 pub use limit::LimitError;
 use policy::{ManagerState, PolicyConfig, PolicyCounters};
 
+/// How long resident may stay above the limit before the guest is `over_limit` whatever reclaim
+/// is doing, and `--host-enforce` engages, unless `--over-limit-after` says otherwise.
+pub const DEFAULT_OVER_LIMIT_AFTER: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy)]
 pub struct ManagerConfig {
     pub sample_interval: Duration,
     /// Already validated ([`limit::validate`]).
     pub limit_pages: Option<u64>,
+    /// Its `sustained_epochs` is set from `over_limit_after` and `sample_interval`.
     pub policy: PolicyConfig,
+    /// Resident above the limit this long is `over_limit` and engages the host backstop.
+    pub over_limit_after: Duration,
+}
+
+impl ManagerConfig {
+    /// Epochs in `over_limit_after`, rounded up, at least one.
+    pub fn sustained_epochs(&self) -> u32 {
+        let interval = self.sample_interval.as_secs_f64();
+        if interval <= 0.0 {
+            return 1;
+        }
+        let epochs = (self.over_limit_after.as_secs_f64() / interval).ceil();
+        (epochs as u32).max(1)
+    }
 }
 
 /// What the manager knows, published for the API after every epoch.
@@ -51,9 +70,20 @@ pub struct ManagerView {
     pub limit_pages: Option<u64>,
     pub threshold_pages: Option<u64>,
     pub resident_pages: Option<u64>,
-    /// Pages dirtied in the last epochs; `None` until KVM's dirty log (on only while a limit
-    /// is set) has a few epochs of history.
+    /// Balloon pages found resident at the last epoch (the guest touched pages it gave away)
+    /// and released again; the totals are in `counters`.
+    pub ballooned_resident_pages: u64,
+    /// The working set the policy keeps: the larger of the two below; `None` while neither
+    /// is known.
     pub working_set_pages: Option<u64>,
+    /// Pages dirtied in the last epochs (KVM's dirty log: writes); `None` until the log (on
+    /// only while a limit is set) has a few epochs of history.
+    pub dirty_working_set_pages: Option<u64>,
+    /// The guest's active lists (reads too), while its agent answers.
+    pub guest_active_pages: Option<u64>,
+    /// Whether this host's kernel has idle page tracking (`/sys/kernel/mm/page_idle`); not a
+    /// source yet, shown so that a user knows.
+    pub host_idle_tracking: bool,
     /// `None` while dirty logging is off (no limit).
     pub dirty_rate_pages_per_s: Option<f64>,
     pub state: ManagerState,
@@ -63,6 +93,27 @@ pub struct ManagerView {
     pub sample_cost: Duration,
     /// `--host-enforce`, as of the last epoch.
     pub host_enforce: HostEnforceStatus,
+    /// Where the agent's `deactivate_file` answers say their pages came from.
+    pub file_passes: FilePassCounters,
+}
+
+/// The agent's file passes, summed over its answers (its own figures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilePassCounters {
+    pub big_pages: u64,
+    pub small_pages: u64,
+    pub fallback_pages: u64,
+    /// Requests in which the whole-guest fallback ran.
+    pub fallbacks: u64,
+}
+
+impl FilePassCounters {
+    pub fn add(&mut self, passes: &driver::ports::FilePasses) {
+        self.big_pages = self.big_pages.saturating_add(passes.big_pages);
+        self.small_pages = self.small_pages.saturating_add(passes.small_pages);
+        self.fallback_pages = self.fallback_pages.saturating_add(passes.fallback_pages);
+        self.fallbacks += u64::from(passes.fallback_ran);
+    }
 }
 
 impl ManagerView {
@@ -76,6 +127,7 @@ impl ManagerView {
             guest_pages,
             limit_pages,
             host_enforce,
+            host_idle_tracking: std::path::Path::new("/sys/kernel/mm/page_idle/bitmap").exists(),
             ..Default::default()
         }
     }
@@ -143,6 +195,16 @@ impl ManagerHandle {
 
 impl MemoryManager {
     pub fn start(parts: ManagerParts, config: ManagerConfig) -> std::io::Result<Self> {
+        Self::start_with(parts, config, || {})
+    }
+
+    /// `start`, with `setup` run first on the manager's thread (the VMM installs the thread's
+    /// seccomp filter there).
+    pub fn start_with(
+        parts: ManagerParts,
+        config: ManagerConfig,
+        setup: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Self> {
         let guest_pages = parts.guest_pages();
         let shared = Shared::new(ManagerView::new(
             guest_pages,
@@ -152,7 +214,10 @@ impl MemoryManager {
         let driver = driver::Driver::new(parts, config, shared.clone());
         let thread = std::thread::Builder::new()
             .name("memory-manager".into())
-            .spawn(move || driver.run())?;
+            .spawn(move || {
+                setup();
+                driver.run()
+            })?;
         Ok(Self {
             shared,
             thread: Some(thread),

@@ -9,8 +9,12 @@
 //! - Per page, its age in epochs since it was last dirtied; from the ages the working set (pages
 //!   dirtied within the last N epochs). The dirty rate comes from the count of dirtied pages.
 //!
-//! Pages in the balloon are neither resident nor dirty, whatever the host and KVM say: they are
-//! the balloon's, and their history is dropped.
+//! Residency is what the host says, full stop: a page the guest put in the balloon counts as
+//! resident if the host holds it. The balloon bitmap is the guest's word, so it only finds
+//! *violations*: balloon pages that are resident again, i.e. touched after the device released
+//! them. The sample counts them and keeps their runs (bounded), for the driver to have them
+//! checked and released again. Balloon pages are no part of the working set: their history
+//! is dropped and their dirty bits ignored.
 //!
 //! Cost per epoch is linear in guest RAM (one byte of age and one of residency per 4 KiB page);
 //! `benches/tracker.rs` measures it against the bare `mincore` floor.
@@ -21,7 +25,9 @@
 //! | `guest_ram.rs` | guest RAM as the tracker reads it: regions, residency, the VMM's writes |
 //! | `region.rs` | one region's per-page ages and residency, and bitmap arithmetic |
 //! | `residency.rs` | `mincore`, shared with the API's residency count |
+//! | `balloon_pages.rs` | the balloon's pages as per-region bitmaps, and the violation scan |
 
+mod balloon_pages;
 mod guest_ram;
 mod region;
 pub mod residency;
@@ -31,8 +37,14 @@ mod tests;
 use std::io;
 use std::time::{Duration, Instant};
 
+use balloon_pages::pack_resident;
+pub use balloon_pages::{BalloonPages, BalloonRegion};
 pub use guest_ram::{GuestMemoryMmap, GuestRam, RamRegion};
-use region::{clear_bits, count_bits, merge, RegionTrack, NEVER};
+use region::{count_bits, merge, RegionTrack, NEVER};
+
+/// Runs of resident balloon pages kept per sample: what one epoch may have checked and
+/// released again. A guest that breaks its promise on more is counted in full all the same.
+pub const MAX_VIOLATION_RUNS: usize = 4096;
 
 /// Where the KVM dirty log comes from (the vmm crate implements it; the balloon crate has no KVM).
 pub trait DirtyLog {
@@ -74,16 +86,20 @@ impl Default for TrackerConfig {
     }
 }
 
-/// What one epoch measured. Balloon pages are excluded from every page count.
+/// What one epoch measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     /// 1 for the first sample, then one more per sample.
     pub epoch: u64,
-    /// Guest RAM pages resident on the host (`mincore`).
+    /// Guest RAM pages resident on the host (`mincore`), balloon pages included.
     pub resident_pages: u64,
-    /// Pages dirtied since the last sample, by the guest (KVM's log) or the VMM (vm-memory's bitmap).
+    /// Of those, pages in the balloon: the guest touched pages it gave away (or they were
+    /// taken back since the balloon's copy was made: the driver checks before acting).
+    pub ballooned_resident_pages: u64,
+    /// Pages dirtied since the last sample, by the guest (KVM's log) or the VMM (vm-memory's
+    /// bitmap), balloon pages left out.
     pub dirtied_pages: u64,
-    /// Pages dirtied within the last `working_set_epochs` epochs.
+    /// Pages dirtied within the last `working_set_epochs` epochs (balloon pages left out).
     pub working_set_pages: u64,
     pub dirty_rate_pages_per_s: f64,
     /// Wall time since the previous sample (for the first one: since the tracker was made).
@@ -98,6 +114,9 @@ pub struct Tracker {
     regions: Vec<RegionTrack>,
     epoch: u64,
     last_sample: Instant,
+    /// The resident balloon pages of the last sample, as `(first PFN, count)` runs (at most
+    /// [`MAX_VIOLATION_RUNS`]).
+    violations: Vec<(u64, u64)>,
 }
 
 impl Tracker {
@@ -114,19 +133,20 @@ impl Tracker {
                 .collect(),
             epoch: 0,
             last_sample: Instant::now(),
+            violations: Vec::new(),
         }
     }
 
     /// One epoch: residency (mincore over each region's host mapping), dirtiness (DirtyLog +
-    /// the VMM's own writes, reset after reading), per-page ages. `balloon_runs` are the guest
-    /// pages in the balloon, as `(first PFN, count)` runs.
+    /// the VMM's own writes, reset after reading), per-page ages, and the balloon pages the
+    /// host holds. `balloon` is a copy of the balloon's pages, taken before the call.
     ///
     /// On an error nothing is aged and no epoch passes, though the logs already read are spent.
     pub fn sample(
         &mut self,
         ram: &dyn GuestRam,
         dirty: &mut dyn DirtyLog,
-        balloon_runs: &[(u64, u64)],
+        balloon: &BalloonPages,
     ) -> io::Result<Sample> {
         let started = Instant::now();
         self.check_layout(ram)?;
@@ -140,19 +160,14 @@ impl Tracker {
             dirtied_words.push(words);
         }
 
-        let (mut resident, mut dirtied, mut working_set) = (0, 0, 0);
+        self.violations.clear();
+        let (mut resident, mut in_balloon, mut dirtied, mut working_set) = (0, 0, 0, 0);
         for (track, mut words) in self.regions.iter_mut().zip(dirtied_words) {
-            let mut balloon_resident = 0;
-            for &(first_pfn, count) in balloon_runs {
-                if let Some(pages) = track.overlap(first_pfn, count) {
-                    clear_bits(&mut words, pages.clone());
-                    balloon_resident += residency::count_resident(&track.residency[pages.clone()]);
-                    track.forget(pages);
-                }
-            }
+            let bits = balloon.bits_for(track.first_pfn, track.pages);
+            in_balloon += scan_balloon(track, &bits, &mut words, &mut self.violations);
             track.age_one_epoch();
             track.mark_dirty(&words);
-            resident += residency::count_resident(&track.residency) - balloon_resident;
+            resident += residency::count_resident(&track.residency);
             dirtied += count_bits(&words);
             working_set += track.working_set(self.config.working_set_epochs);
         }
@@ -164,6 +179,7 @@ impl Tracker {
         Ok(Sample {
             epoch: self.epoch,
             resident_pages: resident,
+            ballooned_resident_pages: in_balloon,
             dirtied_pages: dirtied,
             working_set_pages: working_set,
             dirty_rate_pages_per_s: if seconds > 0.0 {
@@ -174,6 +190,12 @@ impl Tracker {
             elapsed,
             cost: started.elapsed(),
         })
+    }
+
+    /// The resident balloon pages of the last sample, as `(first PFN, count)` runs in PFN
+    /// order (at most [`MAX_VIOLATION_RUNS`] of them).
+    pub fn ballooned_resident_runs(&self) -> &[(u64, u64)] {
+        &self.violations
     }
 
     /// Age in epochs since `pfn` was last dirtied (None: never, or not guest RAM).
@@ -224,5 +246,60 @@ impl Tracker {
                 "guest memory does not have the layout the tracker was made for",
             ))
         }
+    }
+}
+
+/// One region against the balloon's `bits`: drops the history and the dirty bits of balloon
+/// pages, and notes the resident ones in `runs` (while there is room); how many are resident.
+/// Only words with balloon pages are looked at, so an empty balloon costs one pass over its bits.
+fn scan_balloon(
+    track: &mut RegionTrack,
+    bits: &[u64],
+    dirty: &mut [u64],
+    runs: &mut Vec<(u64, u64)>,
+) -> u64 {
+    let mut resident = 0;
+    for (w, &balloon) in bits.iter().enumerate() {
+        if balloon == 0 {
+            continue;
+        }
+        if let Some(word) = dirty.get_mut(w) {
+            *word &= !balloon;
+        }
+        let first = w * 64;
+        let end = (first + 64).min(track.residency.len());
+        let hit = pack_resident(&track.residency[first..end]) & balloon;
+        track.forget_bits(first, balloon);
+        resident += u64::from(hit.count_ones());
+        note_runs(runs, track.first_pfn + first as u64, hit);
+    }
+    resident
+}
+
+/// Appends the set bits of `word` (bit i = guest page `first_pfn + i`) to `runs`, joining a run
+/// that continues the last one, while fewer than [`MAX_VIOLATION_RUNS`] are kept.
+fn note_runs(runs: &mut Vec<(u64, u64)>, first_pfn: u64, mut word: u64) {
+    while word != 0 {
+        let start = word.trailing_zeros() as u64;
+        let len = (word >> start).trailing_ones() as u64;
+        let pfn = first_pfn + start;
+        let joined = match runs.last_mut() {
+            Some((first, count)) if *first + *count == pfn => {
+                *count += len;
+                true
+            }
+            _ => false,
+        };
+        if !joined {
+            if runs.len() >= MAX_VIOLATION_RUNS {
+                return;
+            }
+            runs.push((pfn, len));
+        }
+        word = if start + len >= 64 {
+            0
+        } else {
+            word & !(((1u64 << len) - 1) << start)
+        };
     }
 }

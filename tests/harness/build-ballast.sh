@@ -3,6 +3,8 @@
 # carry no C library). Prints shell assignments:  eval "$(tests/harness/build-ballast.sh)"
 #   BALLAST_BIN        target/x86_64-unknown-linux-gnu/release/ballast
 #   BALLAST_AGENT_BIN  .../ballast-agent, empty while the guest-agent crate has no binary
+# and, beside them, the test agents a scenario may run instead of ballast-agent (its
+# `agent` file names one): hostile-agent (tests/src/bin/hostile-agent.rs).
 # The explicit --target keeps +crt-static away from host builds and tests
 # (RUSTFLAGS then apply to the target artifacts only, not to build scripts).
 set -euo pipefail
@@ -11,7 +13,7 @@ cd "$repo"
 
 target=x86_64-unknown-linux-gnu
 out="$repo/target/$target/release"
-pkgs=(-p ballast)
+pkgs=(-p ballast -p ballast-e2e)
 agent=''
 if [ -f guest-agent/src/main.rs ] || [ -f guest-agent/src/bin/ballast-agent.rs ]; then
     pkgs+=(-p ballast-agent)

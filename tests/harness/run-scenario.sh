@@ -20,6 +20,8 @@
 #                 test host in nested mode): see tests/harness/run-one.sh and the
 #                 helpers in tests/harness/host-lib.sh (wait_console, send_guest,
 #                 host_result, ballast_rss_kib, `ballast` on PATH)
+#   agent         the name of a test agent to start in the guest instead of ballast-agent
+#                 (a static binary built beside ballast: hostile-agent)
 #   after.sh      run on this host after the run (bash), with host-lib.sh sourced and
 #                 DISK_<NAME> (NAME upper-cased) naming each image, DISK_<NAME>_SHA256
 #                 its sha256 as built; debugfs and e2fsck are on PATH
@@ -214,7 +216,12 @@ for i in "${!dirs[@]}"; do
     [ "$seen" = 1 ] || name="$name.$seen"
     names+=("$name")
     mkdir -p "$s" "$out/${names[$i]}"
-    "$repo/resources/build-guest-initramfs.sh" --scenario "$d/guest.sh" ${agent:+--agent "$agent"} -o "$s/initrd.cpio.gz"
+    guest_agent=$agent
+    if [ -f "$d/agent" ]; then
+        guest_agent="$(dirname "$ballast")/$(tr -d '[:space:]' <"$d/agent")"
+        [ -x "$guest_agent" ] || die "$d/agent: no test agent at $guest_agent (tests/harness/build-ballast.sh builds them beside ballast)"
+    fi
+    "$repo/resources/build-guest-initramfs.sh" --scenario "$d/guest.sh" ${guest_agent:+--agent "$guest_agent"} -o "$s/initrd.cpio.gz"
     # ballast.args: one line of arguments; '#' lines are comments.
     { grep -v '^[[:space:]]*#' "$d/ballast.args" 2>/dev/null || true; } | tr '\n' ' ' >"$s/args"
     if [ -f "$d/cmdline" ]; then

@@ -60,7 +60,8 @@ pub struct DeviceCore {
     avail_features: u64,
     acked_features: u64,
     broken: bool,
-    config_write_logged: bool,
+    /// Driver writes to config bytes that are the device's, ignored.
+    refused_config_writes: Counter,
 }
 
 impl DeviceCore {
@@ -85,7 +86,7 @@ impl DeviceCore {
             avail_features,
             acked_features: 0,
             broken: false,
-            config_write_logged: false,
+            refused_config_writes: Counter::default(),
         })
     }
 
@@ -127,17 +128,22 @@ impl DeviceCore {
         read_config(&self.config_space, offset, data);
     }
 
-    /// `VirtioDevice::write_config` for a config space that is all the device's: the first
-    /// write is logged, later ones are ignored silently.
+    /// `VirtioDevice::write_config` for config bytes that are the device's: counted, and
+    /// logged as warnings only the first few times (a guest can write as often as it likes).
     pub fn ignore_config_write(&mut self, offset: u64, len: usize) {
-        if !self.config_write_logged {
-            self.config_write_logged = true;
-            warn!(
-                "{}: the driver wrote {len} bytes of read-only config space at offset \
-                 {offset}; ignored (further ones are not logged)",
-                self.label
-            );
-        }
+        crate::metrics::report(
+            &self.refused_config_writes,
+            &self.label,
+            format_args!(
+                "the driver wrote {len} bytes of read-only config space at offset {offset}; \
+                 ignored"
+            ),
+        );
+    }
+
+    /// How many driver writes to the device's own config bytes were ignored.
+    pub fn refused_config_writes(&self) -> u64 {
+        self.refused_config_writes.get()
     }
 
     /// True once the device found its queues broken beyond use; cleared by a new activation or

@@ -3,6 +3,7 @@
 //!
 //! | file | job |
 //! | --- | --- |
+//! | `chain.rs` | what every device checks about a chain before reading it (its head, indirect tables), and the budget of one run |
 //! | `device.rs` | the `VirtioDevice` trait (its methods default to the device core) and the queues handed over at activation |
 //! | `device_core.rs` | the device core: type, queue sizes, features, config space, broken flag, activation eventfd |
 //! | `events.rs` | a device's queues on the event loop: activation, reset, queue kicks |
@@ -12,6 +13,7 @@
 //! | `mmio/` | the virtio-mmio transport, hardened against a hostile driver |
 //! | `test_utils.rs` | the driver-side test kit every device's tests use (`test-utils` feature) |
 
+pub mod chain;
 pub mod device;
 pub mod device_core;
 pub mod events;
@@ -22,6 +24,7 @@ pub mod options;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
+pub use chain::{check_chain, ChainRefusal, RunBudget};
 pub use device::{exact_queues, ActivateError, Activation, QueueEvent, VirtioDevice};
 pub use device_core::{DeviceCore, DeviceErrors};
 pub use events::ActivationEvents;

@@ -52,6 +52,8 @@ pub fn test_interrupt() -> Arc<VirtioInterrupt> {
 pub struct DriverQueue {
     mem: &'static GuestMemoryMmap,
     mock: MockSplitQueue<'static, GuestMemoryMmap>,
+    /// Where the used ring really is (see `new`).
+    used_addr: GuestAddress,
     size: u16,
     next_desc: u16,
     used_seen: u16,
@@ -64,12 +66,23 @@ impl DriverQueue {
     /// the device for it.
     pub fn new(mem: &'static GuestMemoryMmap, base: u64, size: u16) -> (Self, QueueEvent) {
         let mock = MockSplitQueue::create(mem, GuestAddress(base), size);
-        let queue: Queue = mock.create_queue().unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        // virtio-queue 0.18's mock puts the used ring `size` bytes after the available ring,
+        // which is 6 + 2 * size bytes long: the device's used entries would overwrite the
+        // driver's available entries from slot size / 2 on. The used ring goes after it instead.
+        let used_addr = mock
+            .avail_addr()
+            .unchecked_add(6 + 2 * u64::from(size))
+            .unchecked_align_up(4);
+        mem.write_slice(&vec![0u8; 6 + 8 * usize::from(size)], used_addr)
+            .unwrap();
+        queue.try_set_used_ring_address(used_addr).unwrap();
         let event = EventFd::new(EFD_NONBLOCK).unwrap();
         let kick = event.try_clone().unwrap();
         let driver = DriverQueue {
             mem,
             mock,
+            used_addr,
             size,
             next_desc: 0,
             used_seen: 0,
@@ -132,33 +145,38 @@ impl DriverQueue {
 
     /// `avail_event` (EVENT_IDX): the available index at which the device wants a kick.
     pub fn avail_event(&self) -> u16 {
-        let addr = self
-            .mock
-            .used_addr()
-            .unchecked_add(4 + 8 * u64::from(self.size));
+        let addr = self.used_addr.unchecked_add(4 + 8 * u64::from(self.size));
         self.mem.read_obj(addr).unwrap()
     }
 
     /// The used ring's flags (VRING_USED_F_NO_NOTIFY).
     pub fn used_flags(&self) -> u16 {
-        self.mem.read_obj(self.mock.used_addr()).unwrap()
+        self.mem.read_obj(self.used_addr).unwrap()
     }
 
     /// How many chains the device has given back (the used index).
     pub fn used_count(&self) -> u16 {
-        self.mock.used().idx().load()
+        self.mem.read_obj(self.used_addr.unchecked_add(2)).unwrap()
     }
 
     /// The `i`th used element: (head index, length).
     pub fn used(&self, i: u16) -> (u32, u32) {
         let elem = self
-            .mock
-            .used()
-            .ring()
-            .ref_at(usize::from(i % self.size))
-            .unwrap()
-            .load();
-        (elem.id(), elem.len())
+            .used_addr
+            .unchecked_add(4 + 8 * u64::from(i % self.size));
+        let id: u32 = self.mem.read_obj(elem).unwrap();
+        let len: u32 = self.mem.read_obj(elem.unchecked_add(4)).unwrap();
+        (id, len)
+    }
+
+    /// Where the descriptor table, the available ring and the used ring are, and the size.
+    pub fn layout(&self) -> RingLayout {
+        RingLayout {
+            desc_table: self.mock.desc_table_addr(),
+            avail: self.mock.avail_addr(),
+            used: self.used_addr,
+            size: self.size,
+        }
     }
 
     /// The used elements added since the last call: (head index, length).
@@ -245,6 +263,85 @@ impl TestDriver {
     /// A fresh buffer of `len` bytes filled with `fill`; its address.
     pub fn buffer(&mut self, len: usize, fill: u8) -> u64 {
         self.buffer_with(&vec![fill; len])
+    }
+}
+
+/// Where a split virtqueue's parts are in guest memory.
+#[derive(Clone, Copy, Debug)]
+pub struct RingLayout {
+    pub desc_table: GuestAddress,
+    pub avail: GuestAddress,
+    pub used: GuestAddress,
+    pub size: u16,
+}
+
+/// A hostile vCPU: a thread that makes one chain available again as soon as the device gives it
+/// back, as fast as it can, with at most `window` entries outstanding (so the available index
+/// stays one the device accepts). It stops when told to, or by itself after `give_up`.
+pub struct Recycler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<RecyclerEnd>,
+}
+
+/// What a [`Recycler`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecyclerEnd {
+    /// How many times it made the chain available.
+    pub pushed: u64,
+    /// It gave up by itself (the device never stopped taking the chain) rather than being
+    /// stopped.
+    pub gave_up: bool,
+}
+
+impl Recycler {
+    pub fn start(
+        mem: &'static GuestMemoryMmap,
+        ring: RingLayout,
+        head: u16,
+        window: u16,
+        give_up: Duration,
+    ) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let avail_idx = ring.avail.unchecked_add(2);
+            let used_idx = ring.used.unchecked_add(2);
+            let mut pushed = 0u64;
+            loop {
+                if flag.load(Ordering::Relaxed) {
+                    return RecyclerEnd {
+                        pushed,
+                        gave_up: false,
+                    };
+                }
+                if started.elapsed() > give_up {
+                    return RecyclerEnd {
+                        pushed,
+                        gave_up: true,
+                    };
+                }
+                let idx: u16 = mem.read_obj(avail_idx).unwrap();
+                let used: u16 = mem.read_obj(used_idx).unwrap();
+                if idx.wrapping_sub(used) >= window {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let slot = ring.avail.unchecked_add(4 + 2 * u64::from(idx % ring.size));
+                mem.write_obj(head, slot).unwrap();
+                std::sync::atomic::fence(Ordering::Release);
+                mem.write_obj(idx.wrapping_add(1), avail_idx).unwrap();
+                pushed += 1;
+            }
+        });
+        Recycler { stop, thread }
+    }
+
+    /// Stops the thread (if it has not given up already) and says what it did.
+    pub fn stop(self) -> RecyclerEnd {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
     }
 }
 

@@ -1,10 +1,10 @@
-//! The API's Unix socket (`--api-sock`), bound with the devices' socket rules: mode 0600, a
-//! stale socket file replaced, a live one or any other kind of file refused.
+//! The API's Unix socket (`--api-sock`), bound with the devices' socket rules: mode 0600 from
+//! the start, a stale socket file replaced, a live one, a symlink or any other kind of file
+//! refused, and removed at exit only if the path still names the socket that was bound.
 
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use ballast_devices::unix_socket::{self, BindError};
+use ballast_devices::unix_socket::{self, BindError, BoundSocket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiSocketError {
@@ -24,7 +24,7 @@ pub enum ApiSocketError {
     },
 }
 
-pub fn bind(path: &Path) -> Result<UnixListener, ApiSocketError> {
+pub fn bind(path: &Path) -> Result<BoundSocket, ApiSocketError> {
     unix_socket::bind(path).map_err(|e| match e {
         BindError::Live(path) => ApiSocketError::Live(path),
         BindError::NotASocket(path) => ApiSocketError::NotASocket(path),

@@ -10,6 +10,7 @@ use ballast_devices::vsock::VsockConfig;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_size, parse_size_mib, VmConfig, DEFAULT_CMDLINE};
+use crate::seccomp::SeccompMode;
 use ballast_manager::host_enforce::{HostEnforceConfig, Target, DEFAULT_OVERHEAD};
 
 #[derive(Debug, Parser)]
@@ -223,11 +224,16 @@ pub struct RunArgs {
     /// 0.01 to 3600.
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_sample_interval)]
     pub sample_interval: f64,
+    /// Seconds resident guest RAM may stay above the limit before the VM is `over_limit`,
+    /// whatever reclaim is doing or the guest agent says, and --host-enforce engages; 0 to
+    /// 86400.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_over_limit_after)]
+    pub over_limit_after: f64,
     /// Back the limit with the host's: ballast starts in a cgroup v2 of its own (PATH, or
-    /// `ballast-<pid>` below its current cgroup under /sys/fs/cgroup), and when the guest stays
-    /// over its limit with nothing more to take, sets the cgroup's memory.high to the limit plus
-    /// --host-enforce-overhead. Where the host has no cgroup v2 memory controller, ballast says
-    /// so (log, `ballast status`) and runs without.
+    /// `ballast-<pid>` below its current cgroup under /sys/fs/cgroup), and once resident guest
+    /// RAM has stayed above the limit for --over-limit-after seconds, sets the cgroup's
+    /// memory.high to the limit plus --host-enforce-overhead. Where the host has no cgroup v2
+    /// memory controller, ballast says so (log, `ballast status`) and runs without.
     #[arg(
         long,
         value_name = "PATH",
@@ -251,6 +257,11 @@ pub struct RunArgs {
     /// released page released.
     #[arg(long, value_enum, default_value_t = Switch::Off)]
     pub thp: Switch,
+    /// seccomp filters, one per kind of thread: `on` (a system call outside a thread's list
+    /// ends ballast with a message naming the thread and the call), `log` (the call goes
+    /// through and the kernel logs it: `dmesg | grep type=1326`), or `off`.
+    #[arg(long, value_enum, default_value_t = SeccompMode::On)]
+    pub seccomp: SeccompMode,
 }
 
 /// An on/off command-line value.
@@ -349,6 +360,10 @@ fn parse_sample_interval(s: &str) -> Result<f64, String> {
     parse_seconds(s, 0.01..=3600.0)
 }
 
+fn parse_over_limit_after(s: &str) -> Result<f64, String> {
+    parse_seconds(s, 0.0..=86_400.0)
+}
+
 fn parse_refresh_interval(s: &str) -> Result<f64, String> {
     parse_seconds(s, 0.1..=60.0)
 }
@@ -373,6 +388,8 @@ impl RunArgs {
             limit_pages: self.limit.map(pages::from_bytes),
             // Checked to be 10 ms to an hour when parsed.
             sample_interval: std::time::Duration::from_secs_f64(self.sample_interval),
+            // Checked to be at most a day when parsed.
+            over_limit_after: std::time::Duration::from_secs_f64(self.over_limit_after),
             host_enforce: HostEnforceConfig {
                 target: self
                     .host_enforce
@@ -381,6 +398,7 @@ impl RunArgs {
             },
             tsc_deadline: self.tsc_deadline == Switch::On,
             thp: self.thp == Switch::On,
+            seccomp: self.seccomp,
         }
     }
 }

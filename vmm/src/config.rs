@@ -28,12 +28,17 @@ pub struct VmConfig {
     pub limit_pages: Option<u64>,
     /// How often the memory manager samples residency and dirtiness.
     pub sample_interval: std::time::Duration,
+    /// `--over-limit-after`: how long resident may stay above the limit before the VM is
+    /// `over_limit` and the host backstop engages.
+    pub over_limit_after: std::time::Duration,
     /// `--host-enforce`: a cgroup v2 `memory.high` behind the limit.
     pub host_enforce: HostEnforceConfig,
     /// `--tsc-deadline`: offer the local APIC's TSC-deadline timer (where KVM has it).
     pub tsc_deadline: bool,
     /// `--thp`: transparent huge pages for guest RAM.
     pub thp: bool,
+    /// `--seccomp`: the filters the threads run under.
+    pub seccomp: crate::seccomp::SeccompMode,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

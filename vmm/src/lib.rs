@@ -15,6 +15,7 @@
 //! | `client/` | the subcommands that talk to a running ballast |
 //! | `agent/` | the guest agent service: one thread, one connection, stats and requests |
 //! | `ports` | the memory manager's ports over this VM's devices |
+//! | `seccomp/` | a seccomp filter per kind of thread (`--seccomp on\|log\|off`) |
 //! | `ready` | the line `ballast run` prints when the VM is up, systemd's `READY=1`, launch warnings |
 
 pub mod acpi;
@@ -31,6 +32,7 @@ pub mod control;
 pub mod layout;
 pub mod ports;
 pub mod ready;
+pub mod seccomp;
 pub mod signals;
 pub mod virtio_mmio;
 pub mod vstate;

@@ -132,6 +132,14 @@ impl BalloonBitmap {
         self.ballooned = 0;
     }
 
+    /// Each RAM region's bits, as `(first PFN, pages, words)` (bit i of the words = guest page
+    /// `first PFN + i`): what the memory manager copies, cheaply, under the device's lock.
+    pub fn regions(&self) -> impl Iterator<Item = (u64, u64, &[u64])> + '_ {
+        self.regions
+            .iter()
+            .map(|r| (r.first_pfn, r.end_pfn - r.first_pfn, r.words.as_slice()))
+    }
+
     /// The balloon as runs of consecutive guest pages, `(first_pfn, count)`, in PFN order.
     pub fn runs(&self) -> Vec<(u64, u64)> {
         let mut runs: Vec<(u64, u64)> = Vec::new();

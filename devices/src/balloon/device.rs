@@ -187,9 +187,13 @@ impl Balloon {
         if self.stats_timer.is_none() {
             return Err(BalloonError::StatsDisabled);
         }
-        self.stats_interval_s = seconds;
+        // Arm first: a failure leaves the interval (and the timer) as they were.
+        let previous = std::mem::replace(&mut self.stats_interval_s, seconds);
         if self.timer_registered {
-            self.arm_stats_timer().map_err(BalloonError::Timer)?;
+            if let Err(e) = self.arm_stats_timer() {
+                self.stats_interval_s = previous;
+                return Err(BalloonError::Timer(e));
+            }
         }
         Ok(())
     }
@@ -238,6 +242,7 @@ impl VirtioDevice for Balloon {
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         // Only `actual` is the driver's to write; `num_pages` is the host's.
+        let mut refused = false;
         for (i, &byte) in data.iter().enumerate() {
             match offset
                 .checked_add(i as u64)
@@ -246,10 +251,12 @@ impl VirtioDevice for Balloon {
                 Some(pos) if (ACTUAL_OFFSET..CONFIG_SPACE_SIZE).contains(&pos) => {
                     self.core.config_space[pos] = byte
                 }
-                _ => {
-                    warn!("balloon: the driver wrote read-only config byte at offset {offset}+{i}")
-                }
+                _ => refused = true,
             }
+        }
+        if refused {
+            // Counted; warned about only the first few times.
+            self.core.ignore_config_write(offset, data.len());
         }
     }
 

@@ -7,6 +7,9 @@
 //! guest reports as free without moving them into the balloon. The statistics queue carries the
 //! guest's memory statistics, refreshed on a timer.
 //!
+//! One wake-up of a queue handles at most 32 Ki guest pages (`queue.rs`, `PAGES_PER_RUN`); the
+//! rest waits for the next run, which the queue asks for itself.
+//!
 //! | file | job |
 //! | --- | --- |
 //! | `device.rs` | the device: features, config space, activation, reset, the target |

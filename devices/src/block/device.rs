@@ -20,7 +20,9 @@ use ballast_virtio::{
 
 use super::io::DiskImage;
 use super::metrics::BlockMetrics;
+use super::queue::CHAINS_PER_RUN;
 use super::request::DiskLimits;
+use super::worker::{WorkerHandle, WorkerSetup};
 use super::{BlockConfig, QUEUE_SIZE, SECTOR_SIZE, SEG_MAX, SIZE_MAX, VIRTIO_BLK_ID_BYTES};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,12 @@ pub enum BlockError {
     Locked { path: PathBuf, read_only: bool },
     #[error("cannot create the block device's eventfd: {0}")]
     EventFd(#[source] io::Error),
+    #[error("cannot start the I/O thread of disk image {}: {source}", path.display())]
+    Worker {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// `virtio_blk_config` up to and including `blk_size` (virtio 1.2, 5.2.4): capacity (le64),
@@ -102,14 +110,28 @@ pub(super) struct ActiveQueue {
     pub(super) queue: QueueEvent,
 }
 
+/// What the event loop knows of the image (the I/O thread owns the file).
+pub(super) struct DiskInfo {
+    pub path: PathBuf,
+    pub capacity_sectors: u64,
+    pub read_only: bool,
+    pub serial: [u8; VIRTIO_BLK_ID_BYTES],
+}
+
 /// A virtio-blk device backed by a raw image file.
 ///
 /// The VMM creates it with `Block::new`, wraps it in `Arc<Mutex<_>>`, registers that with the
-/// event manager (which calls `init`) and hands it to the virtio-mmio transport. Requests are
-/// processed only on the event loop, in `process` (see `event_handler.rs`).
+/// event manager (which calls `init`) and hands it to the virtio-mmio transport. Chains are
+/// taken and validated on the event loop, in `process` (see `event_handler.rs`); the image is
+/// read and written by the disk's own I/O thread (`worker.rs`).
 pub struct Block {
     config: BlockConfig,
-    pub(super) disk: DiskImage,
+    pub(super) disk: DiskInfo,
+    pub(super) worker: WorkerHandle,
+    /// Requests with the I/O thread, of the current activation.
+    pub(super) in_flight: usize,
+    /// Chains taken per wake-up (`CHAINS_PER_RUN`; tests make it smaller).
+    pub(super) chains_per_run: usize,
     /// Type, queue, features, config space, the broken flag and the activation eventfd; its
     /// label (`virtio-blk <image path>`) names the device in log messages.
     pub(super) core: DeviceCore,
@@ -121,7 +143,16 @@ impl Block {
     /// Opens the disk image `config` names. Errors say what the user can do about them (missing
     /// file, no write permission, an image in use by another VM, an empty image).
     pub fn new(config: BlockConfig) -> Result<Self, BlockError> {
-        let disk = DiskImage::open(&config)?;
+        Self::with_worker_setup(config, None)
+    }
+
+    /// `new`, with `setup` run first on the disk's I/O thread (the VMM installs its seccomp
+    /// filter there); its error fails the launch.
+    pub fn with_worker_setup(
+        config: BlockConfig,
+        setup: Option<WorkerSetup>,
+    ) -> Result<Self, BlockError> {
+        let image = DiskImage::open(&config)?;
         let mut avail_features = (1u64 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
@@ -132,11 +163,17 @@ impl Block {
         if config.read_only {
             avail_features |= 1 << VIRTIO_BLK_F_RO;
         }
-        let label = format!("virtio-blk {}", disk.path().display());
+        let disk = DiskInfo {
+            path: image.path().to_path_buf(),
+            capacity_sectors: image.capacity_sectors(),
+            read_only: image.read_only(),
+            serial: *image.serial(),
+        };
+        let label = format!("virtio-blk {}", disk.path.display());
         info!(
             "{label}: {} sectors ({} MiB){}",
-            disk.capacity_sectors(),
-            (disk.capacity_sectors() * SECTOR_SIZE) >> 20,
+            disk.capacity_sectors,
+            (disk.capacity_sectors * SECTOR_SIZE) >> 20,
             if config.read_only { ", read-only" } else { "" }
         );
         let metrics = Arc::new(BlockMetrics::default());
@@ -150,13 +187,21 @@ impl Block {
             VIRTIO_ID_BLOCK,
             vec![QUEUE_SIZE],
             avail_features,
-            config_space(disk.capacity_sectors()),
+            config_space(disk.capacity_sectors),
             errors,
         )
         .map_err(BlockError::EventFd)?;
+        let worker = WorkerHandle::start(image, metrics.clone(), core.label.clone(), setup)
+            .map_err(|source| BlockError::Worker {
+                path: disk.path.clone(),
+                source,
+            })?;
         Ok(Block {
             config,
             disk,
+            worker,
+            in_flight: 0,
+            chains_per_run: CHAINS_PER_RUN,
             core,
             active: None,
             metrics,
@@ -169,17 +214,17 @@ impl Block {
 
     /// The disk's size in 512-byte sectors (the image size rounded down).
     pub fn capacity_sectors(&self) -> u64 {
-        self.disk.capacity_sectors()
+        self.disk.capacity_sectors
     }
 
     pub fn is_read_only(&self) -> bool {
-        self.disk.read_only()
+        self.disk.read_only
     }
 
     /// The device ID the guest reads with GET_ID (`/sys/block/vdX/serial`), without its NUL
     /// padding.
     pub fn serial(&self) -> String {
-        let serial = self.disk.serial();
+        let serial = &self.disk.serial;
         let len = serial
             .iter()
             .position(|&b| b == 0)
@@ -204,8 +249,8 @@ impl Block {
 
     pub(super) fn limits(&self) -> DiskLimits {
         DiskLimits {
-            capacity_sectors: self.disk.capacity_sectors(),
-            read_only: self.disk.read_only(),
+            capacity_sectors: self.disk.capacity_sectors,
+            read_only: self.disk.read_only,
         }
     }
 }
@@ -240,6 +285,9 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) -> bool {
+        // Requests still with the I/O thread are dropped (or, one in progress, not completed).
+        self.worker.next_generation();
+        self.in_flight = 0;
         let retired = self.active.take().map(|active| active.queue.event);
         self.core.reset(retired, false);
         true

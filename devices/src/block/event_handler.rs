@@ -4,13 +4,13 @@
 //! on a vCPU thread and cannot touch the event loop's epoll set, so they write that eventfd; the
 //! loop then brings its registrations in line with the device's state (see
 //! `ballast_virtio::events`): it removes the eventfd of a reset activation and registers the
-//! queue's eventfd of a new one. Requests are processed here, on the event loop thread, when the
-//! queue's eventfd fires.
+//! queue's eventfd of a new one. Chains are taken here when the queue's eventfd fires, and
+//! completed when the eventfd of the disk's I/O thread says requests finished.
 
 use std::os::fd::{AsRawFd, RawFd};
 
 use ballast_virtio::events::read_queue_event;
-use event_manager::{EventOps, Events, MutEventSubscriber};
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use log::warn;
 
 use super::Block;
@@ -18,10 +18,19 @@ use super::Block;
 // Event data tags: which source an event came from.
 const ACTIVATE: u32 = 0;
 const QUEUE: u32 = 1;
+const COMPLETION: u32 = 2;
 
 impl MutEventSubscriber for Block {
     fn init(&mut self, ops: &mut EventOps) {
         self.core.watch_activation(ops, ACTIVATE);
+        let completions =
+            Events::with_data(&self.worker.completions.event, COMPLETION, EventSet::IN);
+        if let Err(e) = ops.add(completions) {
+            // Without it no request would ever be completed: the driver had better reset.
+            self.metrics.event_errors.inc();
+            self.core
+                .mark_broken(&format_args!("cannot watch the I/O thread's eventfd: {e}"));
+        }
         // Registered after activation (unusual, but harmless): catch up now.
         self.sync_registrations(ops);
     }
@@ -35,6 +44,7 @@ impl MutEventSubscriber for Block {
                 self.process_queue();
             }
             QUEUE => self.on_queue_event(events.fd()),
+            COMPLETION => self.complete_requests(),
             other => warn!(
                 "{}: event with unknown tag {other} on fd {}",
                 self.core.label,

@@ -3,8 +3,8 @@
 //! Data goes straight between the file and guest RAM through vm-memory's volatile I/O (one
 //! `read`/`write` system call per guest memory region a buffer touches, after a seek to the
 //! request's offset), which also marks the guest pages the device wrote in vm-memory's dirty
-//! bitmap. Only the event loop thread does I/O on the image, so the seek and the transfer
-//! cannot be interleaved with another request's.
+//! bitmap. Only the disk's I/O thread (`worker.rs`) does I/O on the image, so the seek and the
+//! transfer cannot be interleaved with another request's.
 //!
 //! Callers check every range against the disk's capacity and guest memory first; these functions
 //! only do what they are told, and fail cleanly (never touching bytes outside the ranges given)
@@ -179,17 +179,20 @@ impl DiskImage {
     }
 }
 
-/// The guest-visible serial number: the image's host device and inode numbers in hex,
-/// `"<st_dev>-<st_ino>"`, so the same image file gets the same ID on every run (the guest sees it
-/// as `/sys/block/vdX/serial` and `/dev/disk/by-id/virtio-<serial>`). The ID has room for 20
-/// bytes; a longer one keeps its last 20 (the inode's low digits are the distinctive part), a
-/// shorter one is NUL-padded as the spec asks.
+/// The guest-visible serial number: `blk-` and 16 hex digits of a hash of the image's host
+/// device and inode numbers, so the same image file gets the same ID on every run (the guest
+/// sees it as `/sys/block/vdX/serial` and `/dev/disk/by-id/virtio-<serial>`) without the guest
+/// learning the host's device and inode numbers. 20 bytes, the size of the ID.
 pub(super) fn serial_for(dev: u64, ino: u64) -> [u8; VIRTIO_BLK_ID_BYTES] {
-    let text = format!("{dev:x}-{ino:x}");
-    let bytes = text.as_bytes();
-    let tail = &bytes[bytes.len().saturating_sub(VIRTIO_BLK_ID_BYTES)..];
+    // FNV-1a, 64 bits: stable across runs and builds, unlike std's keyed hashers.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in dev.to_le_bytes().into_iter().chain(ino.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let text = format!("blk-{hash:016x}");
     let mut serial = [0u8; VIRTIO_BLK_ID_BYTES];
-    serial[..tail.len()].copy_from_slice(tail);
+    serial.copy_from_slice(text.as_bytes());
     serial
 }
 

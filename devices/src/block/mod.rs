@@ -16,7 +16,8 @@
 //! | `device.rs` | the device: features, config space, activation, reset |
 //! | `config.rs` | the `--disk PATH[,readonly=on]` option and its parser |
 //! | `request.rs` | turning a descriptor chain into a validated request |
-//! | `queue.rs` | processing the queue: carrying requests out and answering them |
+//! | `queue.rs` | the queue on the event loop: taking chains within a budget, handing requests to the I/O thread, completing them |
+//! | `worker.rs` | the disk's I/O thread: carrying requests out, answering them |
 //! | `io.rs` | the image file: opening, locking, reading and writing guest memory |
 //! | `event_handler.rs` | event-manager wiring: activation and queue kicks |
 //! | `metrics.rs` | counters of what the device did and what it refused |
@@ -28,6 +29,7 @@ mod io;
 mod metrics;
 mod queue;
 mod request;
+mod worker;
 
 #[cfg(test)]
 mod tests;
@@ -35,6 +37,7 @@ mod tests;
 pub use config::{BlockConfig, BlockConfigError};
 pub use device::{Block, BlockError};
 pub use metrics::{BlockMetrics, BlockMetricsSnapshot, Counter};
+pub use worker::WorkerSetup;
 
 /// The unit of capacity and of every read and write.
 pub const SECTOR_SIZE: u64 = 512;
@@ -42,8 +45,8 @@ pub const SECTOR_SIZE: u64 = 512;
 pub const QUEUE_SIZE: u16 = 256;
 /// The most data buffers in one request: the queue size less the header and the status.
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
-/// The largest data buffer one descriptor may carry. With SEG_MAX this bounds a request, and so
-/// the time one request holds the event loop, to 254 MiB.
+/// The largest data buffer one descriptor may carry. With SEG_MAX this bounds a request to
+/// 254 MiB (carried out on the disk's I/O thread, not the event loop).
 pub const SIZE_MAX: u32 = 1 << 20;
 /// The length of the device ID that GET_ID returns.
 pub const VIRTIO_BLK_ID_BYTES: usize = 20;

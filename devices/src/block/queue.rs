@@ -1,5 +1,7 @@
-//! Processing the request queue: take each available chain, validate it, carry it out, answer in
-//! its status byte, give it back on the used ring, and interrupt the driver when it asked to be.
+//! The request queue on the event loop: take each available chain (at most a run's budget),
+//! validate it, answer a refused one at once, and hand an accepted one to the disk's I/O thread
+//! (`worker.rs`); when the thread has carried it out, put the chain on the used ring and
+//! interrupt the driver when it asked to be. The loop never reads, writes or syncs the image.
 //!
 //! Every chain goes back on the used ring, answered or not, so a driver is never left waiting on
 //! a request the device refused. The used length is the number of bytes the device wrote to the
@@ -8,48 +10,52 @@
 //! the queue itself (an available index the ring cannot hold, a used ring outside guest RAM)
 //! marks the device as needing a reset.
 
-use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress};
+use virtio_bindings::virtio_blk::VIRTIO_BLK_S_IOERR;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+use virtio_queue::{QueueOwnedT, QueueT};
 
-use ballast_virtio::GuestMemoryMmap;
+use ballast_virtio::{check_chain, ChainRefusal, RunBudget};
 
 use super::device::ActiveQueue;
-use super::io::{DiskImage, DiskIoError};
-use super::metrics::{report, BlockMetrics, Counter};
-use super::request::{
-    byte_offset, parse, DiskLimits, Refusal, RefusalReason, Request, RequestType,
-};
-use super::{Block, QUEUE_SIZE, VIRTIO_BLK_ID_BYTES};
+use super::metrics::{report, BlockMetrics};
+use super::request::{parse, Refusal, RefusalReason};
+use super::worker::{answer, Job};
+use super::{Block, QUEUE_SIZE};
 
-/// The most chains handled per wake-up. A driver that keeps the queue full would otherwise keep
-/// the event loop (which also serves the API, the balloon and the VM's shutdown) to itself; past
-/// this the device kicks itself and lets the loop serve the others first.
-pub(super) const MAX_CHAINS_PER_RUN: usize = 4 * QUEUE_SIZE as usize;
+/// The most chains taken off the ring per wake-up, good or bad. A driver that keeps the queue
+/// full would otherwise keep the event loop (which also serves the API, the balloon and the
+/// VM's shutdown) to itself; past this the device kicks itself and lets the loop serve the
+/// others first.
+pub(super) const CHAINS_PER_RUN: usize = QUEUE_SIZE as usize;
+/// Requests handed to the I/O thread and not finished yet: at most one queue's worth. Past it
+/// the device leaves chains on the ring until requests finish, so a guest that makes the same
+/// heads available again before it got them back cannot grow the I/O thread's backlog.
+pub(super) const MAX_IN_FLIGHT: usize = QUEUE_SIZE as usize;
+
+enum Taken {
+    /// The ring is empty.
+    All,
+    /// The budget ran out with chains left.
+    MoreLeft,
+    /// `MAX_IN_FLIGHT` requests are with the I/O thread.
+    Full,
+}
 
 impl Block {
-    /// Handles every request the driver made available (up to `MAX_CHAINS_PER_RUN`). Runs on the
-    /// event loop.
+    /// Takes the requests the driver made available (up to the run's budget) and hands them to
+    /// the I/O thread. Runs on the event loop.
     pub(crate) fn process_queue(&mut self) {
         if self.core.is_broken() {
             return;
         }
-        let limits = self.limits();
-        let Some(active) = self.active.as_mut() else {
-            return;
-        };
-        let mut worker = Worker {
-            disk: &mut self.disk,
-            metrics: &self.metrics,
-            label: &self.core.label,
-            limits,
-        };
-        let failure = match worker.drain(active) {
-            Ok(Drained::All) => None,
+        let failure = match self.take_chains() {
+            Ok(Taken::All | Taken::Full) => None,
             // Come back after the loop has served everyone else.
-            Ok(Drained::MoreLeft) => active.queue.event.write(1).err().map(|e| {
-                self.metrics.event_errors.inc();
-                format!("cannot re-kick the queue to finish the rest of the requests: {e}")
+            Ok(Taken::MoreLeft) => self.active.as_ref().and_then(|active| {
+                active.queue.event.write(1).err().map(|e| {
+                    self.metrics.event_errors.inc();
+                    format!("cannot re-kick the queue to finish the rest of the requests: {e}")
+                })
             }),
             Err(e) => Some(format!("the request queue failed: {e}")),
         };
@@ -57,179 +63,202 @@ impl Block {
             self.core.mark_broken(&failure);
         }
     }
-}
 
-enum Drained {
-    All,
-    MoreLeft,
-}
-
-struct Worker<'a> {
-    disk: &'a mut DiskImage,
-    metrics: &'a BlockMetrics,
-    label: &'a str,
-    limits: DiskLimits,
-}
-
-impl Worker<'_> {
-    fn drain(&mut self, active: &mut ActiveQueue) -> Result<Drained, virtio_queue::Error> {
-        let ActiveQueue {
-            mem,
-            interrupt,
-            queue,
-            ..
-        } = active;
-        let queue = &mut queue.queue;
-        let mem = &*mem;
-        let mut handled = 0usize;
+    /// Puts the requests the I/O thread finished on the used ring, then takes more (the ring
+    /// may have been left alone while `MAX_IN_FLIGHT` requests were out). Runs on the event
+    /// loop.
+    pub(crate) fn complete_requests(&mut self) {
+        let done = self.worker.completions.take();
+        let generation = self.worker.generation();
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        if self.core.is_broken() {
+            return;
+        }
         let mut used_any = false;
-        let outcome = loop {
+        let mut result = Ok(());
+        for done in done.into_iter().filter(|d| d.generation == generation) {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            result = active
+                .queue
+                .queue
+                .add_used(&active.mem, done.head, done.len);
+            if result.is_err() {
+                break;
+            }
+            used_any = true;
+        }
+        if used_any && result.is_ok() {
+            result = notify(active, &self.metrics, &self.core.label);
+        }
+        if let Err(e) = result {
+            return self
+                .core
+                .mark_broken(&format_args!("the request queue failed: {e}"));
+        }
+        self.process_queue();
+    }
+
+    // Long on purpose: one pass over the ring, each chain checked, then refused or handed over,
+    // in the order that keeps every chain accounted for.
+    fn take_chains(&mut self) -> Result<Taken, virtio_queue::Error> {
+        let limits = self.limits();
+        let indirect = self.core.has_acked(VIRTIO_RING_F_INDIRECT_DESC);
+        let Block {
+            active,
+            worker,
+            metrics,
+            core,
+            in_flight,
+            chains_per_run,
+            ..
+        } = self;
+        let Some(active) = active.as_mut() else {
+            return Ok(Taken::All);
+        };
+        let label = core.label.as_str();
+        let mem = &active.mem;
+        let queue = &mut active.queue.queue;
+        let mut budget = RunBudget::new(*chains_per_run as u64);
+        let mut used_any = false;
+        let outcome = 'outer: loop {
             // With EVENT_IDX this does nothing (the driver kicks only when the available index
             // passes `avail_event`); without it, it asks the driver not to kick while we work.
             queue.disable_notification(mem)?;
-            while let Some(chain) = queue.iter(mem)?.next() {
-                let head = chain.head_index();
-                if head >= queue.size() {
-                    // No such descriptor: nothing to read, and nothing the used ring may name.
-                    report(
-                        &self.metrics.invalid_requests,
-                        self.label,
-                        format_args!(
-                            "the available ring names descriptor {head}, the queue has {}; skipped",
-                            queue.size()
-                        ),
-                    );
-                    continue;
+            loop {
+                if *in_flight >= MAX_IN_FLIGHT {
+                    break 'outer Taken::Full;
                 }
-                let len = self.handle(mem, chain);
-                queue.add_used(mem, head, len)?;
-                used_any = true;
-                handled += 1;
-                if handled >= MAX_CHAINS_PER_RUN {
+                if budget.is_spent() {
+                    break 'outer Taken::MoreLeft;
+                }
+                let Some(chain) = queue.iter(mem)?.next() else {
                     break;
+                };
+                budget.spend(1);
+                let head = chain.head_index();
+                match check_chain(mem, queue, head, indirect) {
+                    Ok(()) => {}
+                    Err(refusal @ ChainRefusal::NoSuchHead { .. }) => {
+                        // Nothing to read, and nothing the used ring may name.
+                        report(
+                            &metrics.invalid_requests,
+                            label,
+                            format_args!("{refusal}; skipped"),
+                        );
+                        continue;
+                    }
+                    Err(refusal) => {
+                        report(
+                            &metrics.invalid_requests,
+                            label,
+                            format_args!("request refused: {refusal}; given back unanswered"),
+                        );
+                        queue.add_used(mem, head, 0)?;
+                        used_any = true;
+                        continue;
+                    }
                 }
-            }
-            if handled >= MAX_CHAINS_PER_RUN {
-                break Drained::MoreLeft;
+                match parse(mem, chain, limits) {
+                    Ok(request) => {
+                        let job = Job {
+                            generation: worker.generation(),
+                            head,
+                            mem: mem.clone(),
+                            request,
+                        };
+                        match worker.submit(job) {
+                            Ok(()) => *in_flight += 1,
+                            Err(job) => {
+                                report(
+                                    &metrics.io_errors,
+                                    label,
+                                    format_args!(
+                                        "the disk's I/O thread has ended; a request fails"
+                                    ),
+                                );
+                                let len =
+                                    answer(mem, job.request.status, VIRTIO_BLK_S_IOERR as u8, 0);
+                                queue.add_used(mem, head, len)?;
+                                used_any = true;
+                            }
+                        }
+                    }
+                    Err(refusal) => {
+                        let len = refuse(mem, refusal, metrics, label);
+                        queue.add_used(mem, head, len)?;
+                        used_any = true;
+                    }
+                }
             }
             // Re-enabling publishes `avail_event` (EVENT_IDX) or clears NO_NOTIFY; a chain that
             // arrived meanwhile would not be kicked, so look again.
             if !queue.enable_notification(mem)? {
-                break Drained::All;
+                break Taken::All;
             }
         };
-        if used_any && queue.needs_notification(mem)? {
-            match interrupt.signal_used_queue() {
-                Ok(()) => self.metrics.interrupts.inc(),
-                Err(e) => report(
-                    &self.metrics.interrupt_errors,
-                    self.label,
-                    format_args!("cannot raise the used-buffer interrupt: {e}"),
-                ),
-            }
+        if used_any {
+            notify(active, metrics, label)?;
         }
         Ok(outcome)
     }
+}
 
-    /// Carries out one chain; returns the used length.
-    fn handle(&mut self, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
-        match parse(mem, chain, self.limits) {
-            Ok(request) => {
-                let (status, data_written) = self.execute(mem, &request);
-                answer(mem, request.status, status, data_written)
-            }
-            Err(Refusal { status, reason }) => {
-                let counter = match reason {
-                    RefusalReason::Unsupported(_) => &self.metrics.unsupported,
-                    RefusalReason::Invalid(_) => &self.metrics.invalid_requests,
-                };
-                let answered = if status.is_some() {
-                    ""
-                } else {
-                    " (no status byte to answer in; given back unanswered)"
-                };
-                report(
-                    counter,
-                    self.label,
-                    format_args!("request refused: {reason}{answered}"),
-                );
-                status.map_or(0, |addr| answer(mem, addr, reason.status(), 0))
-            }
-        }
-    }
+/// Answers a refused chain (if it has a status byte); returns the used length.
+fn refuse(
+    mem: &ballast_virtio::GuestMemoryMmap,
+    Refusal { status, reason }: Refusal,
+    metrics: &BlockMetrics,
+    label: &str,
+) -> u32 {
+    let counter = match reason {
+        RefusalReason::Unsupported(_) => &metrics.unsupported,
+        RefusalReason::Invalid(_) => &metrics.invalid_requests,
+    };
+    let answered = if status.is_some() {
+        ""
+    } else {
+        " (no status byte to answer in; given back unanswered)"
+    };
+    report(
+        counter,
+        label,
+        format_args!("request refused: {reason}{answered}"),
+    );
+    status.map_or(0, |addr| answer(mem, addr, reason.status(), 0))
+}
 
-    /// Returns the status byte and how many data bytes were written to guest memory.
-    fn execute(&mut self, mem: &GuestMemoryMmap, request: &Request) -> (u8, u32) {
-        let offset = byte_offset(request.sector);
-        let result = match request.kind {
-            RequestType::In => self.disk.read_into(mem, offset, &request.data).map(|()| {
-                self.metrics.read_count.inc();
-                self.metrics.read_bytes.add(request.data_len);
-                request.data_len
-            }),
-            RequestType::Out => self.disk.write_from(mem, offset, &request.data).map(|()| {
-                self.metrics.write_count.inc();
-                self.metrics.write_bytes.add(request.data_len);
-                0
-            }),
-            RequestType::Flush => self.disk.flush().map(|()| {
-                self.metrics.flush_count.inc();
-                0
-            }),
-            RequestType::GetId => write_id(mem, self.disk.serial(), request)
-                .inspect(|_| self.metrics.get_id_count.inc()),
-        };
-        match result {
-            // At most SEG_MAX * SIZE_MAX bytes, which fits: the chain iterator refuses chains of
-            // 4 GiB or more.
-            Ok(written) => (
-                VIRTIO_BLK_S_OK as u8,
-                u32::try_from(written).unwrap_or(u32::MAX),
+/// Raises the used-buffer interrupt unless the driver asked not to be told yet (EVENT_IDX).
+fn notify(
+    active: &mut ActiveQueue,
+    metrics: &BlockMetrics,
+    label: &str,
+) -> Result<(), virtio_queue::Error> {
+    if active.queue.queue.needs_notification(&active.mem)? {
+        match active.interrupt.signal_used_queue() {
+            Ok(()) => metrics.interrupts.inc(),
+            Err(e) => report(
+                &metrics.interrupt_errors,
+                label,
+                format_args!("cannot raise the used-buffer interrupt: {e}"),
             ),
-            Err(e) => {
-                let (counter, what): (&Counter, _) = match e {
-                    DiskIoError::Host(_) => (&self.metrics.io_errors, "failed on the host"),
-                    DiskIoError::Guest(_) => (&self.metrics.invalid_requests, "was refused"),
-                };
-                report(
-                    counter,
-                    self.label,
-                    format_args!(
-                        "a {} of {} bytes at sector {} {what}: {e}",
-                        request.kind, request.data_len, request.sector
-                    ),
-                );
-                (VIRTIO_BLK_S_IOERR as u8, 0)
-            }
         }
     }
+    Ok(())
 }
 
-/// Writes the device ID into the GET_ID buffers (as much of its 20 bytes as they hold).
-fn write_id(
-    mem: &GuestMemoryMmap,
-    serial: &[u8; VIRTIO_BLK_ID_BYTES],
-    request: &Request,
-) -> Result<u64, DiskIoError> {
-    let mut rest: &[u8] = serial;
-    for segment in &request.data {
-        if rest.is_empty() {
-            break;
+/// What the tests need of the device: the queue served and every request finished.
+#[cfg(test)]
+impl Block {
+    /// `process_queue`, then waits (up to 5 s) until the I/O thread finished everything taken.
+    pub(crate) fn run_queue(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        self.process_queue();
+        while self.in_flight > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            self.complete_requests();
         }
-        let n = rest.len().min(segment.len as usize);
-        mem.write_slice(&rest[..n], segment.addr)
-            .map_err(DiskIoError::Guest)?;
-        rest = &rest[n..];
-    }
-    Ok((VIRTIO_BLK_ID_BYTES - rest.len()) as u64)
-}
-
-/// Writes the status byte; returns the used length (the data written plus the status byte, or
-/// just the data if the status byte could not be written).
-fn answer(mem: &GuestMemoryMmap, status_addr: GuestAddress, status: u8, data_written: u32) -> u32 {
-    match mem.write_obj(status, status_addr) {
-        Ok(()) => data_written.saturating_add(1),
-        // Checked to be in guest memory when the chain was parsed; this cannot happen.
-        Err(_) => data_written,
+        assert_eq!(self.in_flight, 0, "requests still with the I/O thread");
     }
 }

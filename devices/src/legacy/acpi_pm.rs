@@ -3,6 +3,8 @@
 
 use vmm_sys_util::eventfd::EventFd;
 
+use ballast_virtio::metrics::{report, Counter};
+
 use crate::bus::BusDevice;
 
 /// The sleep type the DSDT's `\_S5_` object hands to the guest; the guest writes it (shifted into
@@ -25,14 +27,23 @@ const WAK_STS: u8 = 1 << 7;
 pub const POWEROFF_VALUE: u8 = (S5_SLEEP_TYPE << SLP_TYP_SHIFT) | SLP_EN;
 
 /// Turns the guest's power-off and reset writes into eventfd signals for the VMM's event loop.
+const LABEL: &str = "ACPI PM";
+
 pub struct AcpiPmDevice {
     poweroff: EventFd,
     reset: EventFd,
+    /// Writes the device ignored: a guest can make as many as it likes, so only the first few
+    /// are warnings (`ballast_virtio::metrics::report`).
+    pub ignored_writes: Counter,
 }
 
 impl AcpiPmDevice {
     pub fn new(poweroff: EventFd, reset: EventFd) -> Self {
-        Self { poweroff, reset }
+        Self {
+            poweroff,
+            reset,
+            ignored_writes: Counter::default(),
+        }
     }
 
     fn signal(evt: &EventFd, what: &str) {
@@ -50,7 +61,11 @@ impl BusDevice for AcpiPmDevice {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         let (0, Some(&value)) = (offset, data.first()) else {
-            log::warn!("ACPI PM: ignoring a write of {data:x?} at offset {offset}");
+            report(
+                &self.ignored_writes,
+                LABEL,
+                format_args!("ignoring a write of {data:x?} at offset {offset}"),
+            );
             return;
         };
         if value == RESET_VALUE {
@@ -63,12 +78,20 @@ impl BusDevice for AcpiPmDevice {
                 Self::signal(&self.poweroff, "power-off");
             } else {
                 // The DSDT offers only \_S5_, so a guest should never ask for another state.
-                log::warn!("ACPI PM: guest asked for unsupported sleep type {sleep_type}; ignored");
+                report(
+                    &self.ignored_writes,
+                    LABEL,
+                    format_args!("guest asked for unsupported sleep type {sleep_type}; ignored"),
+                );
             }
         } else if value == WAK_STS {
             log::debug!("ACPI PM: guest cleared the wake status");
         } else {
-            log::warn!("ACPI PM: ignoring an unexpected write of {value:#04x}");
+            report(
+                &self.ignored_writes,
+                LABEL,
+                format_args!("ignoring an unexpected write of {value:#04x}"),
+            );
         }
     }
 }
@@ -128,6 +151,8 @@ mod tests {
         f.dev.write(0, &[]);
         assert!(f.poweroff.read().is_err());
         assert!(f.reset.read().is_err());
+        // Counted, and logged as warnings only the first few times.
+        assert_eq!(f.dev.ignored_writes.get(), 8);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! | file | job |
 //! | --- | --- |
 //! | `serial.rs` | COM1 (vm-superio's 16550); its input is fed by the VMM's console |
+//! | `console.rs` | COM1's output to ballast's stdout, on a thread of its own |
 //! | `i8042.rs` | the i8042 keyboard controller, for the guest's `reboot=k` |
 //! | `acpi_pm.rs` | the ACPI sleep control / status / reset register: power-off and reset |
 
 pub mod acpi_pm;
+pub mod console;
 pub mod i8042;
 pub mod serial;
 

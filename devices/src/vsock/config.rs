@@ -2,12 +2,11 @@
 //! and binding the host socket they name.
 
 use std::io;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use log::warn;
 
-use crate::unix_socket::{self, BindError};
+use crate::unix_socket::{self, BindError, BoundSocket};
 
 /// The longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -77,7 +76,7 @@ pub enum VsockError {
     },
 }
 
-pub(super) fn bind(path: &Path) -> Result<UnixListener, VsockError> {
+pub(super) fn bind(path: &Path) -> Result<BoundSocket, VsockError> {
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
         return Err(VsockError::PathTooLong {

@@ -112,6 +112,9 @@ const OWE_REQUEST: u8 = 1;
 const OWE_RESPONSE: u8 = 1 << 1;
 const OWE_CREDIT_UPDATE: u8 = 1 << 2;
 
+/// An empty `tx_buf` with more room than this is freed (one packet's worth is kept).
+const TX_BUF_KEEP: usize = super::MAX_PKT_LEN;
+
 pub(super) struct Connection {
     key: ConnKey,
     guest_cid: u64,
@@ -244,6 +247,12 @@ impl Connection {
     /// Guest data held for the host program (bounded by the advertised credit).
     pub fn backlog(&self) -> usize {
         self.tx_buf.len()
+    }
+
+    /// Memory held for guest data, used or not.
+    #[cfg(test)]
+    pub fn backlog_capacity(&self) -> usize {
+        self.tx_buf.capacity()
     }
 
     /// The timeout that ran out, if one did.
@@ -408,6 +417,10 @@ impl Connection {
             }
         }
         if self.tx_buf.is_empty() {
+            // A host program that caught up gives back what a burst made the buffer grow to.
+            if self.tx_buf.capacity() > TX_BUF_KEEP {
+                self.tx_buf = VecDeque::new();
+            }
             if self.close_when_flushed {
                 return Err(Reset::Closed);
             }

@@ -72,9 +72,10 @@ impl Vsock {
         if config.guest_cid >= u64::from(u32::MAX) {
             return Err(VsockError::CidTooLarge(config.guest_cid));
         }
-        let listener = bind(&config.uds_path)?;
+        let socket = bind(&config.uds_path)?;
         let setup = |what| move |source| VsockError::Setup { what, source };
-        listener
+        socket
+            .listener
             .set_nonblocking(true)
             .map_err(setup("make the socket non-blocking"))?;
         let local = Arc::new(LocalQueue::new().map_err(setup("create an eventfd"))?);
@@ -82,7 +83,7 @@ impl Vsock {
         let muxer = Muxer::new(
             config.guest_cid,
             config.uds_path.clone(),
-            listener,
+            socket,
             limits,
             metrics.clone(),
             local.clone(),
@@ -142,6 +143,11 @@ impl Vsock {
     /// Open connections (host- and guest-initiated).
     pub fn connection_count(&self) -> usize {
         self.muxer.connection_count()
+    }
+
+    /// Open guest-initiated connections (at most `Limits::max_guest_connections`).
+    pub fn guest_connection_count(&self) -> usize {
+        self.muxer.guest_connection_count()
     }
 
     /// A handle that opens in-process connections to the guest from any thread, without this

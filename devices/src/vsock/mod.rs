@@ -25,7 +25,10 @@
 //! the host is read only when the guest has a buffer and credit for it (the host program's writes
 //! block meanwhile); data for the host is buffered up to the credit the device advertised per
 //! connection and a global cap, past which the connection is reset; control replies are coalesced
-//! per connection; stand-alone resets are capped, and the tx queue waits while they are.
+//! per connection; stand-alone resets are capped, and the tx queue waits while they are. The
+//! guest may hold at most 256 connections it opened (reset after 10 minutes without traffic),
+//! and host programs leave the last connection slots to the VMM's own agent link. Every chain
+//! taken off the rx or tx ring, usable or not, counts against the run's budget.
 //!
 //! | file | job |
 //! | --- | --- |
@@ -83,6 +86,15 @@ pub(crate) struct Limits {
     pub total_backlog: usize,
     /// Open connections (either side's); more are refused.
     pub max_connections: usize,
+    /// Open connections the guest asked for; more are refused (answered RST), well below
+    /// `max_connections` and the process's descriptor limit, so a guest cannot take the
+    /// descriptors the API, the disks and the host's own connections need.
+    pub max_guest_connections: usize,
+    /// Of `max_connections`, the slots only in-process connections (the VMM's agent link) may
+    /// take: host programs on the socket cannot crowd it out either.
+    pub reserved_local: usize,
+    /// A guest-initiated connection with no traffic either way for this long is reset.
+    pub guest_idle_timeout: Duration,
     /// Host connections that have not yet sent their `CONNECT` line.
     pub max_handshakes: usize,
     /// Resets waiting for guest rx buffers before the device stops taking tx packets.
@@ -91,6 +103,9 @@ pub(crate) struct Limits {
     pub handshake_timeout: Duration,
     /// How long the guest may take to answer a host-initiated connection request.
     pub request_timeout: Duration,
+    /// Tx chains, and rx buffers, the device takes off each ring per wake-up (good or bad)
+    /// before it kicks itself and lets the event loop serve the others.
+    pub chains_per_run: usize,
     /// How long a connection being shut down may take to finish (the peer's reset, or the host
     /// program reading what the guest sent) before it is reset.
     pub shutdown_timeout: Duration,
@@ -103,11 +118,15 @@ impl Default for Limits {
             credit_update_threshold: 64 * 1024,
             total_backlog: 32 << 20,
             max_connections: 1024,
+            max_guest_connections: 256,
+            reserved_local: 16,
+            guest_idle_timeout: Duration::from_secs(600),
             max_handshakes: 64,
             max_queued_rst: 256,
             handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(2),
+            chains_per_run: queue::MAX_PER_RUN,
         }
     }
 }

@@ -10,16 +10,17 @@ use virtio_queue::{QueueOwnedT, QueueT};
 use virtio_vsock::packet::VsockPacket;
 use vm_memory::Bytes;
 
-use ballast_virtio::VirtioInterrupt;
+use ballast_virtio::{check_chain, ChainRefusal, RunBudget, VirtioInterrupt};
 
 use super::device::ActiveQueues;
 use super::metrics::{report, VsockMetrics};
 use super::packet::{read_tx, HEADER_SIZE};
 use super::{Vsock, MAX_PKT_LEN, QUEUE_SIZE};
 
-/// The most tx chains, and rx packets, handled per wake-up, so a busy guest cannot keep the
-/// event loop (which also serves the API, the balloon and the VM's shutdown) to itself; past
-/// this the device kicks itself and lets the loop serve the others first.
+/// The most tx chains, and rx buffers, taken per wake-up (good or bad), so a busy or hostile
+/// guest cannot keep the event loop (which also serves the API, the balloon and the VM's
+/// shutdown) to itself; past this the device kicks itself and lets the loop serve the others
+/// first.
 pub(super) const MAX_PER_RUN: usize = QUEUE_SIZE as usize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,12 +95,15 @@ impl Vsock {
     }
 
     fn process_tx(&mut self, now: Instant) -> Result<TxRun, virtio_queue::Error> {
+        let per_run = self.muxer.limits().chains_per_run;
         let Some(active) = self.active.as_mut() else {
             return Ok(TxRun::Done);
         };
         let mem = &active.mem;
         let queue = &mut active.tx.queue;
-        let mut handled = 0usize;
+        // Every chain taken off the ring counts, good or bad: a guest recycling bad chains
+        // must not keep the loop here any longer than one sending good ones.
+        let mut budget = RunBudget::new(per_run as u64);
         let mut used_any = false;
         let run = 'outer: loop {
             // With EVENT_IDX this does nothing (the driver kicks only when the available index
@@ -109,37 +113,41 @@ impl Vsock {
                 if self.muxer.rst_backlog_full() {
                     break 'outer TxRun::Stalled;
                 }
+                if budget.is_spent() {
+                    break 'outer TxRun::MoreLeft;
+                }
                 let Some(chain) = queue.iter(mem)?.next() else {
                     break;
                 };
+                budget.spend(1);
                 let head = chain.head_index();
                 self.metrics.tx_packets.inc();
-                if head >= queue.size() {
+                match check_chain(mem, queue, head, false) {
+                    Ok(()) => match read_tx(mem, chain, &mut self.scratch) {
+                        Ok(hdr) => {
+                            let data = &self.scratch[..hdr.len as usize];
+                            self.muxer.handle_tx(&hdr, data, now);
+                        }
+                        Err(refusal) => self.muxer.refuse_malformed(refusal.header, &refusal.error),
+                    },
                     // No such descriptor: nothing to read, and nothing the used ring may name.
-                    report(
+                    Err(refusal @ ChainRefusal::NoSuchHead { .. }) => {
+                        report(
+                            &self.metrics.malformed_tx,
+                            &self.core.label,
+                            format_args!("{refusal}; skipped"),
+                        );
+                        continue;
+                    }
+                    Err(refusal) => report(
                         &self.metrics.malformed_tx,
                         &self.core.label,
-                        format_args!(
-                            "the tx ring names descriptor {head}, the queue has {}; skipped",
-                            queue.size()
-                        ),
-                    );
-                    continue;
-                }
-                match read_tx(mem, chain, &mut self.scratch) {
-                    Ok(hdr) => {
-                        let data = &self.scratch[..hdr.len as usize];
-                        self.muxer.handle_tx(&hdr, data, now);
-                    }
-                    Err(refusal) => self.muxer.refuse_malformed(refusal.header, &refusal.error),
+                        format_args!("a tx chain was refused: {refusal}"),
+                    ),
                 }
                 // The device writes nothing into tx buffers.
                 queue.add_used(mem, head, 0)?;
                 used_any = true;
-                handled += 1;
-                if handled >= MAX_PER_RUN {
-                    break 'outer TxRun::MoreLeft;
-                }
             }
             // Re-enabling publishes `avail_event` (EVENT_IDX) or clears NO_NOTIFY; a chain that
             // arrived meanwhile would not be kicked, so look again.
@@ -157,6 +165,7 @@ impl Vsock {
     // buffer, then its header, then what the muxer may put in it); split up, the checks would
     // lose the order that makes them safe.
     fn process_rx(&mut self, now: Instant) -> Result<RxRun, virtio_queue::Error> {
+        let per_run = self.muxer.limits().chains_per_run;
         let mut run = RxRun {
             delivered: 0,
             more_left: false,
@@ -167,8 +176,11 @@ impl Vsock {
         let mem = &active.mem;
         let queue = &mut active.rx.queue;
         let mut used_any = false;
+        // Every buffer taken off the ring counts, usable or not: a guest handing back one bad
+        // buffer over and over must not keep the loop here while the muxer has packets for it.
+        let mut budget = RunBudget::new(per_run as u64);
         while self.muxer.has_rx() {
-            if run.delivered >= MAX_PER_RUN {
+            if budget.is_spent() {
                 run.more_left = true;
                 break;
             }
@@ -180,17 +192,28 @@ impl Vsock {
                 }
                 break;
             };
+            budget.spend(1);
             let head = chain.head_index();
-            if head >= queue.size() {
-                report(
-                    &self.metrics.bad_rx_buffers,
-                    &self.core.label,
-                    format_args!(
-                        "the rx ring names descriptor {head}, the queue has {}; skipped",
-                        queue.size()
-                    ),
-                );
-                continue;
+            match check_chain(mem, queue, head, false) {
+                Ok(()) => {}
+                Err(refusal @ ChainRefusal::NoSuchHead { .. }) => {
+                    report(
+                        &self.metrics.bad_rx_buffers,
+                        &self.core.label,
+                        format_args!("{refusal}; skipped"),
+                    );
+                    continue;
+                }
+                Err(refusal) => {
+                    report(
+                        &self.metrics.bad_rx_buffers,
+                        &self.core.label,
+                        format_args!("returned an unusable rx buffer empty: {refusal}"),
+                    );
+                    queue.add_used(mem, head, 0)?;
+                    used_any = true;
+                    continue;
+                }
             }
             // Any data buffer size is fine: the device fills at most MAX_PKT_LEN of it.
             let mut pkt = match VsockPacket::from_rx_virtq_chain(mem, &mut chain, u32::MAX) {

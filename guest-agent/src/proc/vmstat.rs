@@ -50,6 +50,36 @@ pub fn parse(content: &[u8]) -> VmStat {
     stat
 }
 
+/// What has come into the page cache, as two of the kernel's ever-growing counters: KiB read
+/// from block devices (`pgpgin`: file reads, readahead, faults on mapped files) and pages
+/// dirtied (`nr_dirtied`: writes). While both stay put, no file on a disk has gained cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheInflow {
+    pub pgpgin: u64,
+    pub nr_dirtied: u64,
+}
+
+/// Reads [`CacheInflow`]; `None` when /proc/vmstat is unreadable or lacks either counter.
+pub fn cache_inflow() -> Option<CacheInflow> {
+    parse_cache_inflow(&read_bounded(Path::new("/proc/vmstat"), 256 * 1024).ok()?)
+}
+
+/// Parses [`CacheInflow`] out of /proc/vmstat content.
+pub fn parse_cache_inflow(content: &[u8]) -> Option<CacheInflow> {
+    let (mut pgpgin, mut nr_dirtied) = (None, None);
+    for line in content.split(|&b| b == b'\n') {
+        match key_number(line) {
+            Some((b"pgpgin", value)) => pgpgin = pgpgin.or(Some(value)),
+            Some((b"nr_dirtied", value)) => nr_dirtied = nr_dirtied.or(Some(value)),
+            _ => {}
+        }
+    }
+    Some(CacheInflow {
+        pgpgin: pgpgin?,
+        nr_dirtied: nr_dirtied?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +151,21 @@ oom_kill 2
     #[test]
     fn reads_this_machine() {
         assert!(read().unwrap().pgmajfault.is_some());
+        assert!(cache_inflow().is_some());
+    }
+
+    #[test]
+    fn cache_inflow_needs_both_counters() {
+        let both = b"nr_dirtied 29773983\npgpgin 40911677\npgpgout 5\n";
+        assert_eq!(
+            parse_cache_inflow(both),
+            Some(CacheInflow {
+                pgpgin: 40911677,
+                nr_dirtied: 29773983
+            })
+        );
+        assert_eq!(parse_cache_inflow(b"pgpgin 1\n"), None);
+        assert_eq!(parse_cache_inflow(b"nr_dirtied 1\npgpgin x\n"), None);
+        assert_eq!(parse_cache_inflow(b""), None);
     }
 }

@@ -4,6 +4,8 @@
 //! files processes have open or mapped (/proc/PID/fd, /proc/PID/maps), then a walk of the
 //! disk-backed filesystems. Both are bounded in time and in files examined; files with no
 //! cached pages are forgotten at once, so memory grows only with files that hold cache.
+//! A walk may pause and resume; one that paused while something came into the page cache has
+//! passed files that may hold cache now, so a request walks afresh instead of resuming it.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -16,6 +18,7 @@ use log::debug;
 
 use super::{micros_since, Deadline};
 use crate::cache::CacheCounter;
+use crate::proc::vmstat::{self, CacheInflow};
 use crate::proc::{self, maps, mounts};
 use crate::protocol::{CandidateReport, BIG_THRESHOLD_PAGES};
 
@@ -233,12 +236,14 @@ impl Search<'_> {
         }
     }
 
-    /// Goes on with the walk: depth first, staying on each root's filesystem (the others are
-    /// roots of their own when they qualify), never following symlinks. Stops at the search's
-    /// bounds with its place kept in `state`; a walk that reaches its end starts over at the
-    /// next request.
-    fn walk(&mut self, state: &mut SearchState) {
-        let walk = state.walk.get_or_insert_with(|| Walk::new(self.config));
+    /// Goes on with the walk in `slot` (a new one when empty): depth first, staying on each
+    /// root's filesystem (the others are roots of their own when they qualify), never
+    /// following symlinks. Stops at the search's bounds with its place kept in `slot`; a walk
+    /// that reaches its end leaves `slot` empty, to start over next time. True when it reached
+    /// its end and every file it passed was looked at with no pause across new cache since.
+    fn walk(&mut self, slot: &mut Option<Walk>) -> bool {
+        let walk = slot.get_or_insert_with(|| Walk::new(self.config));
+        walk.resume();
         let finished = loop {
             if self.exhausted() {
                 break false;
@@ -298,7 +303,12 @@ impl Search<'_> {
             }
         };
         if finished {
-            state.walk = None;
+            let fresh = !walk.stale;
+            *slot = None;
+            fresh
+        } else {
+            walk.pause();
+            false
         }
     }
 }
@@ -337,6 +347,11 @@ struct Walk {
     /// Directories still to read, the next on top.
     pending: Vec<PendingDir>,
     visited: HashSet<(u64, u64)>,
+    /// What had come into the page cache when the walk last paused (`None` while it runs).
+    paused_at: Option<CacheInflow>,
+    /// Something came into the page cache while the walk was paused: files it passed with
+    /// no cache may hold some now, and its end does not make a search complete.
+    stale: bool,
 }
 
 #[derive(Debug)]
@@ -371,7 +386,31 @@ impl Walk {
             next_root: 0,
             pending: Vec::new(),
             visited: HashSet::new(),
+            paused_at: None,
+            stale: false,
         }
+    }
+
+    /// Whether the files already passed may have gained cache since they were looked at.
+    /// Cache that comes in while the walk runs is a race any search has; cache that comes in
+    /// while it is paused (between requests, or between an inventory refresh and a request)
+    /// can be whole files the walk passed while the guest had not read them yet.
+    fn is_stale(&self) -> bool {
+        self.stale
+            || self
+                .paused_at
+                .is_some_and(|at| vmstat::cache_inflow() != Some(at))
+    }
+
+    fn pause(&mut self) {
+        self.paused_at = vmstat::cache_inflow();
+        // Without the counters nothing says the pause was quiet.
+        self.stale |= self.paused_at.is_none();
+    }
+
+    fn resume(&mut self) {
+        self.stale = self.is_stale();
+        self.paused_at = None;
     }
 
     fn first_visit(&mut self, meta: &fs::Metadata) -> bool {
@@ -379,33 +418,74 @@ impl Walk {
     }
 }
 
+/// Who searches: the walk is shared, but only a request needs its search to be complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The idle refresh: any progress is worth keeping, so it always resumes the walk.
+    Inventory,
+    /// A `deactivate_file`: it resumes the walk only if no cache came in while it was paused.
+    Request,
+}
+
 /// Finds the candidate files and counts their cached pages: first the files remembered from
-/// the last request, then the files processes have open or mapped, then the walk, until done
+/// the last search, then the walk, then the files processes have open or mapped, until done
 /// or out of bounds.
 pub fn gather(
     config: &CandidateConfig,
     counter: CacheCounter,
     state: &mut SearchState,
+    purpose: Purpose,
 ) -> Candidates {
     let start = Instant::now();
     let mut search = Search {
         config,
         counter,
-        deadline: Deadline::after(config.budget),
+        // CPU time, not wall time: on a busy guest a walk at a low priority would otherwise
+        // spend its budget waiting for a CPU and find nothing (the agent's requests run at
+        // normal priority, but the guest may be busy at any priority). Wall time is bounded
+        // too, at four times the budget.
+        deadline: Deadline::cpu_after(config.budget, config.budget.saturating_mul(4)),
         known: HashMap::new(),
         files: Vec::new(),
         examined: 0,
         complete: true,
     };
+    // The remembered files (the inventory, refreshed while idle) are counted whatever the
+    // time: at most MAX_REMEMBERED of them, about 10 µs each. Only the walk for more is timed.
     for file in std::mem::take(&mut state.remembered) {
-        if search.exhausted() {
+        if search.examined >= config.max_examined {
+            search.complete = false;
             break;
         }
         let follow = file.path.starts_with("/proc");
         search.consider(file.path, follow, false);
     }
+    // The walk first, with half the budget: it finds the cold files (nobody has them open),
+    // which go first. Then the processes, with what is left: the files in use, marked so.
+    // Measured under nested TCG: the process scan alone took the whole budget, the walk never
+    // ran, and nothing but in-use files was ever found.
+    let full = search.deadline;
+    search.deadline = Deadline::cpu_after(config.budget / 2, config.budget.saturating_mul(2));
+    let resume = purpose == Purpose::Inventory || !state.walk.as_ref().is_some_and(Walk::is_stale);
+    let walked_all = if resume {
+        search.walk(&mut state.walk)
+    } else {
+        // The paused walk passed files while they held no cache, and cache has come in since
+        // (agent-deactivate-file: the inventory walked half the files while the guest was
+        // still reading them, the request finished that walk and missed two big files). A
+        // walk of its own from the roots; the paused one stays for the inventory, which carries
+        // it over a big filesystem across refreshes, unless this one saw everything.
+        let mut own = None;
+        let done = search.walk(&mut own);
+        if done {
+            state.walk = None;
+        }
+        done
+    };
+    search.deadline = full;
+    search.complete = true;
     search.processes();
-    search.walk(state);
+    search.complete &= walked_all;
     let files = search.files;
     let report = CandidateReport {
         files: files.len() as u64,
@@ -421,177 +501,4 @@ pub fn gather(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::page_size;
-    use crate::testutil::TempDir;
-    use std::io::{Read, Write};
-
-    fn write_cached(path: &Path, pages: u64) {
-        let mut f = File::create(path).unwrap();
-        f.write_all(&vec![1u8; (pages * page_size()) as usize])
-            .unwrap();
-        f.sync_all().unwrap();
-        let mut sink = Vec::new();
-        File::open(path).unwrap().read_to_end(&mut sink).unwrap();
-    }
-
-    fn config(root: &Path) -> CandidateConfig {
-        CandidateConfig {
-            scan_roots: vec![root.canonicalize().unwrap()],
-            ..CandidateConfig::default()
-        }
-    }
-
-    #[test]
-    fn finds_files_under_the_root_only_and_counts_them() {
-        let dir = TempDir::new("candidates");
-        if !dir.disk_backed() {
-            return;
-        }
-        fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
-        write_cached(&dir.path().join("big"), 64);
-        write_cached(&dir.path().join("sub/deeper/small"), 2);
-        File::create(dir.path().join("empty")).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
-        let found = gather(
-            &config(dir.path()),
-            CacheCounter::detect(),
-            &mut SearchState::default(),
-        );
-        let mut names: Vec<_> = found
-            .files
-            .iter()
-            .map(|c| c.path.file_name().unwrap().to_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["big", "small"]);
-        assert!(found.report.complete);
-        assert_eq!(found.report.big_files, 1);
-        assert_eq!(found.report.small_files, 1);
-        let big = found.files.iter().find(|c| c.is_big()).unwrap();
-        assert!(big.cached_pages >= 60);
-    }
-
-    #[test]
-    fn an_open_file_is_in_use() {
-        let dir = TempDir::new("candidates-open");
-        if !dir.disk_backed() {
-            return;
-        }
-        let path = dir.path().join("held");
-        write_cached(&path, 4);
-        // Held open by a child process (our own descriptors are never looked at).
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .stdin(File::open(&path).unwrap())
-            .spawn()
-            .unwrap();
-        let found = gather(
-            &config(dir.path()),
-            CacheCounter::detect(),
-            &mut SearchState::default(),
-        );
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert_eq!(found.files.len(), 1);
-        assert!(found.files[0].in_use);
-    }
-
-    #[test]
-    fn bounds_stop_the_search() {
-        let dir = TempDir::new("candidates-bound");
-        if !dir.disk_backed() {
-            return;
-        }
-        for i in 0..20 {
-            write_cached(&dir.path().join(format!("f{i}")), 1);
-        }
-        let mut cfg = config(dir.path());
-        cfg.max_examined = 5;
-        let found = gather(&cfg, CacheCounter::detect(), &mut SearchState::default());
-        assert!(!found.report.complete);
-        assert!(found.files.len() <= 5);
-        cfg.max_examined = 1000;
-        cfg.budget = Duration::ZERO;
-        assert!(
-            !gather(&cfg, CacheCounter::detect(), &mut SearchState::default())
-                .report
-                .complete
-        );
-    }
-
-    #[test]
-    fn the_walk_resumes_where_it_stopped() {
-        let dir = TempDir::new("candidates-resume");
-        if !dir.disk_backed() {
-            return;
-        }
-        let mut all = std::collections::BTreeSet::new();
-        for sub in ["a", "b", "c/d"] {
-            fs::create_dir_all(dir.path().join(sub)).unwrap();
-            for i in 0..10 {
-                let path = dir.path().join(sub).join(format!("f{i}"));
-                write_cached(&path, 1);
-                all.insert(path.canonicalize().unwrap());
-            }
-        }
-        let mut cfg = config(dir.path());
-        cfg.max_examined = 8;
-        let mut state = SearchState::default();
-        let mut found = std::collections::BTreeSet::new();
-        let mut rounds = 0;
-        loop {
-            rounds += 1;
-            assert!(rounds < 50, "the walk never finished");
-            let round = gather(&cfg, CacheCounter::detect(), &mut state);
-            found.extend(round.files.into_iter().map(|c| c.path));
-            if round.report.complete {
-                break;
-            }
-        }
-        assert!(rounds >= 4, "{rounds} rounds for 30 files, 8 at a time");
-        assert_eq!(found, all);
-        // A finished walk starts over.
-        cfg.max_examined = 1000;
-        assert_eq!(
-            gather(&cfg, CacheCounter::detect(), &mut state).files.len(),
-            30
-        );
-    }
-
-    #[test]
-    fn remembered_files_are_looked_at_first() {
-        let dir = TempDir::new("candidates-remember");
-        if !dir.disk_backed() {
-            return;
-        }
-        fs::create_dir_all(dir.path().join("deep/er")).unwrap();
-        for i in 0..5 {
-            write_cached(&dir.path().join(format!("other{i}")), 1);
-        }
-        let path = dir.path().join("deep/er/cached");
-        write_cached(&path, 64);
-        let mut cfg = config(dir.path());
-        let mut state = SearchState::default();
-        let first = gather(&cfg, CacheCounter::detect(), &mut state);
-        state.remember(first.files);
-        cfg.max_examined = 1;
-        let found = gather(&cfg, CacheCounter::detect(), &mut state);
-        assert_eq!(found.files.len(), 1);
-        assert_eq!(found.files[0].path, path.canonicalize().unwrap());
-    }
-
-    #[test]
-    fn open_regular_refuses_what_is_not_a_regular_file() {
-        assert!(open_regular(Path::new("/dev/null"), false).is_err());
-        assert!(open_regular(Path::new("/"), false).is_err());
-        let dir = TempDir::new("candidates-link");
-        if !dir.disk_backed() {
-            return;
-        }
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
-        assert!(open_regular(&link, false).is_err());
-    }
-}
+mod tests;

@@ -37,9 +37,12 @@ impl FallbackTargets {
     }
 }
 
-/// Reclaims about `pages` pages of file cache from the whole guest, never anonymous memory.
-/// `swap`: the guest has swap, so `memory.reclaim` must be told `swappiness=0` to leave anon
-/// pages alone (Linux 6.9+); a kernel that refuses that gets `drop_caches` instead.
+/// Reclaims about `pages` pages of file cache from the whole guest, in the kernel's LRU order.
+/// `swap`: the guest has swap, so `memory.reclaim` is told `swappiness=0` to leave anon pages
+/// alone (Linux 6.9+); a kernel that refuses that gets plain `memory.reclaim` (still LRU order
+/// and no more than asked, though its LRU may then take some cold anon memory to swap).
+/// `drop_caches`, which drops every clean page whatever was asked, only without
+/// `memory.reclaim` at all.
 pub fn reclaim_file_cache(pages: u64, swap: bool, targets: &FallbackTargets) -> FallbackReport {
     let start = Instant::now();
     let before = file_pages();
@@ -52,7 +55,16 @@ pub fn reclaim_file_cache(pages: u64, swap: bool, targets: &FallbackTargets) -> 
         } else {
             bytes.to_string()
         };
-        match write_control(path, &request) {
+        let mut result = write_control(path, &request);
+        if swap
+            && result
+                .as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(libc::EINVAL))
+        {
+            debug!("memory.reclaim takes no swappiness= here: asking without it");
+            result = write_control(path, &bytes.to_string());
+        }
+        match result {
             Ok(()) => method = FallbackMethod::MemoryReclaim,
             // EAGAIN: the kernel reclaimed less than asked. Not an error: the measurement
             // below says how much.

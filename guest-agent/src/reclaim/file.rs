@@ -9,7 +9,8 @@
 //!    checked after every window, and the last one is cut to the pages still wanted, so the
 //!    request stops at its target (give or take one large folio: the kernel drops a folio
 //!    whole or not at all).
-//! 4. Still short: a whole-guest file-only reclaim, if the request allows it.
+//! 4. Still short after a complete search: a whole-guest file reclaim, if the request allows
+//!    it (`memory.reclaim`, in LRU order and never more than asked, before `drop_caches`).
 //!
 //! Pages mapped by a process are not dropped by `DONTNEED` (the kernel skips them); they are
 //! measured as not freed and the passes go on.
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use super::candidates::{self, open_regular, Candidate, CandidateConfig, SearchState};
+use super::candidates::{self, open_regular, Candidate, CandidateConfig, Purpose, SearchState};
 use super::fallback::{self, FallbackTargets};
 use super::writeback::Writeback;
 use super::{micros_since, Deadline};
@@ -68,6 +69,20 @@ impl FileReclaim {
         }
     }
 
+    /// Takes the search one budget further while no request waits, and remembers what it found
+    /// (with the files already remembered): a request that comes then starts from a ready list
+    /// instead of spending its own budget looking.
+    pub fn refresh_inventory(&mut self) {
+        let config = &self.config;
+        let found = candidates::gather(
+            &config.candidates,
+            config.counter,
+            &mut self.search,
+            Purpose::Inventory,
+        );
+        self.search.remember(found.files);
+    }
+
     /// Runs `deactivate_file`, taking at most about `budget` (a sync or a `memory.reclaim`
     /// write in progress cannot be cut short; the waits for them are bounded).
     pub fn deactivate(&mut self, request: &DeactivateFile, budget: Duration) -> FileReport {
@@ -79,7 +94,12 @@ impl FileReclaim {
         // The sync runs while the candidates are searched: neither needs the other.
         let writeback = Writeback::start(&config.candidates.scan_roots);
         let mut candidates = if target > 0 {
-            candidates::gather(&config.candidates, config.counter, &mut self.search)
+            candidates::gather(
+                &config.candidates,
+                config.counter,
+                &mut self.search,
+                Purpose::Request,
+            )
         } else {
             candidates::Candidates::default()
         };
@@ -95,7 +115,10 @@ impl FileReclaim {
         let big_report = run_pass(&big, config.counter, &mut remaining, deadline);
         let small_report = run_pass(&small, config.counter, &mut remaining, deadline);
 
-        let fallback = (remaining > 0 && request.allow_fallback).then(|| {
+        // The whole-guest reclaim only when a complete search fell short: an incomplete one
+        // leaves files unlooked-at, which the next request looks at first.
+        let searched_all = candidates.report.complete;
+        let fallback = (remaining > 0 && request.allow_fallback && searched_all).then(|| {
             let swap = meminfo::read()
                 .ok()
                 .and_then(|m| m.swap_total_kib)

@@ -1,17 +1,24 @@
 //! The manager's thread: every epoch it samples the guest's residency and dirtiness (the
-//! tracker), lets the over-limit policy decide, carries the decision out through the ports —
-//! agent requests, balloon targets — reports what happened, and publishes the view. It runs an
-//! epoch at once when the limit changes.
+//! tracker), has balloon pages the host holds again checked and released, lets the over-limit
+//! policy decide, carries the decision out through the ports — agent requests, balloon targets,
+//! the host backstop — and publishes the view. It runs an epoch at once when the limit changes
+//! or an agent request answers.
 //!
-//! It runs on a thread of its own: an agent request may take up to its timeout and a sample
-//! walks all of guest RAM, neither of which may hold up the devices on the event loop.
+//! It runs on a thread of its own, since a sample walks all of guest RAM; it never waits on the
+//! guest: agent requests run beside it (`calls.rs`), so epochs keep their cadence and the policy
+//! sees residency move while a request is under way. The balloon device is locked only to copy
+//! its bitmap and to release pages again, never while the tracker measures.
 //!
 //! | file | job |
 //! | --- | --- |
 //! | `mod.rs` | the thread's loop and one epoch |
+//! | `calls.rs` | agent requests under way: started, polled, reported |
+//! | `hot_window.rs` | the guest's active lists and kernel memory, held over a window |
 //! | `ports.rs` | the traits the driver acts through (balloon control, guest agent, dirty log, guest RAM) |
 //! | `tests.rs` | the driver against fakes of every port |
 
+mod calls;
+mod hot_window;
 pub mod ports;
 #[cfg(test)]
 mod tests;
@@ -20,19 +27,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ballast_agent::AgentError;
-
 use crate::host_enforce::HostEnforcer;
 use crate::pages;
-use crate::policy::{Action, GuestView, ManagerState, Observation, Outcome, Policy, Step};
+use crate::policy::{Action, GuestView, Observation, Outcome, Policy, PolicyConfig, Step};
 use crate::tracker::{Sample, Tracker, TrackerConfig};
 use crate::{ManagerConfig, Shared};
-use ports::{BalloonControl, DirtyLog, GuestAgent, GuestRam, NoDirtyLog};
+use calls::Call;
+use hot_window::HotWindow;
+use ports::{
+    AgentRequest, BalloonControl, DirtyLog, GuestAgent, GuestRam, NoDirtyLog, ResidentBalloonPages,
+};
 
 /// Agent statistics older than this do not describe the guest any more.
 pub const STATS_FRESH: Duration = Duration::from_secs(5);
 /// Epochs of dirty-log history before the working set means anything.
 const WORKING_SET_EPOCHS: u64 = 3;
+/// How often the thread looks for agent answers while a request is under way.
+const ANSWER_POLL: Duration = Duration::from_millis(20);
 
 /// What the manager works on, handed over by the VMM.
 pub struct ManagerParts {
@@ -41,7 +52,8 @@ pub struct ManagerParts {
     pub dirty_log: Box<dyn DirtyLog + Send>,
     /// The guest agent, when the VM has a vsock device.
     pub agent: Option<Box<dyn GuestAgent>>,
-    /// `--host-enforce`: told at every epoch whether the guest is over its limit for good.
+    /// `--host-enforce`: told at every epoch whether resident has been over the limit for long
+    /// enough to engage it.
     pub host_enforcer: HostEnforcer,
 }
 
@@ -64,13 +76,23 @@ pub(crate) struct Driver {
     /// The balloon was moving towards its target (inflate or deflate) at the end of the last
     /// epoch, and when that was: the step is charged the time until the next epoch.
     balloon_moving: Option<(Step, Instant)>,
+    /// Agent requests under way.
+    calls: Vec<Call>,
+    /// Where the agent's file answers say their pages came from.
+    file_passes: crate::FilePassCounters,
+    /// The guest's active lists and kernel memory, held at their largest over the dirty log's
+    /// window (`hot_window.rs`).
+    hot_window: HotWindow,
 }
 
 impl Driver {
     pub fn new(parts: ManagerParts, config: ManagerConfig, shared: Arc<Shared>) -> Self {
         let tracker = Tracker::new(parts.ram.as_ref(), TrackerConfig::default());
         let guest_ram_pages = parts.guest_pages();
-        let mut policy = Policy::new(config.policy);
+        let mut policy = Policy::new(PolicyConfig {
+            sustained_epochs: config.sustained_epochs(),
+            ..config.policy
+        });
         policy.set_limit(config.limit_pages);
         Self {
             parts,
@@ -81,12 +103,15 @@ impl Driver {
             guest_ram_pages,
             logging_since: None,
             balloon_moving: None,
+            calls: Vec::new(),
+            file_passes: Default::default(),
+            hot_window: HotWindow::new(u64::from(TrackerConfig::default().working_set_epochs)),
         }
     }
 
     pub fn run(mut self) {
         let mut next = Instant::now();
-        while let Some(limit) = self.wait(next) {
+        while let Some((limit, answered)) = self.wait(next) {
             if limit != self.policy.limit_pages() {
                 log::info!(
                     "memory manager: limit {}",
@@ -96,39 +121,56 @@ impl Driver {
                     ))
                 );
                 self.policy.set_limit(limit);
+                if limit.is_none() {
+                    self.hot_window.clear();
+                }
             }
-            next = Instant::now() + self.config.sample_interval;
+            // An epoch for an agent's answer keeps the cadence of the others.
+            if !answered {
+                next = Instant::now() + self.config.sample_interval;
+            }
             self.epoch();
         }
     }
 
-    /// Sleeps until `next`, a limit change, or a stop (`None`); the limit to run with.
-    fn wait(&self, next: Instant) -> Option<Option<u64>> {
-        let mut view = self.shared.view();
+    /// Sleeps until `next`, a limit change, an agent's answer, or a stop (`None`); the limit to
+    /// run with, and whether it woke for an answer.
+    fn wait(&mut self, next: Instant) -> Option<(Option<u64>, bool)> {
+        let shared = self.shared.clone();
+        let mut view = shared.view();
+        let mut answered = false;
         loop {
-            if self.shared.stop.load(Ordering::SeqCst) {
+            if shared.stop.load(Ordering::SeqCst) {
                 return None;
             }
             if view.limit_pages != self.policy.limit_pages() {
                 break;
             }
-            let left = next.saturating_duration_since(Instant::now());
+            if self.calls_pending() && self.collect_answers() {
+                answered = true;
+                break;
+            }
+            let mut left = next.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            view = self
-                .shared
+            if self.calls_pending() {
+                left = left.min(ANSWER_POLL);
+            }
+            view = shared
                 .changed
                 .wait_timeout(view, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        Some(view.limit_pages)
+        Some((view.limit_pages, answered))
     }
 
-    /// One epoch: sample, decide, act, publish.
+    /// One epoch: sample, release what the guest took back from the balloon, decide, act,
+    /// publish.
     pub(crate) fn epoch(&mut self) {
         self.follow_limit_with_logging();
+        self.collect_answers();
         let sample = match self.sample() {
             Ok(s) => s,
             Err(e) => {
@@ -136,24 +178,37 @@ impl Driver {
                 return;
             }
         };
-        let observation = self.observe(&sample);
+        let violations = self.release_violations(&sample);
+        let observation = self.observe(&sample, violations.confirmed);
         let decision = self.policy.decide(&observation);
         for action in &decision.actions {
-            let started = Instant::now();
-            let outcome = self.act(action);
-            self.policy.record(&outcome);
-            if let Some(step) = Step::of(action) {
-                self.policy.add_time(step, started.elapsed());
-            }
+            self.act(action);
         }
         self.time_balloon();
-        let stuck = matches!(
-            decision.state,
-            ManagerState::OverLimit { .. } | ManagerState::GuestUnresponsive { .. }
-        );
         let limit_bytes = self.policy.limit_pages().map(pages::to_bytes);
-        self.parts.host_enforcer.update(limit_bytes, stuck);
-        self.publish(&sample, &observation, decision.state);
+        self.parts
+            .host_enforcer
+            .update(limit_bytes, decision.engage_backstop);
+        self.publish(&sample, &observation, violations, decision.state);
+    }
+
+    /// Balloon pages the host holds again: checked under the device's lock and released.
+    fn release_violations(&mut self, sample: &Sample) -> ResidentBalloonPages {
+        if sample.ballooned_resident_pages == 0 {
+            return ResidentBalloonPages::default();
+        }
+        let found = self
+            .parts
+            .balloon
+            .release_resident(self.tracker.ballooned_resident_runs());
+        if found.confirmed > 0 {
+            log::debug!(
+                "memory manager: {} balloon pages were resident again, {} released",
+                found.confirmed,
+                found.released
+            );
+        }
+        found
     }
 
     /// KVM dirty logging is on only while a limit is set: it makes guest writes fault.
@@ -175,23 +230,33 @@ impl Driver {
     }
 
     fn sample(&mut self) -> std::io::Result<Sample> {
-        // Taken before measuring, so no device lock is held while the tracker walks guest RAM.
-        let balloon_runs = self.parts.balloon.ballooned_runs();
+        // Copied before measuring, so no device lock is held while the tracker walks guest RAM.
+        let balloon = self.parts.balloon.ballooned_pages();
         let dirty: &mut dyn DirtyLog = if self.logging_since.is_some() {
             self.parts.dirty_log.as_mut()
         } else {
             &mut NoDirtyLog
         };
         self.tracker
-            .sample(self.parts.ram.as_ref(), dirty, &balloon_runs)
+            .sample(self.parts.ram.as_ref(), dirty, &balloon)
     }
 
-    fn publish(&self, sample: &Sample, observation: &Observation, state: ManagerState) {
+    fn publish(
+        &self,
+        sample: &Sample,
+        observation: &Observation,
+        violations: ResidentBalloonPages,
+        state: crate::policy::ManagerState,
+    ) {
         let mut view = self.shared.view();
         view.threshold_pages = self.policy.threshold_pages();
         view.resident_pages = Some(sample.resident_pages);
-        // Both mean something only with KVM's dirty log, which is on only while a limit is set.
-        view.working_set_pages = observation.working_set_pages;
+        view.ballooned_resident_pages = violations.confirmed;
+        // The dirty log's working set and rate mean something only with the log, which is on
+        // only while a limit is set.
+        view.working_set_pages = observation.working_set();
+        view.dirty_working_set_pages = observation.working_set_pages;
+        view.guest_active_pages = observation.guest.as_ref().map(|g| g.hot_pages());
         view.dirty_rate_pages_per_s = self
             .logging_since
             .is_some()
@@ -202,6 +267,7 @@ impl Driver {
         view.epochs = sample.epoch;
         view.sample_cost = sample.cost;
         view.host_enforce = self.parts.host_enforcer.status().clone();
+        view.file_passes = self.file_passes;
     }
 
     /// Charges the balloon's step the time since the last epoch if it was moving then, and
@@ -220,11 +286,12 @@ impl Driver {
         };
     }
 
-    fn observe(&self, sample: &Sample) -> Observation {
+    fn observe(&mut self, sample: &Sample, violation_pages: u64) -> Observation {
         let balloon = &self.parts.balloon;
         Observation {
             guest_ram_pages: self.guest_ram_pages,
             resident_pages: sample.resident_pages,
+            balloon_violation_pages: violation_pages,
             balloon_target_pages: balloon.target_pages(),
             balloon_actual_pages: balloon.actual_pages(),
             // A working set needs a few epochs of dirty-log history before it means anything.
@@ -232,7 +299,9 @@ impl Driver {
                 .logging_since
                 .is_some_and(|since| sample.epoch >= since + WORKING_SET_EPOCHS)
                 .then_some(sample.working_set_pages),
-            guest: self.guest_view(),
+            guest: self
+                .guest_view()
+                .map(|view| self.hot_window.hold(sample.epoch, view)),
         }
     }
 
@@ -244,62 +313,45 @@ impl Driver {
         }
         let pages = |kib: Option<u64>| pages::from_kib(kib.unwrap_or(0));
         let m = &stats.meminfo;
+        let v = &stats.vmstat;
+        let psi = stats.psi.as_ref();
         Some(GuestView {
             file_pages: pages(m.file_kib()),
-            anon_pages: pages(m.anon_kib()),
+            // Shmem and tmpfs sit on the anon lists but only swap can move them: not the anon
+            // step's to take.
+            anon_pages: pages(m.anon_kib()).saturating_sub(pages(m.shmem_kib)),
             free_pages: pages(m.mem_free_kib),
             swap_total_pages: pages(m.swap_total_kib),
-            psi_full_avg10: stats
-                .psi
-                .as_ref()
-                .and_then(|p| p.full.as_ref())
-                .map_or(0.0, |f| f.avg10),
+            swap_used_pages: pages(m.swap_used_kib()),
+            psi_full_avg10: psi.and_then(|p| p.full.as_ref()).map_or(0.0, |f| f.avg10),
+            psi_some_avg10: psi.map_or(0.0, |p| p.some.avg10),
+            active_file_pages: pages(m.active_file_kib),
+            active_anon_pages: pages(m.active_anon_kib),
+            refaults: v
+                .workingset_refault_file
+                .unwrap_or(0)
+                .saturating_add(v.workingset_refault_anon.unwrap_or(0)),
+            kernel_pages: pages(m.mem_total_kib)
+                .saturating_sub(pages(m.mem_free_kib))
+                .saturating_sub(pages(m.file_kib()))
+                .saturating_sub(pages(m.anon_kib())),
         })
     }
 
-    fn act(&mut self, action: &Action) -> Outcome {
-        let started = Instant::now();
-        let outcome = match *action {
-            Action::SetBalloon { target_pages } => Outcome::BalloonSet {
-                target_pages: self.parts.balloon.set_target_pages(target_pages),
-            },
-            Action::DeactivateFile { pages } => {
-                match self.ask_agent(|agent| agent.deactivate_file(pages)) {
-                    Ok(freed) => Outcome::FileDeactivated {
-                        asked: pages,
-                        freed,
-                    },
-                    Err(e) => Outcome::AgentFailed {
-                        reason: e.to_string(),
-                    },
-                }
+    /// A balloon target is set at once; an agent request is started and answers later.
+    fn act(&mut self, action: &Action) {
+        match *action {
+            Action::SetBalloon { target_pages } => {
+                let outcome = Outcome::BalloonSet {
+                    target_pages: self.parts.balloon.set_target_pages(target_pages),
+                };
+                log::info!("memory manager: {action:?} -> {outcome:?}");
+                self.policy.record(&outcome);
             }
+            Action::DeactivateFile { pages } => self.start_call(AgentRequest::File { pages }),
             Action::DeactivateAnon { pages, urgent } => {
-                match self.ask_agent(|agent| agent.deactivate_anon(pages, urgent)) {
-                    Ok(deactivated) => Outcome::AnonDeactivated {
-                        asked: pages,
-                        deactivated,
-                    },
-                    Err(e) => Outcome::AgentFailed {
-                        reason: e.to_string(),
-                    },
-                }
+                self.start_call(AgentRequest::Anon { pages, urgent })
             }
-        };
-        log::info!(
-            "memory manager: {action:?} -> {outcome:?} in {} ms",
-            started.elapsed().as_millis()
-        );
-        outcome
-    }
-
-    fn ask_agent(
-        &mut self,
-        request: impl FnOnce(&mut dyn GuestAgent) -> Result<u64, AgentError>,
-    ) -> Result<u64, AgentError> {
-        match self.parts.agent.as_mut() {
-            Some(agent) => request(agent.as_mut()),
-            None => Err(AgentError::NoVsock),
         }
     }
 }

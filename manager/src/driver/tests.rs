@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use ballast_agent::protocol::{MemInfo, Stats};
 use ballast_agent::{AgentError, ClientError};
 
-use super::ports::{BalloonControl, DirtyLog, GuestAgent, GuestRam};
+use super::ports::{
+    AgentAnswer, AgentReply, AgentRequest, BalloonControl, BalloonPages, DirtyLog, GuestAgent,
+    GuestRam, ResidentBalloonPages,
+};
 use super::*;
 use crate::host_enforce::HostEnforcer;
 use crate::pages::from_mib;
-use crate::policy::PolicyConfig;
+use crate::policy::{ManagerState, PolicyConfig};
 use crate::tracker::RamRegion;
 use crate::{HostEnforceStatus, ManagerHandle, ManagerView, MemoryManager};
 
@@ -76,8 +79,11 @@ impl BalloonControl for FakeBalloon {
         lock(&self.0).balloon_target = pages;
         pages
     }
-    fn ballooned_runs(&self) -> Vec<(u64, u64)> {
-        Vec::new()
+    fn ballooned_pages(&self) -> BalloonPages {
+        BalloonPages::new()
+    }
+    fn release_resident(&mut self, _runs: &[(u64, u64)]) -> ResidentBalloonPages {
+        ResidentBalloonPages::default()
     }
 }
 
@@ -116,11 +122,12 @@ impl GuestAgent for FakeAgent {
         let (stats, age) = lock(&self.0).stats.clone()?;
         Some((stats, Instant::now().checked_sub(age)?))
     }
-    fn deactivate_file(&mut self, pages: u64) -> Result<u64, AgentError> {
-        self.answer("file", pages, false)
-    }
-    fn deactivate_anon(&mut self, pages: u64, urgent: bool) -> Result<u64, AgentError> {
-        self.answer("anon", pages, urgent)
+    fn start(&mut self, request: AgentRequest) -> AgentReply {
+        let result = match request {
+            AgentRequest::File { pages } => self.answer("file", pages, false),
+            AgentRequest::Anon { pages, urgent } => self.answer("anon", pages, urgent),
+        };
+        AgentReply::ready(result.map(AgentAnswer::claimed))
     }
 }
 
@@ -129,8 +136,8 @@ fn stats(file_mib: u64, anon_mib: u64) -> Stats {
     let kib = |mib: u64| Some(mib << 10);
     Stats {
         meminfo: MemInfo {
-            active_file_kib: kib(file_mib),
-            inactive_file_kib: kib(0),
+            active_file_kib: kib(0),
+            inactive_file_kib: kib(file_mib),
             active_anon_kib: kib(anon_mib),
             inactive_anon_kib: kib(0),
             mem_free_kib: kib(0),
@@ -170,6 +177,8 @@ fn config(limit_pages: Option<u64>) -> ManagerConfig {
         sample_interval: Duration::from_secs(3600),
         limit_pages,
         policy: PolicyConfig::default(),
+        // Ten epochs of the hour-long interval.
+        over_limit_after: Duration::from_secs(36_000),
     }
 }
 
@@ -196,12 +205,10 @@ fn an_epoch_over_the_limit_asks_the_agent_then_the_balloon_and_publishes() {
     driver.epoch();
 
     let g = lock(&guest);
-    // need = 48 − 28 MiB = 20 MiB: the file request covers it, in whole batches.
-    assert_eq!(g.requests, vec![("file", 5000, false)]);
-    assert!(
-        g.balloon_target > 0,
-        "the balloon inflates after the file step"
-    );
+    // need = 48 − 28 MiB = 20 MiB; the file request takes the cache down to half the limit
+    // (24 − 16 MiB), in whole batches. It is under way: the balloon waits for its answer.
+    assert_eq!(g.requests, vec![("file", 2000, false)]);
+    assert_eq!(g.balloon_target, 0);
     assert_eq!(
         g.logging,
         vec![true],
@@ -213,14 +220,27 @@ fn an_epoch_over_the_limit_asks_the_agent_then_the_balloon_and_publishes() {
     assert_eq!(v.resident_pages, Some(from_mib(48)));
     assert_eq!(v.threshold_pages, Some(from_mib(28)));
     assert_eq!(v.state, ManagerState::Reclaiming);
-    assert_eq!(v.counters.file.taken, 1);
-    assert_eq!(v.counters.file.obtained_pages, 5000);
     assert_eq!(v.counters.episodes, 1);
     assert!(
-        v.working_set_pages.is_none(),
-        "no working set before a few epochs of dirty log"
+        v.dirty_working_set_pages.is_none(),
+        "no dirty-log working set before a few epochs of the log"
     );
+    // The guest's active lists are a source at once: its 8 MiB of active anon memory.
+    assert_eq!(v.guest_active_pages, Some(from_mib(8)));
+    assert_eq!(v.working_set_pages, Some(from_mib(8)));
     assert!(v.dirty_rate_pages_per_s.is_some());
+
+    // The answer is collected at the next epoch, and the balloon moves.
+    driver.epoch();
+    assert!(
+        lock(&guest).balloon_target > 0,
+        "the balloon inflates after the file step"
+    );
+    let v = view(&driver);
+    assert_eq!(v.counters.file.taken, 1);
+    assert_eq!(v.counters.file.claimed_pages, 2000);
+    // Nothing was measured yet: resident has not moved.
+    assert_eq!(v.counters.file.obtained_pages, 0);
 }
 
 #[test]
@@ -228,6 +248,7 @@ fn a_failed_agent_request_is_counted_and_the_balloon_still_moves() {
     let guest = over_limit_guest(Duration::ZERO);
     lock(&guest).answers = vec![Err(AgentError::Client(ClientError::Closed))];
     let mut driver = driver(&guest, true, Some(32));
+    driver.epoch();
     driver.epoch();
     let v = view(&driver);
     assert_eq!((v.counters.file.taken, v.counters.file.failed), (1, 1));

@@ -4,11 +4,12 @@
 //! At start ballast puts itself in a cgroup v2 of its own ([`place`]) with the memory controller
 //! and `memory.high` at `max` — at start, because cgroup v2 charges a page to the cgroup that
 //! faulted it in and never moves the charge: guest RAM touched before a later move would stay
-//! outside the limit. Once the memory manager is over the limit with nothing more it can take
-//! (`over_limit` or `guest_unresponsive`), ballast writes `memory.high` = limit + an overhead
-//! allowance (ballast's own memory, page tables, the page cache of its disk images; 64 MiB by
-//! default, `--host-enforce-overhead`), and the host kernel reclaims and throttles ballast above
-//! it. From then on `memory.high` follows the limit; clearing the limit writes `max` again.
+//! outside the limit. Once resident guest RAM has stayed above the limit for
+//! `--over-limit-after`, whatever the memory manager's state or the agent says, ballast writes
+//! `memory.high` = limit + an overhead allowance (ballast's own memory, page tables, the page
+//! cache of its disk images; 64 MiB by default, `--host-enforce-overhead`), and the host kernel
+//! reclaims and throttles ballast above it. From then on `memory.high` follows the limit;
+//! clearing the limit writes `max` again.
 //!
 //! Where the host allows none of this (no cgroup v2 with the memory controller, as on a cgroup
 //! v1 host, or no permission), the state is `unavailable` with the reason: logged once, and in
@@ -19,15 +20,19 @@
 //! | `mod.rs` | the enforcer: its state, and when `memory.high` changes |
 //! | `place.rs` | which cgroup, and moving ballast in and out of it |
 //! | `cgroup.rs` | the cgroup v2 files, under any root path (tests use a temporary directory) |
+//! | `high.rs` | `memory.high`, kept open from the start, written with a retry and backoff |
 
 pub mod cgroup;
+mod high;
 pub mod place;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use high::MemoryHigh;
 pub use place::Target;
 use place::{Host, Placement};
 
@@ -93,6 +98,8 @@ impl HostEnforceStatus {
 #[derive(Debug)]
 pub struct HostEnforcer {
     placement: Option<Arc<Placement>>,
+    /// Opened with the placement, kept open.
+    high: Option<MemoryHigh>,
     status: HostEnforceStatus,
 }
 
@@ -100,6 +107,7 @@ impl HostEnforcer {
     pub fn off() -> Self {
         Self {
             placement: None,
+            high: None,
             status: HostEnforceStatus::off(),
         }
     }
@@ -129,8 +137,10 @@ impl HostEnforcer {
             overhead_bytes: config.overhead_bytes,
             ..HostEnforceStatus::off()
         };
-        match place::place(target, host) {
-            Ok(placement) => {
+        let placed = place::place(target, host)
+            .and_then(|placement| Ok((MemoryHigh::open(&placement.cgroup)?, placement)));
+        match placed {
+            Ok((high, placement)) => {
                 log::info!(
                     "host enforce: ballast is in cgroup {} (memory.high max until the guest \
                      stays over its limit)",
@@ -140,6 +150,7 @@ impl HostEnforcer {
                 status.cgroup = Some(placement.cgroup.clone());
                 Self {
                     placement: Some(Arc::new(placement)),
+                    high: Some(high),
                     status,
                 }
             }
@@ -152,6 +163,7 @@ impl HostEnforcer {
                 status.reason = Some(e.to_string());
                 Self {
                     placement: None,
+                    high: None,
                     status,
                 }
             }
@@ -168,10 +180,14 @@ impl HostEnforcer {
         self.placement.clone()
     }
 
-    /// Called at every epoch of the memory manager with the limit, and whether the manager is
-    /// over it with nothing more it can take.
-    pub fn update(&mut self, limit_bytes: Option<u64>, stuck_over_limit: bool) {
-        let Some(placement) = &self.placement else {
+    /// Called at every epoch of the memory manager with the limit, and whether resident has
+    /// been above it long enough to engage.
+    pub fn update(&mut self, limit_bytes: Option<u64>, engage: bool) {
+        self.update_at(limit_bytes, engage, Instant::now());
+    }
+
+    fn update_at(&mut self, limit_bytes: Option<u64>, engage: bool, now: Instant) {
+        let (Some(placement), Some(file)) = (&self.placement, self.high.as_mut()) else {
             return;
         };
         let state = self.status.state;
@@ -180,13 +196,14 @@ impl HostEnforcer {
         }
         let high = match limit_bytes {
             None => None,
-            Some(limit) if state == HostEnforceState::Active || stuck_over_limit => {
+            Some(limit) if state == HostEnforceState::Active || engage => {
                 Some(limit.saturating_add(self.status.overhead_bytes))
             }
             Some(_) => None,
         };
-        if high != self.status.memory_high_bytes {
-            match cgroup::set_memory_high(&placement.cgroup, high) {
+        if high != self.status.memory_high_bytes && file.due(now) {
+            let retrying = self.status.reason.is_some();
+            match file.write(high, now) {
                 Ok(()) => {
                     match high {
                         Some(bytes) => log::warn!(
@@ -200,6 +217,7 @@ impl HostEnforcer {
                             placement.cgroup.display()
                         ),
                     }
+                    self.status.reason = None;
                     self.status.memory_high_bytes = high;
                     self.status.state = if high.is_some() {
                         HostEnforceState::Active
@@ -208,12 +226,14 @@ impl HostEnforcer {
                     };
                 }
                 Err(e) => {
-                    log::warn!("host enforce: unavailable from now on: {e}");
-                    self.status.state = HostEnforceState::Unavailable;
-                    self.status.reason = Some(e.to_string());
-                    self.status.memory_high_bytes = None;
-                    self.status.memory_current_bytes = None;
-                    return;
+                    let wait = file.retry_in(now).unwrap_or_default();
+                    // Warned once per run of failures; the reason in the status says the rest.
+                    if !retrying {
+                        log::warn!("host enforce: {e}; trying again in {wait:?}");
+                    } else {
+                        log::debug!("host enforce: {e}; trying again in {wait:?}");
+                    }
+                    self.status.reason = Some(format!("{e}; trying again in {} s", wait.as_secs()));
                 }
             }
         }
@@ -309,18 +329,54 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_makes_it_unavailable() {
+    fn a_failed_write_is_tried_again_after_a_backoff() {
         let fs = FakeCgroupFs::new("memory");
         let (mut e, dir) = placed(&fs);
-        std::fs::remove_file(dir.join("memory.high")).unwrap();
-        e.update(Some(256 * MIB), true);
+        // From now on every write fails (ENOSPC), until the file is put back: the descriptor
+        // opened at start is swapped for one on /dev/full.
+        let high = dir.join("memory.high");
+        std::fs::remove_file(&high).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &high).unwrap();
+        e.high = Some(MemoryHigh::open(&dir).unwrap());
+        let t0 = Instant::now();
+        e.update_at(Some(256 * MIB), true, t0);
         let status = e.status();
-        assert_eq!(status.state, HostEnforceState::Unavailable);
-        assert!(status.reason.as_deref().unwrap().contains("no memory.high"));
+        assert_eq!(status.state, HostEnforceState::Standby, "not given up");
+        assert!(status
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("trying again in 1 s"));
         assert_eq!(status.memory_high_bytes, None);
-        // And it stays so, without trying again.
+        // A second failure doubles the wait.
+        let t1 = t0 + high::FIRST_BACKOFF;
+        e.update_at(Some(256 * MIB), true, t1);
+        assert!(e.status().reason.as_deref().unwrap().contains("in 2 s"));
+
+        // The file is back: nothing is tried before the backoff has passed, then it works.
+        std::fs::remove_file(&high).unwrap();
+        std::fs::write(&high, "max").unwrap();
+        e.update_at(Some(256 * MIB), true, t1 + high::FIRST_BACKOFF);
+        assert_eq!(fs.read(&high), "max");
+        e.update_at(Some(256 * MIB), true, t1 + 2 * high::FIRST_BACKOFF);
+        let status = e.status();
+        assert_eq!(status.state, HostEnforceState::Active);
+        assert_eq!(status.reason, None);
+        assert_eq!(fs.read(&high), (320 * MIB).to_string());
+    }
+
+    #[test]
+    fn memory_high_is_written_through_the_descriptor_opened_at_start() {
+        let fs = FakeCgroupFs::new("memory");
+        let (mut e, dir) = placed(&fs);
+        // Opening files fails from now on (as at EMFILE): the open descriptor still works.
+        let high = dir.join("memory.high");
+        let kept = dir.join("memory.high.kept");
+        std::fs::hard_link(&high, &kept).unwrap();
+        std::fs::remove_file(&high).unwrap();
         e.update(Some(256 * MIB), true);
-        assert_eq!(e.status().state, HostEnforceState::Unavailable);
+        assert_eq!(e.status().state, HostEnforceState::Active);
+        assert_eq!(fs.read(&kept), (320 * MIB).to_string());
     }
 
     #[test]

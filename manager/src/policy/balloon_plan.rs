@@ -4,21 +4,38 @@
 
 use log::info;
 
+use super::need_hold::Need;
 use super::record::Pending;
 use super::{
     mib, Action, Observation, OverLimitCause, Policy, PolicyConfig, Step, BALLOON_STALL_ROUNDS,
 };
 
+/// The least yield (resident fall per page ballooned) an inflate is scaled by: at most four
+/// times the need.
+const MIN_YIELD: f64 = 0.25;
+/// Inflates that moved fewer pages say nothing about the yield (4 MiB).
+const MIN_YIELD_SAMPLE: u64 = 1024;
+
 /// What the balloon cap leaves the guest, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Keep {
-    /// The tracker's working set + reserve.
-    WorkingSet { working_set: u64, keep: u64 },
-    /// No working set yet: the guest's anon pages + reserve.
+    /// The working set + reserve: the larger of the tracker's (pages written in the last
+    /// epochs) and the guest's active lists (reads too), when the agent answers.
+    WorkingSet {
+        working_set: u64,
+        /// The guest's active lists, when the agent answered.
+        guest_hot: Option<u64>,
+        keep: u64,
+    },
+    /// No dirty-log working set yet: the guest's anon pages (or its active lists, if more) +
+    /// reserve.
     Anon { anon: u64, keep: u64 },
     /// Neither a working set nor guest statistics: a quarter of guest RAM (at least the
     /// reserve), since nothing says how much the guest needs.
     QuarterOfRam { keep: u64 },
+    /// More than this epoch's figures say: what the guest needed before the balloon squeezed
+    /// it (`need_hold.rs`) + reserve.
+    Held { need: Need, keep: u64 },
 }
 
 impl Keep {
@@ -26,28 +43,85 @@ impl Keep {
         match self {
             Keep::WorkingSet { keep, .. }
             | Keep::Anon { keep, .. }
-            | Keep::QuarterOfRam { keep } => keep,
+            | Keep::QuarterOfRam { keep }
+            | Keep::Held { keep, .. } => keep,
         }
     }
 }
 
-/// The largest balloon target: guest RAM less what the guest must keep.
+/// What this epoch's figures say the guest needs beside the reserve; `None` when nothing does
+/// (neither a working set nor guest statistics).
+pub(crate) fn need_now(obs: &Observation) -> Option<Need> {
+    // The guest's own memory off the LRU lists (kernel, slab, page tables) stays too: without
+    // it a cap of working set + reserve starves a small guest before it reports the limit.
+    // Believed up to what the host holds, as the guest's hot pages are.
+    let kernel = obs
+        .guest
+        .as_ref()
+        .map_or(0, |g| g.kernel_pages.min(obs.resident_pages));
+    let guest_hot = obs.guest.as_ref().map(|g| g.hot_pages());
+    let working_set = match (obs.working_set_pages, &obs.guest) {
+        (Some(_), _) => obs.working_set().unwrap_or(0),
+        (None, Some(guest)) => guest
+            .anon_pages
+            .max(guest.hot_pages())
+            .min(obs.resident_pages),
+        (None, None) => return None,
+    };
+    Some(Need {
+        working_set,
+        guest_hot,
+        kernel,
+    })
+}
+
+/// The largest balloon target this epoch's figures allow: guest RAM less what the guest must
+/// keep.
 pub(crate) fn balloon_cap(config: &PolicyConfig, obs: &Observation) -> (u64, Keep) {
     let reserve = config.reserve_pages;
-    let keep = match (obs.working_set_pages, &obs.guest) {
-        (Some(working_set), _) => Keep::WorkingSet {
-            working_set,
-            keep: working_set.saturating_add(reserve),
+    let keep = match need_now(obs) {
+        Some(need) if obs.working_set_pages.is_some() => Keep::WorkingSet {
+            working_set: need.working_set,
+            guest_hot: need.guest_hot,
+            keep: need.pages().saturating_add(reserve),
         },
-        (None, Some(guest)) => Keep::Anon {
-            anon: guest.anon_pages,
-            keep: guest.anon_pages.saturating_add(reserve),
+        Some(need) => Keep::Anon {
+            anon: need.working_set,
+            keep: need.pages().saturating_add(reserve),
         },
-        (None, None) => Keep::QuarterOfRam {
+        None => Keep::QuarterOfRam {
             keep: (obs.guest_ram_pages / 4).max(reserve),
         },
     };
     (obs.guest_ram_pages.saturating_sub(keep.pages()), keep)
+}
+
+/// [`balloon_cap`], never above what leaves the guest the need `held` since the balloon began
+/// taking pages: the squeeze must not raise the cap.
+pub(crate) fn held_balloon_cap(
+    config: &PolicyConfig,
+    obs: &Observation,
+    held: Option<Need>,
+) -> (u64, Keep) {
+    let (cap, keep) = balloon_cap(config, obs);
+    match held {
+        Some(need) if need.pages().saturating_add(config.reserve_pages) > keep.pages() => {
+            let keep = need.pages().saturating_add(config.reserve_pages);
+            (
+                obs.guest_ram_pages.saturating_sub(keep),
+                Keep::Held { need, keep },
+            )
+        }
+        _ => (cap, keep),
+    }
+}
+
+/// ", its kernel's own N MiB" when the guest reported memory off the LRU lists.
+fn kernel_text(obs: &Observation) -> String {
+    match obs.guest.as_ref().map_or(0, |g| g.kernel_pages) {
+        0 => String::new(),
+        kernel => format!(", its kernel's own {} MiB", mib(kernel)),
+    }
 }
 
 /// Whether the balloon gets closer to its target.
@@ -67,6 +141,8 @@ pub(super) struct BalloonWatch {
 pub(super) struct BalloonMove {
     pub(super) step: Step,
     pub(super) from_actual: u64,
+    /// Resident when the target was set: an inflate's yield is the fall per page ballooned.
+    pub(super) from_resident: u64,
     pub(super) target: u64,
     pub(super) asked: u64,
 }
@@ -75,6 +151,8 @@ pub(super) struct BalloonMove {
 pub(super) enum BalloonPlan {
     Inflating,
     Stuck,
+    /// Not asked: the guest does not honour it.
+    Violated,
     Full(OverLimitCause, String),
 }
 
@@ -85,6 +163,10 @@ impl Policy {
             _ => m.from_actual.saturating_sub(actual),
         }
         .min(m.asked);
+        if m.step == Step::Inflate && obtained >= MIN_YIELD_SAMPLE {
+            let fall = m.from_resident.saturating_sub(self.last_resident);
+            self.inflate_yield = Some((fall as f64 / obtained as f64).clamp(MIN_YIELD, 1.0));
+        }
         let counters = self.counters.step_mut(m.step);
         counters.obtained_pages = counters.obtained_pages.saturating_add(obtained);
         info!(
@@ -159,45 +241,83 @@ impl Policy {
         if obs.balloon_actual_pages < target {
             return BalloonPlan::Stuck;
         }
-        let (cap, keep) = balloon_cap(&self.config, obs);
+        let (cap, keep) = held_balloon_cap(&self.config, obs, self.need_hold.held());
         let ceiling = self.ceiling.filter(|c| c.pages < cap);
+        // The guest gives the balloon untouched pages first: when the last inflate lowered
+        // resident by a fraction of what it took, ask for that much more at once rather than
+        // creep towards T in ever smaller steps (the cap still bounds it).
+        // Never more than the need plus the pages the host holds neither resident nor in the
+        // balloon: the most the guest can hand over before it hands over what it uses.
+        let untouched = obs
+            .guest_ram_pages
+            .saturating_sub(obs.resident_pages)
+            .saturating_sub(obs.balloon_actual_pages);
+        let step = match self.inflate_yield {
+            Some(y) if y < 1.0 => ((need as f64 / y) as u64).min(need.saturating_add(untouched)),
+            _ => need,
+        };
         let new = target
-            .saturating_add(need)
+            .saturating_add(step.max(need))
             .min(ceiling.map_or(cap, |c| c.pages));
         if new > target {
             self.push_balloon(obs, new, actions);
             return BalloonPlan::Inflating;
         }
         let reserve = mib(self.config.reserve_pages);
-        let cause = if ceiling.is_some() {
-            OverLimitCause::Starved
-        } else {
-            OverLimitCause::BalloonAtCap
+        // At a cap the working set set, the limit is below what the guest uses: say so.
+        let at_cap = match keep {
+            Keep::WorkingSet { .. } | Keep::Held { .. } => OverLimitCause::WorkingSet,
+            _ => OverLimitCause::BalloonAtCap,
         };
-        BalloonPlan::Full(cause, match (ceiling, keep) {
-            (Some(c), _) => format!(
-                "balloon held at {} MiB since the guest was starved (memory PSI full avg10 {:.1} %)",
-                mib(c.pages),
-                c.psi
-            ),
-            (None, Keep::WorkingSet { working_set, .. }) => format!(
-                "balloon at its cap ({} MiB): the guest's working set ({} MiB) + reserve ({reserve} \
-                 MiB) leaves no room",
-                mib(cap),
-                mib(working_set)
-            ),
-            (None, Keep::Anon { anon, .. }) => format!(
+        let cause = ceiling.map_or(at_cap, |c| c.cause);
+        BalloonPlan::Full(
+            cause,
+            match (ceiling, keep) {
+                (Some(c), _) => c.reason(),
+                (
+                    None,
+                    Keep::WorkingSet {
+                        working_set,
+                        guest_hot,
+                        ..
+                    },
+                ) => format!(
+                    "balloon at its cap ({} MiB): the guest's working set ({} MiB{}){} + \
+                     reserve ({reserve} MiB) leaves no room",
+                    mib(cap),
+                    mib(working_set),
+                    guest_hot.map_or(String::new(), |hot| format!(
+                        "; {} MiB on its active lists",
+                        mib(hot)
+                    )),
+                    kernel_text(obs)
+                ),
+                (None, Keep::Held { need, .. }) => format!(
+                    "balloon at its cap ({} MiB): what the guest used before the balloon \
+                     squeezed it — working set {} MiB{}, its kernel's own {} MiB — + reserve \
+                     ({reserve} MiB) leaves no room",
+                    mib(cap),
+                    mib(need.working_set),
+                    need.guest_hot.map_or(String::new(), |hot| format!(
+                        "; {} MiB on its active lists",
+                        mib(hot)
+                    )),
+                    mib(need.kernel)
+                ),
+                (None, Keep::Anon { anon, .. }) => format!(
                 "balloon at its cap ({} MiB): with no working-set estimate yet, the guest's anon \
-                 memory ({} MiB) + reserve ({reserve} MiB) leaves no room",
+                 memory ({} MiB){} + reserve ({reserve} MiB) leaves no room",
                 mib(cap),
-                mib(anon)
+                mib(anon),
+                kernel_text(obs)
             ),
-            (None, Keep::QuarterOfRam { keep }) => format!(
-                "balloon at its cap ({} MiB): with neither a working-set estimate nor guest \
+                (None, Keep::QuarterOfRam { keep }) => format!(
+                    "balloon at its cap ({} MiB): with neither a working-set estimate nor guest \
                  statistics, the guest keeps a quarter of its RAM ({} MiB)",
-                mib(cap),
-                mib(keep)
-            ),
-        })
+                    mib(cap),
+                    mib(keep)
+                ),
+            },
+        )
     }
 }

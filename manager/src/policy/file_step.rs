@@ -1,5 +1,6 @@
-//! Step 1 of a round: the guest agent drops clean file cache while the cache is above half the
-//! limit and its last request was not fruitless; and how every agent request is sized.
+//! Step 1 of a round: the guest agent drops clean file cache while the cache is above its floor
+//! — half the limit (the patch's) or the guest's file working set (its active file list),
+//! whichever is larger — and never below it; and how every agent request is sized.
 
 use super::episode::Round;
 use super::record::Pending;
@@ -21,6 +22,11 @@ pub(crate) fn fruitless(asked: u64, obtained: u64) -> bool {
     u128::from(obtained) * 100 < u128::from(asked) * u128::from(FRUITLESS_PERCENT)
 }
 
+/// The cache the file step leaves: half the limit, or the guest's active file list if more.
+pub(crate) fn file_floor(guest: &GuestView, limit: u64) -> u64 {
+    (limit / 2).max(guest.active_file_pages)
+}
+
 /// Asks for `need` pages of file cache (at most the cache), or says why not in `round.idle`.
 pub(super) fn file_step(
     round: &mut Round<'_>,
@@ -30,13 +36,22 @@ pub(super) fn file_step(
 ) {
     if let Some(why) = exhausted_why {
         round.idle.push(format!("file cache: {why}"));
-    } else if guest.file_pages <= limit / 2 {
-        round.idle.push(format!(
-            "file cache {} MiB, not above half the limit",
-            mib(guest.file_pages)
-        ));
+    } else if guest.file_pages < file_floor(guest, limit).saturating_add(DEACTIVATE_BATCH_PAGES) {
+        round.idle.push(if guest.active_file_pages > limit / 2 {
+            format!(
+                "file cache {} MiB, not above its working set ({} MiB active)",
+                mib(guest.file_pages),
+                mib(guest.active_file_pages)
+            )
+        } else {
+            format!(
+                "file cache {} MiB, not above half the limit",
+                mib(guest.file_pages)
+            )
+        });
     } else {
-        let pages = batch_request(round.need.min(guest.file_pages));
+        let above_floor = guest.file_pages - file_floor(guest, limit);
+        let pages = batch_request(round.need.min(above_floor));
         round.actions.push(Action::DeactivateFile { pages });
         round.pending.push(Pending::Agent {
             step: Step::File,

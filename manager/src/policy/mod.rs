@@ -3,17 +3,26 @@
 //! an [`Observation`], calls [`Policy::decide`], carries out the [`Action`]s (agent requests,
 //! balloon targets) and reports each [`Outcome`] through [`Policy::record`].
 //!
+//! The host's measurement wins every argument with the guest: resident is what the host holds
+//! (balloon pages included), what the agent's steps obtained is the fall in residency measured
+//! after them (the agent's own figure is shown beside it), a guest that keeps using pages it
+//! gave the balloon is found out (`balloon_violated`), and resident above L for
+//! [`PolicyConfig::sustained_epochs`] epochs is `over_limit` and engages the host backstop,
+//! whatever reclaim is doing or the agent says.
+//!
 //! With limit L and threshold T = L − L/8, a reclaim *episode* starts when resident > L and
 //! lasts until resident ≤ T: the patch's hysteresis. A round of the episode comes at every
-//! `decide` once the balloon has settled (reached its last target, or counts as stuck), and asks,
-//! in this order:
+//! `decide` once the balloon has settled (reached its last target, or counts as stuck) and no
+//! agent request is under way (the driver runs them beside the sampler), and asks, in this
+//! order:
 //! 1. the guest agent to drop file cache, while the cache is above L/2 and its last request was
 //!    not fruitless (it freed at least 10 % of what it was asked);
 //! 2. the agent to deactivate anon memory, only with swap and anon above L/64, for whatever the
 //!    file request did not cover;
 //! 3. the balloon to grow by resident − T, but never past the cap that leaves the guest its
 //!    working set + reserve (the guest's anon pages + reserve before the tracker has a working
-//!    set, a quarter of guest RAM when the agent is silent too). The guest's reclaim gives the
+//!    set, a quarter of guest RAM when the agent is silent too) — the largest the guest showed
+//!    since the balloon began taking pages, since the balloon's squeeze shrinks those figures. The guest's reclaim gives the
 //!    balloon the pages steps 1 and 2 freed or deactivated, and the host releases what the
 //!    balloon holds.
 //!
@@ -24,8 +33,11 @@
 //! with a reason a user can read, or [`ManagerState::GuestUnresponsive`] when neither the agent
 //! nor the balloon answers.
 //!
-//! The balloon deflates in steps when the limit is raised or cleared, and when the guest is
-//! starved (memory PSI `full`). Every number from the guest is untrusted: all arithmetic
+//! The balloon deflates in steps when the limit is raised or cleared, and gives steps back
+//! when the guest shows it needs them: starved (memory PSI `full`), short of its working set
+//! with pages in the balloon (refaults, PSI `some`: then `over_limit`, cause `working_set`, if
+//! resident is still over L — a limit below what the guest uses is reported, not enforced by
+//! thrashing it), or deflating on OOM. Every number from the guest is untrusted: all arithmetic
 //! saturates, so hostile statistics can make bad decisions but never a panic.
 //!
 //! | file | job |
@@ -36,7 +48,9 @@
 //! | `file_step.rs` | step 1: the agent drops file cache; request sizing |
 //! | `anon_step.rs` | step 2: the agent deactivates anon memory, only with swap |
 //! | `balloon_plan.rs` | step 3: the balloon's cap, its next target, and whether it moves |
-//! | `deflate.rs` | giving balloon pages back: a raised or cleared limit, a starved guest |
+//! | `need_hold.rs` | what the guest needed before the balloon squeezed it, held for the cap |
+//! | `deflate.rs` | giving balloon pages back: a raised or cleared limit, a guest under pressure |
+//! | `verdict.rs` | what overrules the rounds: a violated balloon, resident over L for too long |
 //! | `record.rs` | what the driver reports back, and the counters |
 //! | `sim.rs` | a simulated guest: pools of pages, a balloon driver, an agent (tests only) |
 //! | `tests/` | unit tests, and the policy against the simulated guest |
@@ -46,8 +60,10 @@ mod balloon_plan;
 mod deflate;
 mod episode;
 mod file_step;
+mod need_hold;
 mod record;
 mod types;
+mod verdict;
 
 #[cfg(test)]
 mod sim;
@@ -63,9 +79,11 @@ use crate::pages;
 pub use types::*;
 
 use balloon_plan::{BalloonMove, BalloonWatch};
-use deflate::{Ceiling, DeflateBudget};
+use deflate::{Ceiling, DeflateBudget, PressureWatch};
 use episode::Episode;
+use need_hold::NeedHold;
 use record::Pending;
+use verdict::ViolationWatch;
 
 /// Agent requests are sized in whole batches of this many pages: the patch's
 /// `DEACTIVATE_COUNT`.
@@ -83,10 +101,25 @@ pub const BALLOON_STALL_ROUNDS: u32 = 10;
 /// not help either.
 pub const NO_PROGRESS_ROUNDS: u32 = 2;
 
-/// After a starvation deflate the balloon may not grow above where it was deflated to, until the
-/// guest has been calm (PSI below half the starvation threshold, or unknown) for this many
-/// rounds: without it the policy would inflate into starvation and deflate out of it forever.
-pub const STARVATION_CALM_ROUNDS: u32 = 30;
+/// After a pressure step the balloon may not grow above where it was deflated to, until the
+/// guest has been calm (PSI and refaults under half their thresholds) for this many rounds,
+/// doubled each time the pressure comes back under the ceiling, up to the most: without it the
+/// policy would inflate into pressure and deflate out of it forever.
+pub const CALM_ROUNDS_FIRST: u32 = 5;
+pub const CALM_ROUNDS_MAX: u32 = 80;
+
+/// Rounds between two pressure steps: PSI's avg10 lags by seconds, and a step every round would
+/// give back far more than the guest needed.
+pub const PRESSURE_STEP_ROUNDS: u32 = 4;
+
+/// Settled agent rounds in a row whose measured fall in residency was under a tenth of what the
+/// agent claimed, after which the agent's steps are done for the episode.
+pub const AGENT_UNPRODUCTIVE_ROUNDS: u32 = 2;
+
+/// Epochs in a row with balloon pages found resident after which the balloon counts as not
+/// honoured; as many clean epochs in a row as [`VIOLATION_CLEAN_EPOCHS`] forgive it.
+pub const VIOLATION_EPOCHS: u32 = 3;
+pub const VIOLATION_CLEAN_EPOCHS: u32 = 30;
 
 /// Rounds an agent step rests after the agent failed it, before it is tried again.
 pub const AGENT_RETRY_ROUNDS: u32 = 10;
@@ -111,9 +144,17 @@ pub struct Policy {
     episode: Option<Episode>,
     deflate: Option<DeflateBudget>,
     ceiling: Option<Ceiling>,
+    pressure: PressureWatch,
     watch: BalloonWatch,
     balloon_move: Option<BalloonMove>,
     pending: Vec<Pending>,
+    violation: ViolationWatch,
+    /// The largest need the guest showed since the balloon began taking pages.
+    need_hold: NeedHold,
+    /// Resident at the last decision.
+    last_resident: u64,
+    /// Resident fall per page ballooned by the last inflate that settled.
+    inflate_yield: Option<f64>,
     last_state: ManagerState,
     counters: PolicyCounters,
 }
@@ -126,9 +167,14 @@ impl Policy {
             episode: None,
             deflate: None,
             ceiling: None,
+            pressure: PressureWatch::default(),
             watch: BalloonWatch::default(),
             balloon_move: None,
             pending: Vec::new(),
+            violation: ViolationWatch::default(),
+            need_hold: NeedHold::default(),
+            last_resident: 0,
+            inflate_yield: None,
             last_state: ManagerState::WithinLimit,
             counters: PolicyCounters::default(),
         }
@@ -144,8 +190,13 @@ impl Policy {
             return;
         }
         self.limit = limit_pages;
+        self.counters.over_limit_epochs = 0;
+        self.counters.max_overshoot_pages = 0;
         if self.episode.take().is_some() {
             info!("over-limit: episode ends, the limit changed");
+        }
+        if limit_pages.is_none() {
+            self.need_hold.clear();
         }
         self.deflate = match (old, limit_pages) {
             (Some(_), None) => Some(DeflateBudget::Unbounded),
@@ -173,23 +224,41 @@ impl Policy {
         &self.counters
     }
 
-    /// Called once per epoch (and again right after the driver executed the previous
-    /// decision's actions, if it likes: a balloon on its way to a target is waited for, not
-    /// pushed again).
+    /// Whether an agent request of an earlier decision still waits for its outcome.
+    pub fn agent_in_flight(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p, Pending::Agent { .. }))
+    }
+
+    /// Called once per epoch (and again whenever the driver likes, e.g. when an agent request
+    /// answered: a balloon on its way to a target is waited for, not pushed again).
     pub fn decide(&mut self, obs: &Observation) -> Decision {
-        if !self.pending.is_empty() {
-            debug!("over-limit: {} actions got no outcome", self.pending.len());
-            self.pending.clear();
+        // Agent requests answer in their own time; a balloon target is recorded at once.
+        let before = self.pending.len();
+        self.pending.retain(|p| matches!(p, Pending::Agent { .. }));
+        if self.pending.len() != before {
+            debug!(
+                "over-limit: {} actions got no outcome",
+                before - self.pending.len()
+            );
         }
+        self.last_resident = obs.resident_pages;
+        self.watch_pressure(obs);
         self.watch_balloon(obs);
+        if self.limit.is_some() {
+            self.need_hold.note(obs, balloon_plan::need_now(obs));
+        }
         self.settle_balloon_move(obs);
-        let starved = self.starved(obs);
-        self.update_ceiling(obs, starved);
+        self.watch_violations(obs);
+        let engage_backstop = self.count_over_limit(obs);
+        let pressure = self.pressure(obs);
+        self.update_ceiling(obs, pressure.is_some());
         let ended = self.track_episode(obs);
 
         let mut actions = Vec::new();
-        let state = if starved {
-            self.starvation_round(obs, &mut actions)
+        let mut state = if let Some(pressure) = pressure {
+            self.pressure_round(pressure, obs, &mut actions)
         } else {
             match self.limit {
                 Some(limit) if self.episode.is_some() => {
@@ -208,8 +277,18 @@ impl Policy {
                 }
             }
         };
+        if engage_backstop && matches!(state, ManagerState::WithinLimit | ManagerState::Reclaiming)
+        {
+            state = self.sustained_state(obs);
+        }
 
-        if discriminant(&state) != discriminant(&self.last_state) {
+        let cause_of = |s: &ManagerState| match s {
+            ManagerState::OverLimit { cause, .. } => Some(*cause),
+            _ => None,
+        };
+        if discriminant(&state) != discriminant(&self.last_state)
+            || cause_of(&state) != cause_of(&self.last_state)
+        {
             match &state {
                 ManagerState::OverLimit { reason, .. } => {
                     warn!("over-limit: over the limit: {reason}")
@@ -221,6 +300,10 @@ impl Policy {
             }
         }
         self.last_state = state.clone();
-        Decision { actions, state }
+        Decision {
+            actions,
+            state,
+            engage_backstop,
+        }
     }
 }

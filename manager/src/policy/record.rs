@@ -1,5 +1,7 @@
-//! What the driver reports back: the outcome of each action of the last decision, charged to
-//! its step's counters; a fruitless or failed agent request leaves its step exhausted.
+//! What the driver reports back: the outcome of each action, charged to its step's counters.
+//! Balloon targets are reported at once; agent requests when they answer, epochs later maybe.
+//! What the agent claims is counted as a claim (the round's measurement decides what it
+//! obtained); a request that claims almost nothing, or fails, leaves its step exhausted.
 
 use log::{debug, info, warn};
 
@@ -32,34 +34,49 @@ impl Policy {
             Outcome::AnonDeactivated { asked, deactivated } => {
                 self.record_agent(Step::Anon, *asked, *deactivated)
             }
-            Outcome::AgentFailed { reason } => self.record_agent_failure(reason),
+            Outcome::AgentFailed { step, reason } => self.record_agent_failure(*step, reason),
             Outcome::BalloonSet { target_pages } => self.record_balloon(*target_pages),
         }
     }
 
-    fn record_agent(&mut self, step: Step, asked: u64, obtained: u64) {
+    fn record_agent(&mut self, step: Step, asked: u64, claimed: u64) {
         let pool_pages = self
             .take_pending_agent(Some(step))
             .map_or(0, |(_, _, pool)| pool);
         let counters = self.counters.step_mut(step);
         counters.taken += 1;
         counters.asked_pages = counters.asked_pages.saturating_add(asked);
-        counters.obtained_pages = counters.obtained_pages.saturating_add(obtained);
-        info!("over-limit step {step}: asked {asked} pages, obtained {obtained}");
-        if fruitless(asked, obtained) {
-            if let Some(episode) = &mut self.episode {
+        counters.claimed_pages = counters.claimed_pages.saturating_add(claimed);
+        info!("over-limit step {step}: asked {asked} pages, the agent claims {claimed}");
+        let Some(episode) = &mut self.episode else {
+            return;
+        };
+        if let Some(account) = &mut episode.account {
+            let slot = match step {
+                Step::Anon => &mut account.claimed_anon,
+                _ => &mut account.claimed_file,
+            };
+            // What a request claims counts up to what it was asked: more is no more credible.
+            *slot = slot.saturating_add(claimed.min(asked));
+        }
+        if fruitless(asked, claimed) {
+            let slot = episode.exhausted(step);
+            if slot.as_ref().is_none_or(|ex| !ex.for_good) {
                 debug!("over-limit step {step}: exhausted for this episode");
-                *episode.exhausted(step) = Some(Exhausted {
+                *slot = Some(Exhausted {
                     pool_pages,
-                    why: format!("its last request obtained {obtained} of {asked} pages"),
+                    why: format!(
+                        "its last request freed {claimed} of {asked} pages, the agent says"
+                    ),
                     retry_in: None,
+                    for_good: false,
                 });
             }
         }
     }
 
-    fn record_agent_failure(&mut self, reason: &str) {
-        let Some((step, asked, pool_pages)) = self.take_pending_agent(None) else {
+    fn record_agent_failure(&mut self, step: Step, reason: &str) {
+        let Some((step, asked, pool_pages)) = self.take_pending_agent(Some(step)) else {
             warn!("over-limit: agent failure with no request waiting: {reason}");
             return;
         };
@@ -71,16 +88,20 @@ impl Policy {
             "over-limit step {step}: asked {asked} pages, obtained 0: the agent failed: {reason}"
         );
         if let Some(episode) = &mut self.episode {
-            *episode.exhausted(step) = Some(Exhausted {
-                pool_pages,
-                why: format!("the agent failed it ({reason})"),
-                retry_in: Some(AGENT_RETRY_ROUNDS),
-            });
+            let slot = episode.exhausted(step);
+            if slot.as_ref().is_none_or(|ex| !ex.for_good) {
+                *slot = Some(Exhausted {
+                    pool_pages,
+                    why: format!("the agent failed it ({reason})"),
+                    retry_in: Some(AGENT_RETRY_ROUNDS),
+                    for_good: false,
+                });
+            }
         }
     }
 
     /// The oldest waiting agent action (of `step`, if given): (step, asked, pool pages).
-    fn take_pending_agent(&mut self, step: Option<Step>) -> Option<(Step, u64, u64)> {
+    pub(super) fn take_pending_agent(&mut self, step: Option<Step>) -> Option<(Step, u64, u64)> {
         let index = self.pending.iter().position(|p| match p {
             Pending::Agent { step: s, .. } => step.is_none_or(|step| step == *s),
             Pending::Balloon { .. } => false,
@@ -127,6 +148,7 @@ impl Policy {
         self.balloon_move = Some(BalloonMove {
             step,
             from_actual,
+            from_resident: self.last_resident,
             target,
             asked,
         });

@@ -1,13 +1,17 @@
 //! A simulated guest for the policy's tests: pools of guest pages, which of them are resident on
 //! the host, a balloon driver, an agent, optional swap and free page reporting.
 //!
+//! Hostile guests too: an agent that claims whatever it is asked and frees nothing, a cache it
+//! reports growing without end, a guest that keeps using pages it gave the balloon (the
+//! harness in `tests/` adds slow and silent agents).
+//!
 //! Every guest page is in exactly one pool (`check` verifies it). Resident on the host are the
 //! kernel, file cache, anon pages and the free pages the guest has touched; free pages never
 //! touched (or released by the host) and balloon pages are not. Like the real guest (the
 //! design's measured warning), the balloon takes untouched free pages first, so inflating does
 //! not lower resident by as much as it inflates.
 
-use super::{Action, GuestView, Observation, Outcome};
+use super::{Action, GuestView, Observation, Outcome, Step};
 
 pub const MIB: u64 = 256;
 
@@ -19,6 +23,9 @@ pub struct SimSpec {
     pub file_mib: u64,
     /// Of `file_mib`: in use or dirty, neither the agent nor the guest's reclaim can drop it.
     pub file_pinned_mib: u64,
+    /// Of `file_mib`: read over and over (on the active list). The guest's reclaim can evict
+    /// it, but the guest reads it back at once: refaults.
+    pub file_hot_mib: u64,
     /// Anon pages in constant use: the working set. Never given up.
     pub anon_hot_mib: u64,
     pub anon_cold_mib: u64,
@@ -32,6 +39,20 @@ pub struct SimSpec {
     pub free_page_reporting: bool,
     /// The tracker reports the working set (the hot anon pages).
     pub working_set_known: bool,
+    /// The agent claims it freed or deactivated all it was asked, and does nothing.
+    pub agent_lies: bool,
+    /// The agent reports this much more file cache at every epoch than the last (a lie).
+    pub cache_growth_mib: u64,
+    /// The guest keeps using the pages it gives the balloon: they stay resident (the host
+    /// finds them there every epoch, however often it releases them).
+    pub balloon_violated: bool,
+    /// The agent reports no active lists (a kernel whose lists say nothing of what is hot):
+    /// only refaults tell the policy it took too much.
+    pub hot_unreported: bool,
+    /// The active lists the agent reports shrink as the balloon grows (by the share of RAM the
+    /// balloon holds), as a real guest's do under the squeeze: its reclaim deactivates hot
+    /// pages to refill the inactive lists, though it reads them again at once.
+    pub active_lists_squeezed: bool,
 }
 
 impl Default for SimSpec {
@@ -41,6 +62,7 @@ impl Default for SimSpec {
             kernel_mib: 8,
             file_mib: 0,
             file_pinned_mib: 0,
+            file_hot_mib: 0,
             anon_hot_mib: 0,
             anon_cold_mib: 0,
             free_touched_mib: 0,
@@ -50,6 +72,11 @@ impl Default for SimSpec {
             balloon_rate_mib: 64,
             free_page_reporting: false,
             working_set_known: true,
+            agent_lies: false,
+            cache_growth_mib: 0,
+            balloon_violated: false,
+            hot_unreported: false,
+            active_lists_squeezed: false,
         }
     }
 }
@@ -61,6 +88,12 @@ pub struct SimGuest {
     pub kernel: u64,
     pub file: u64,
     pub file_pinned: u64,
+    pub file_hot: u64,
+    /// Hot file pages evicted since the last tick: read back (refaulted) at the next.
+    pub evicted_hot: u64,
+    /// Refaults since boot, as /proc/vmstat counts them.
+    pub refaults: u64,
+    pub psi_some_avg10: f64,
     pub anon_hot: u64,
     pub anon_cold: u64,
     /// Of `anon_cold`: deactivated by the agent, first for the guest's reclaim.
@@ -77,6 +110,15 @@ pub struct SimGuest {
     pub free_page_reporting: bool,
     pub working_set_known: bool,
     pub psi_full_avg10: f64,
+    pub agent_lies: bool,
+    pub cache_growth: u64,
+    /// File cache the agent reports beyond what there is.
+    pub cache_lie: u64,
+    pub balloon_violated: bool,
+    pub hot_unreported: bool,
+    pub active_lists_squeezed: bool,
+    /// PSI `some` the guest shows whatever else happens (a need that rises).
+    pub psi_some_floor: f64,
 }
 
 impl SimGuest {
@@ -92,6 +134,13 @@ impl SimGuest {
             kernel: spec.kernel_mib * MIB,
             file: spec.file_mib * MIB,
             file_pinned: spec.file_pinned_mib.min(spec.file_mib) * MIB,
+            file_hot: spec
+                .file_hot_mib
+                .min(spec.file_mib - spec.file_pinned_mib.min(spec.file_mib))
+                * MIB,
+            evicted_hot: 0,
+            refaults: 0,
+            psi_some_avg10: 0.0,
             anon_hot: spec.anon_hot_mib * MIB,
             anon_cold: spec.anon_cold_mib * MIB,
             anon_inactive: 0,
@@ -107,6 +156,13 @@ impl SimGuest {
             free_page_reporting: spec.free_page_reporting,
             working_set_known: spec.working_set_known,
             psi_full_avg10: 0.0,
+            agent_lies: spec.agent_lies,
+            cache_growth: spec.cache_growth_mib * MIB,
+            cache_lie: 0,
+            balloon_violated: spec.balloon_violated,
+            hot_unreported: spec.hot_unreported,
+            active_lists_squeezed: spec.active_lists_squeezed,
+            psi_some_floor: 0.0,
         };
         guest.check();
         guest
@@ -122,28 +178,56 @@ impl SimGuest {
             + self.free_untouched
             + self.balloon;
         assert_eq!(total, self.ram, "pages lost or made up: {self:?}");
-        assert!(self.file_pinned <= self.file && self.anon_inactive <= self.anon_cold);
+        assert!(self.file_pinned + self.file_hot <= self.file);
+        assert!(self.anon_inactive <= self.anon_cold);
         assert!(self.swapped <= self.swap_total);
     }
 
     pub fn resident(&self) -> u64 {
-        self.kernel + self.file + self.anon_hot + self.anon_cold + self.free_touched
+        let violated = if self.balloon_violated {
+            self.balloon
+        } else {
+            0
+        };
+        self.kernel + self.file + self.anon_hot + self.anon_cold + self.free_touched + violated
     }
 
     pub fn observe(&self) -> Observation {
         Observation {
             guest_ram_pages: self.ram,
             resident_pages: self.resident(),
+            balloon_violation_pages: if self.balloon_violated {
+                self.balloon
+            } else {
+                0
+            },
             balloon_target_pages: self.balloon_target,
             balloon_actual_pages: self.balloon,
             working_set_pages: self.working_set_known.then_some(self.anon_hot),
             guest: self.agent.then(|| GuestView {
-                file_pages: self.file,
+                file_pages: self.file.saturating_add(self.cache_lie),
                 anon_pages: self.anon_hot + self.anon_cold,
                 free_pages: self.free_touched + self.free_untouched,
                 swap_total_pages: self.swap_total,
+                swap_used_pages: self.swapped,
                 psi_full_avg10: self.psi_full_avg10,
+                psi_some_avg10: self.psi_some_avg10,
+                active_file_pages: self.reported_active(self.file_hot),
+                active_anon_pages: self.reported_active(self.anon_hot),
+                refaults: self.refaults,
+                kernel_pages: self.kernel,
             }),
+        }
+    }
+
+    /// What the agent reports on an active list holding `hot` pages.
+    fn reported_active(&self, hot: u64) -> u64 {
+        if self.hot_unreported {
+            0
+        } else if self.active_lists_squeezed && self.ram > 0 {
+            hot * (self.ram - self.balloon) / self.ram
+        } else {
+            hot
         }
     }
 
@@ -152,12 +236,22 @@ impl SimGuest {
         let outcome = match *action {
             Action::DeactivateFile { .. } | Action::DeactivateAnon { .. } if !self.agent => {
                 Outcome::AgentFailed {
+                    step: Step::of(action).unwrap_or(Step::File),
                     reason: "no guest agent".into(),
                 }
             }
+            Action::DeactivateFile { pages } if self.agent_lies => Outcome::FileDeactivated {
+                asked: pages,
+                freed: pages,
+            },
+            Action::DeactivateAnon { pages, .. } if self.agent_lies => Outcome::AnonDeactivated {
+                asked: pages,
+                deactivated: pages,
+            },
             Action::DeactivateFile { pages } => {
-                // The agent drops clean cache: free in the guest, still resident on the host.
-                let freed = pages.min(self.file - self.file_pinned);
+                // The agent drops clean cache, cold before hot: free in the guest, still
+                // resident on the host.
+                let freed = pages.min(self.file_cold());
                 self.file -= freed;
                 self.free_touched += freed;
                 Outcome::FileDeactivated {
@@ -201,6 +295,7 @@ impl SimGuest {
 
     /// One epoch of guest time: the balloon driver moves, free page reporting runs.
     pub fn tick(&mut self) {
+        self.cache_lie = self.cache_lie.saturating_add(self.cache_growth);
         if self.balloon_responds {
             if self.balloon < self.balloon_target {
                 let want = (self.balloon_target - self.balloon).min(self.balloon_rate);
@@ -212,6 +307,18 @@ impl SimGuest {
                 self.balloon -= back;
                 self.free_untouched += back;
             }
+        }
+        // The hot cache the balloon took is read back: refaults, and a guest stalling on them.
+        // What finds no free page to come back to is read (and refaults) again at every tick.
+        let evicted = self.evicted_hot;
+        let stalled: f64 = if evicted > 0 { 40.0 } else { 0.0 };
+        self.psi_some_avg10 = stalled.max(self.psi_some_floor);
+        if evicted > 0 {
+            self.refaults += evicted;
+            let back = evicted.min(self.free_untouched + self.free_touched);
+            self.read_files(back);
+            self.file_hot += back;
+            self.evicted_hot -= back;
         }
         if self.free_page_reporting {
             self.free_untouched += self.free_touched;
@@ -233,7 +340,7 @@ impl SimGuest {
         self.anon_cold -= n;
         self.swapped += n;
         got += n;
-        let n = (want - got).min(self.file - self.file_pinned);
+        let n = (want - got).min(self.file_cold());
         self.file -= n;
         got += n;
         let n = (want - got)
@@ -241,7 +348,18 @@ impl SimGuest {
             .min(self.swap_total - self.swapped);
         self.anon_cold -= n;
         self.swapped += n;
+        got += n;
+        // Last, the hot cache: the guest's LRU lets it go, and the guest reads it back.
+        let n = (want - got).min(self.file_hot);
+        self.file -= n;
+        self.file_hot -= n;
+        self.evicted_hot += n;
         got + n
+    }
+
+    /// Clean cache nobody is reading.
+    fn file_cold(&self) -> u64 {
+        self.file - self.file_pinned - self.file_hot
     }
 
     /// The guest reads `pages` of files into its cache from free pages, untouched ones first

@@ -1,8 +1,6 @@
 //! The tracker's state for one guest RAM region: the age of each page and the residency vector
 //! of the last epoch, both one byte per 4 KiB page (256 KiB each per GiB of guest RAM).
 
-use std::ops::Range;
-
 /// The age of a page never dirtied since the tracker started (or since it left the balloon).
 pub(super) const NEVER: u8 = u8::MAX;
 /// Ages saturate here, so an old page never wraps round to look freshly dirtied.
@@ -35,16 +33,6 @@ impl RegionTrack {
         (offset < self.pages).then_some(offset as usize)
     }
 
-    /// The part of the guest pages `[first_pfn, first_pfn + count)` inside this region, as
-    /// indices into its per-page vectors.
-    pub fn overlap(&self, first_pfn: u64, count: u64) -> Option<Range<usize>> {
-        let start = first_pfn.max(self.first_pfn);
-        let end = first_pfn
-            .saturating_add(count)
-            .min(self.first_pfn + self.pages);
-        (start < end).then(|| (start - self.first_pfn) as usize..(end - self.first_pfn) as usize)
-    }
-
     /// One epoch passes: every page seen dirty grows one epoch older.
     pub fn age_one_epoch(&mut self) {
         // Branch-free so it vectorizes: this runs over every page of guest RAM each epoch.
@@ -66,9 +54,22 @@ impl RegionTrack {
         }
     }
 
-    /// Pages in the balloon hold nothing of the guest's: their history is dropped.
-    pub fn forget(&mut self, pages: Range<usize>) {
-        self.ages[pages].fill(NEVER);
+    /// Pages in the balloon hold nothing of the guest's: their history is dropped. `bits` has
+    /// one bit per page from index `first`.
+    pub fn forget_bits(&mut self, first: usize, bits: u64) {
+        let end = (first + 64).min(self.ages.len());
+        if bits == u64::MAX && end == first + 64 {
+            self.ages[first..end].fill(NEVER);
+            return;
+        }
+        let mut rest = bits;
+        while rest != 0 {
+            let page = first + rest.trailing_zeros() as usize;
+            if page < end {
+                self.ages[page] = NEVER;
+            }
+            rest &= rest - 1;
+        }
     }
 
     /// Pages dirtied within the last `epochs` epochs.
@@ -97,23 +98,6 @@ pub(super) fn merge(into: &mut Vec<u64>, other: &[u64], pages: u64) {
         if let Some(last) = into.last_mut() {
             *last &= (1 << tail) - 1;
         }
-    }
-}
-
-/// Clears the bits of `pages` in `words`.
-pub(super) fn clear_bits(words: &mut [u64], pages: Range<usize>) {
-    // A word at a time: balloon runs are often thousands of pages long.
-    let mut page = pages.start;
-    while page < pages.end {
-        let bit = page % BITS as usize;
-        let n = (BITS as usize - bit).min(pages.end - page);
-        let mask = if n == BITS as usize {
-            u64::MAX
-        } else {
-            ((1u64 << n) - 1) << bit
-        };
-        words[page / BITS as usize] &= !mask;
-        page += n;
     }
 }
 

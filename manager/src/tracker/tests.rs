@@ -21,6 +21,13 @@ fn memory_with_hole() -> GuestMemoryMmap {
         (GuestAddress(2 * MIB), MIB as usize),
     ])
     .unwrap();
+    no_huge_pages(&mem);
+    mem
+}
+
+/// Backs `mem` with 4 KiB pages only, so one touch makes one page resident whatever the host's
+/// transparent huge page setting.
+fn no_huge_pages(mem: &GuestMemoryMmap) {
     for region in mem.iter() {
         let host = region.get_host_address(Default::default()).unwrap();
         // SAFETY: the whole region is a live mapping owned by `mem`; MADV_NOHUGEPAGE only
@@ -30,7 +37,6 @@ fn memory_with_hole() -> GuestMemoryMmap {
             unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_NOHUGEPAGE) };
         assert_eq!(ret, 0);
     }
-    mem
 }
 
 /// A write by the guest: through the host mapping, bypassing vm-memory's bitmap, as KVM does.
@@ -38,6 +44,15 @@ fn guest_write(mem: &GuestMemoryMmap, pfn: u64) {
     let host = mem.get_host_address(GuestAddress(pfn * PAGE)).unwrap();
     // SAFETY: `host` points into a live, writable mapping of guest RAM owned by `mem`.
     unsafe { host.write_volatile(1) };
+}
+
+/// The host lets go of guest pages `[pfn, pfn + count)`, as the balloon device does.
+fn release(mem: &GuestMemoryMmap, pfn: u64, count: u64) {
+    let host = mem.get_host_address(GuestAddress(pfn * PAGE)).unwrap();
+    // SAFETY: the range is inside one live mapping of guest RAM owned by `mem`; dropping its
+    // pages only makes the next access read zeros.
+    let ret = unsafe { libc::madvise(host.cast(), (count * PAGE) as usize, libc::MADV_DONTNEED) };
+    assert_eq!(ret, 0);
 }
 
 /// Stands for KVM: the test says which pages the guest dirtied; `take_dirty` hands them out once.
@@ -85,7 +100,7 @@ fn tracker(mem: &GuestMemoryMmap, working_set_epochs: u8) -> Tracker {
 fn residency_counts_the_touched_pages_of_every_region() {
     let mem = memory_with_hole();
     let mut tracker = tracker(&mem, 8);
-    let balloon: Vec<(u64, u64)> = Vec::new();
+    let balloon = BalloonPages::new();
     let mut log = FakeDirtyLog::default();
 
     let first = tracker.sample(&mem, &mut log, &balloon).unwrap();
@@ -104,39 +119,84 @@ fn residency_counts_the_touched_pages_of_every_region() {
 }
 
 #[test]
-fn ballooned_pages_are_neither_resident_nor_dirty() {
+fn ballooned_pages_the_host_holds_are_resident_and_reported() {
     let mem = memory_with_hole();
     let mut tracker = tracker(&mem, 8);
-    let mut balloon: Vec<(u64, u64)> = Vec::new();
     let mut log = FakeDirtyLog::default();
 
     for pfn in 0..10 {
         guest_write(&mem, pfn);
     }
     log.dirty_low(0..10);
-    let before = tracker.sample(&mem, &mut log, &balloon).unwrap();
+    let before = tracker
+        .sample(&mem, &mut log, &BalloonPages::new())
+        .unwrap();
     assert_eq!((before.resident_pages, before.dirtied_pages), (10, 10));
+    assert_eq!(before.ballooned_resident_pages, 0);
     assert_eq!(tracker.age(7), Some(0));
 
-    // Pages 5..8 go into the balloon, though the host still holds them and the guest (wrongly)
-    // dirties one of them again.
-    balloon.push((5, 3));
+    // Pages 5..8 and a page of the high region go into the balloon (the bitmap is the guest's
+    // word), but the host still holds 5..8, and the guest dirties 6 again: the host's count
+    // wins, and the three pages are reported as resident balloon pages.
+    let balloon = BalloonPages::from_runs(&mem.regions(), &[(5, 3), (HIGH_PFN + 9, 1)]);
     log.dirty_low([6, 9]);
     let after = tracker.sample(&mem, &mut log, &balloon).unwrap();
-    assert_eq!(after.resident_pages, 7);
+    assert_eq!(after.resident_pages, 10, "residency is what the host says");
+    assert_eq!(after.ballooned_resident_pages, 3);
+    assert_eq!(tracker.ballooned_resident_runs(), &[(5, 3)]);
+    // Balloon pages are no part of the working set.
     assert_eq!(after.dirtied_pages, 1);
     assert_eq!(after.working_set_pages, 7);
     assert_eq!(tracker.age(6), None);
     assert_eq!(tracker.age(7), None);
     assert_eq!(tracker.age(8), Some(1));
     assert_eq!(tracker.age(9), Some(0));
+
+    // Released again on the host (as the driver has the balloon do): nothing to report.
+    release(&mem, 5, 3);
+    let released = tracker.sample(&mem, &mut log, &balloon).unwrap();
+    assert_eq!(released.resident_pages, 7);
+    assert_eq!(released.ballooned_resident_pages, 0);
+    assert!(tracker.ballooned_resident_runs().is_empty());
+}
+
+#[test]
+fn violation_runs_are_joined_across_words_and_bounded() {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 40 * MIB as usize)]).unwrap();
+    no_huge_pages(&mem);
+    let mut tracker = tracker(&mem, 8);
+    let mut log = FakeDirtyLog::default();
+    // Every other page up to past twice MAX_VIOLATION_RUNS, and a run across a word edge
+    // (9024 is a multiple of 64).
+    let alternate = 2 * MAX_VIOLATION_RUNS as u64 + 100;
+    for pfn in (0..alternate).step_by(2).chain(9000..9100) {
+        guest_write(&mem, pfn);
+    }
+    let regions = mem.regions();
+    let sample = tracker
+        .sample(
+            &mem,
+            &mut log,
+            &BalloonPages::from_runs(&regions, &[(8900, 300)]),
+        )
+        .unwrap();
+    assert_eq!(sample.ballooned_resident_pages, 100);
+    assert_eq!(tracker.ballooned_resident_runs(), &[(9000, 100)]);
+
+    let everything = BalloonPages::from_runs(&regions, &[(0, 10240)]);
+    let sample = tracker.sample(&mem, &mut log, &everything).unwrap();
+    assert_eq!(sample.ballooned_resident_pages, alternate / 2 + 100);
+    assert_eq!(sample.resident_pages, alternate / 2 + 100);
+    let runs = tracker.ballooned_resident_runs();
+    assert_eq!(runs.len(), MAX_VIOLATION_RUNS);
+    assert_eq!(runs[..2], [(0, 1), (2, 1)]);
 }
 
 #[test]
 fn ages_grow_one_per_epoch_reset_on_a_dirty_bit_and_saturate() {
     let mem = memory_with_hole();
     let mut tracker = tracker(&mem, 8);
-    let balloon: Vec<(u64, u64)> = Vec::new();
+    let balloon = BalloonPages::new();
     let mut log = FakeDirtyLog::default();
 
     assert_eq!(tracker.age(3), None);
@@ -167,7 +227,7 @@ fn ages_grow_one_per_epoch_reset_on_a_dirty_bit_and_saturate() {
 fn working_set_is_the_pages_dirtied_in_the_last_n_epochs() {
     let mem = memory_with_hole();
     let mut tracker = tracker(&mem, 3);
-    let balloon: Vec<(u64, u64)> = Vec::new();
+    let balloon = BalloonPages::new();
     let mut log = FakeDirtyLog::default();
 
     // 10 pages in epoch 1, 20 in epoch 2, 30 in epoch 3 (5 of them again), nothing after.
@@ -188,7 +248,7 @@ fn working_set_is_the_pages_dirtied_in_the_last_n_epochs() {
 fn dirty_rate_is_dirtied_pages_over_the_time_between_samples() {
     let mem = memory_with_hole();
     let mut tracker = tracker(&mem, 8);
-    let balloon: Vec<(u64, u64)> = Vec::new();
+    let balloon = BalloonPages::new();
     let mut log = FakeDirtyLog::default();
 
     tracker.sample(&mem, &mut log, &balloon).unwrap();
@@ -210,7 +270,7 @@ fn dirty_rate_is_dirtied_pages_over_the_time_between_samples() {
 fn vmm_writes_are_ored_in_and_reset() {
     let mem = memory_with_hole();
     let mut tracker = tracker(&mem, 8);
-    let balloon: Vec<(u64, u64)> = Vec::new();
+    let balloon = BalloonPages::new();
     let mut log = FakeDirtyLog::default();
 
     // A device writes pages 1, 2 and a page of the high region through vm-memory; the guest
@@ -239,7 +299,7 @@ fn vmm_writes_are_ored_in_and_reset() {
 fn regions_with_a_hole_map_bits_to_their_own_pfns() {
     let mem = memory_with_hole();
     let mut tracker = tracker(&mem, 8);
-    let balloon: Vec<(u64, u64)> = Vec::new();
+    let balloon = BalloonPages::new();
     let mut log = FakeDirtyLog::default();
     assert_eq!(tracker.guest_pages(), 512);
 
@@ -264,7 +324,7 @@ fn bits_past_the_end_of_a_region_are_ignored() {
     // 100 pages: the dirty log's second word has 36 bits that name no page.
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 100 * PAGE as usize)]).unwrap();
     let mut tracker = tracker(&mem, 8);
-    let balloon: Vec<(u64, u64)> = Vec::new();
+    let balloon = BalloonPages::new();
     let mut log = FakeDirtyLog::default();
     log.pending.insert(0, vec![u64::MAX; 3]);
     let sample = tracker.sample(&mem, &mut log, &balloon).unwrap();
@@ -276,7 +336,7 @@ fn bits_past_the_end_of_a_region_are_ignored() {
 fn a_failed_sample_ages_nothing() {
     let mem = memory_with_hole();
     let mut tracker = tracker(&mem, 8);
-    let balloon: Vec<(u64, u64)> = Vec::new();
+    let balloon = BalloonPages::new();
     let mut log = FakeDirtyLog::default();
     log.dirty_low([4]);
     tracker.sample(&mem, &mut log, &balloon).unwrap();
@@ -293,7 +353,7 @@ fn another_memory_layout_is_refused() {
     let mut tracker = tracker(&mem, 8);
     let other = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MIB as usize)]).unwrap();
     let err = tracker
-        .sample(&other, &mut FakeDirtyLog::default(), &[])
+        .sample(&other, &mut FakeDirtyLog::default(), &BalloonPages::new())
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
 }

@@ -16,4 +16,8 @@ sleep 2
 echo "=== ballast status, after:"
 ballast status
 host_result host_resident_after_mib $(ballast_resident_mib)
+# The agent's big-file pass did the file step's work, and no whole-guest fallback ran.
+big=$(metric 'ballast_agent_file_freed_bytes_total{pass="big"}')
+host_result host_big_pass_freed_mib $(( ${big%.*} >> 20 ))
+host_result host_fallbacks "$(metric ballast_agent_file_fallbacks_total)"
 send_guest done

@@ -39,6 +39,10 @@ host_result host_balloon_target_mib "$(balloon_target_mib)"
 files=$(file_steps)
 host_result host_file_step_seen "$([ "${files:-0}" -gt 0 ] && echo true || echo false)"
 host_result host_file_before_balloon "$([ "${file_at_inflate:-$files}" -gt 0 ] 2>/dev/null && echo true || echo false)"
+# The agent's big-file pass did the file step's work, and no whole-guest fallback ran.
+big=$(metric 'ballast_agent_file_freed_bytes_total{pass="big"}')
+host_result host_big_pass_freed_mib $(( ${big%.*} >> 20 ))
+host_result host_fallbacks "$(metric ballast_agent_file_fallbacks_total)"
 send_guest measured
 wait_console 'BALLAST-SYNC measured' || exit 1
 before=$(balloon_target_mib)

@@ -5,8 +5,11 @@
 //!
 //! The service runs on a thread of its own, not on the event loop: an agent request may take up
 //! to its timeout, and devices must not wait behind it. The event loop and the API only read the
-//! shared [`AgentStatus`], which never blocks on the guest; the manager's requests wait on their
-//! own reply channel.
+//! shared [`AgentStatus`], which never blocks on the guest; the manager's requests come back on
+//! their own reply channel, which the manager polls without waiting.
+//!
+//! Everything the guest says is untrusted: its strings (versions, error messages) are cut and
+//! escaped by the agent client as they arrive (`ballast_agent::protocol::guest_text`).
 //!
 //! | file | job |
 //! | --- | --- |
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 use ballast_agent::protocol::{Hello, Stats};
 use ballast_agent::AgentError;
 use ballast_devices::vsock::LocalConnector;
-use ballast_manager::driver::ports::GuestAgent;
+use ballast_manager::driver::ports::{AgentAnswer, AgentReply, AgentRequest, GuestAgent};
 
 /// The vsock port `ballast-agent` listens on by default.
 pub const AGENT_PORT: u32 = 52;
@@ -102,12 +105,12 @@ impl AgentDialer for VsockDialer {
 enum Request {
     File {
         pages: u64,
-        reply: mpsc::Sender<Result<u64, AgentError>>,
+        reply: mpsc::Sender<Result<AgentAnswer, AgentError>>,
     },
     Anon {
         pages: u64,
         urgent: bool,
-        reply: mpsc::Sender<Result<u64, AgentError>>,
+        reply: mpsc::Sender<Result<AgentAnswer, AgentError>>,
     },
 }
 
@@ -152,7 +155,10 @@ impl AgentService {
         );
         let thread = std::thread::Builder::new()
             .name("agent".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || {
+                crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Agent);
+                worker.run()
+            })?;
         Ok(Self {
             handle: AgentHandle {
                 status,
@@ -204,20 +210,23 @@ impl AgentHandle {
             .clone()
     }
 
-    fn ask(
-        &self,
-        request: impl FnOnce(mpsc::Sender<Result<u64, AgentError>>) -> Request,
-    ) -> Result<u64, AgentError> {
-        let (reply, answer) = mpsc::channel();
-        self.requests
-            .send(request(reply))
-            .map_err(|_| AgentError::Stopped)?;
+    /// Hands `request` to the service's thread; the answer comes on the reply, within the
+    /// request's own timeout plus a connection and a `stats` poll that may come first.
+    fn ask(&self, request: AgentRequest) -> AgentReply {
+        let (reply, answer) = AgentReply::channel(self.reply_timeout);
+        let request = match request {
+            AgentRequest::File { pages } => Request::File { pages, reply },
+            AgentRequest::Anon { pages, urgent } => Request::Anon {
+                pages,
+                urgent,
+                reply,
+            },
+        };
+        if let Err(mpsc::SendError(request)) = self.requests.send(request) {
+            let (Request::File { reply, .. } | Request::Anon { reply, .. }) = request;
+            let _ = reply.send(Err(AgentError::Stopped));
+        }
         answer
-            .recv_timeout(self.reply_timeout)
-            .map_err(|e| match e {
-                mpsc::RecvTimeoutError::Timeout => AgentError::ServiceTimeout(self.reply_timeout),
-                mpsc::RecvTimeoutError::Disconnected => AgentError::Stopped,
-            })?
     }
 }
 
@@ -230,16 +239,8 @@ impl GuestAgent for AgentHandle {
         Some((status.stats.clone()?, status.stats_at?))
     }
 
-    fn deactivate_file(&mut self, pages: u64) -> Result<u64, AgentError> {
-        self.ask(|reply| Request::File { pages, reply })
-    }
-
-    fn deactivate_anon(&mut self, pages: u64, urgent: bool) -> Result<u64, AgentError> {
-        self.ask(|reply| Request::Anon {
-            pages,
-            urgent,
-            reply,
-        })
+    fn start(&mut self, request: AgentRequest) -> AgentReply {
+        self.ask(request)
     }
 }
 

@@ -236,7 +236,11 @@ fn the_managers_requests_share_the_stats_connection() {
     wait_for(&service, "stats", |s| s.stats.is_some());
     let mut handle = service.handle();
     assert!(handle.latest_stats().is_some());
-    assert_eq!(handle.deactivate_anon(3000, true).unwrap(), 3000);
+    let reply = handle.start(AgentRequest::Anon {
+        pages: 3000,
+        urgent: true,
+    });
+    assert_eq!(answer(&reply).unwrap().claimed_pages, 3000);
     let first = service.status().stats_at.unwrap();
     wait_for(&service, "stats after the request", |s| {
         s.stats_at.unwrap() > first
@@ -249,10 +253,51 @@ fn a_request_without_an_agent_fails_with_the_reason() {
     let service =
         AgentService::start(NoAgent, timings(FAST, TIMEOUT, Duration::from_secs(3600))).unwrap();
     let mut handle = service.handle();
-    let err = handle.deactivate_file(1000).unwrap_err();
+    let err = answer(&handle.start(AgentRequest::File { pages: 1000 })).unwrap_err();
     assert!(matches!(err, AgentError::NotListening), "{err}");
     assert!(handle.latest_stats().is_none());
     drop(service);
-    let err = handle.deactivate_file(1000).unwrap_err();
+    let err = answer(&handle.start(AgentRequest::File { pages: 1000 })).unwrap_err();
     assert!(matches!(err, AgentError::Stopped), "{err}");
+}
+
+#[test]
+fn a_request_does_not_wait_for_the_agent() {
+    // An agent that takes a second to answer: starting a request returns at once, the answer
+    // comes later on its reply.
+    let dialer = PairDialer {
+        serve: Arc::new(|mut stream: UnixStream| {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = serve_connection(&mut stream, &Canned(Agent::new(AgentConfig::default())));
+        }),
+        dials: Arc::new(AtomicUsize::new(0)),
+    };
+    let service = AgentService::start(
+        dialer,
+        timings(
+            Duration::from_secs(3600),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        ),
+    )
+    .unwrap();
+    let mut handle = service.handle();
+    let started = Instant::now();
+    let reply = handle.start(AgentRequest::Anon {
+        pages: 1000,
+        urgent: false,
+    });
+    assert!(reply.poll().is_none(), "no answer yet");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(answer(&reply).unwrap().claimed_pages, 1000);
+}
+
+/// Polls `reply` until it answers (its own deadline bounds the wait).
+fn answer(reply: &AgentReply) -> Result<AgentAnswer, AgentError> {
+    loop {
+        if let Some(result) = reply.poll() {
+            return result;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ballast_agent::protocol::{DeactivateAnon, DeactivateFile};
 use ballast_agent::{read_hybrid_ack, AgentClient, AgentError, ClientError};
+use ballast_manager::driver::ports::{AgentAnswer, FilePasses};
 
 use super::{AgentDialer, AgentState, AgentStatus, AgentTimings, Request};
 
@@ -129,7 +130,15 @@ impl Worker {
             Request::File { pages, reply } => {
                 let result = self.deactivate(|c| {
                     c.deactivate_file(DeactivateFile::new(pages))
-                        .map(|r| r.freed_pages)
+                        .map(|r| AgentAnswer {
+                            claimed_pages: r.freed_pages,
+                            file_passes: Some(FilePasses {
+                                big_pages: r.big.freed_pages,
+                                small_pages: r.small.freed_pages,
+                                fallback_pages: r.fallback.as_ref().map_or(0, |f| f.freed_pages),
+                                fallback_ran: r.fallback.is_some(),
+                            }),
+                        })
                 });
                 (reply, result)
             }
@@ -140,7 +149,7 @@ impl Worker {
             } => {
                 let result = self.deactivate(|c| {
                     c.deactivate_anon(DeactivateAnon::new(pages, urgent))
-                        .map(|r| r.deactivated_pages)
+                        .map(|r| AgentAnswer::claimed(r.deactivated_pages))
                 });
                 (reply, result)
             }
@@ -151,8 +160,8 @@ impl Worker {
 
     fn deactivate(
         &mut self,
-        request: impl FnOnce(&mut AgentClient<UnixStream>) -> Result<u64, ClientError>,
-    ) -> Result<u64, AgentError> {
+        request: impl FnOnce(&mut AgentClient<UnixStream>) -> Result<AgentAnswer, ClientError>,
+    ) -> Result<AgentAnswer, AgentError> {
         if self.client.is_none() {
             self.connect()?;
         }

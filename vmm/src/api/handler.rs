@@ -221,9 +221,17 @@ impl ApiHandler {
                 .dirty_rate_pages_per_s
                 .map(|rate| (rate * pages::PAGE_SIZE as f64) as u64),
             working_set_bytes: view.working_set_pages.map(pages::to_bytes),
+            working_set_dirty_bytes: view.dirty_working_set_pages.map(pages::to_bytes),
+            working_set_guest_active_bytes: view.guest_active_pages.map(pages::to_bytes),
+            host_idle_page_tracking: view.host_idle_tracking,
             guest: agent.as_ref().and_then(guest_stats),
+            state_cause: state_cause(&state, &view.state),
             state,
             state_reason,
+            max_overshoot_bytes: view
+                .limit_pages
+                .map(|_| pages::to_bytes(view.counters.max_overshoot_pages)),
+            balloon_violation_bytes: pages::to_bytes(view.ballooned_resident_pages),
             agent: agent.as_ref().map(agent_info),
             host_enforce: view.host_enforce,
         })
@@ -290,6 +298,17 @@ fn memory_state(
         ));
     }
     (state, reason)
+}
+
+/// The short cause of an `over_limit` or `guest_unresponsive` state shown by the API.
+fn state_cause(shown: &MemoryState, manager: &ManagerState) -> Option<String> {
+    match (shown, manager) {
+        (MemoryState::OverLimit, ManagerState::OverLimit { cause, .. }) => {
+            Some(cause.as_str().to_string())
+        }
+        (MemoryState::GuestUnresponsive, _) => Some("guest_unresponsive".to_string()),
+        _ => None,
+    }
 }
 
 /// Balloon pages (4 KiB, as the guest driver counts them) in whole MiB.

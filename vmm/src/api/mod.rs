@@ -265,13 +265,36 @@ pub struct MemoryInfo {
     pub balloon_actual_mib: u32,
     /// Filled by the memory manager; `null` until then.
     pub dirty_rate_bytes_per_s: Option<u64>,
-    /// Filled by the memory manager; `null` until then.
+    /// The working set the memory manager keeps (the larger of its sources); `null` until one
+    /// is known.
     pub working_set_bytes: Option<u64>,
+    /// Its sources: guest pages written in the last epochs (KVM's dirty log), and the guest's
+    /// active LRU lists (reads too, from the agent); each `null` while unknown.
+    #[serde(default)]
+    pub working_set_dirty_bytes: Option<u64>,
+    #[serde(default)]
+    pub working_set_guest_active_bytes: Option<u64>,
+    /// Whether this host's kernel has idle page tracking (not a source yet).
+    #[serde(default)]
+    pub host_idle_page_tracking: bool,
     /// Filled by the memory manager; `null` until then.
     pub guest: Option<GuestMemoryStats>,
     pub state: MemoryState,
     /// Why the state is what it is, when it is not `within_limit`.
     pub state_reason: Option<String>,
+    /// The memory manager's short name for why, while `over_limit` or `guest_unresponsive`:
+    /// `balloon_at_cap`, `balloon_stuck`, `starved`, `balloon_violated`, `agent_unverified`,
+    /// `sustained`, `guest_unresponsive`.
+    #[serde(default)]
+    pub state_cause: Option<String>,
+    /// The most resident guest RAM was above the limit at one epoch since the limit was last
+    /// set (`null` without a limit).
+    #[serde(default)]
+    pub max_overshoot_bytes: Option<u64>,
+    /// Balloon pages found resident at the last epoch: the guest touched pages it gave the
+    /// balloon (they are released again).
+    #[serde(default)]
+    pub balloon_violation_bytes: u64,
     /// The guest agent link: `null` when the VM has no vsock device.
     pub agent: Option<AgentInfo>,
     /// `--host-enforce`: ballast's cgroup v2 and its memory.high (state `off` without it).

@@ -6,8 +6,8 @@
 //! headers must arrive within `HEADER_TIMEOUT` and bodies (at most `MAX_BODY_BYTES`) within
 //! `BODY_TIMEOUT`, and at most `MAX_CONNECTIONS` are served at once.
 
+use ballast_devices::unix_socket::SocketFile;
 use std::os::unix::net::UnixListener as StdUnixListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -50,16 +50,16 @@ const JSON: &str = "application/json";
 /// The API server's thread. Dropping it (or `shutdown`) stops accepting, lets answers in flight
 /// finish for a moment, and removes the socket file.
 pub struct ApiServer {
-    path: PathBuf,
+    socket: SocketFile,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl ApiServer {
-    /// Serves `listener` (bound at `path`) on a new thread, sending requests to `vmm`.
+    /// Serves `listener` (bound at `socket`) on a new thread, sending requests to `vmm`.
     pub fn start(
         listener: StdUnixListener,
-        path: PathBuf,
+        socket: SocketFile,
         vmm: ApiSender,
     ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
@@ -73,9 +73,12 @@ impl ApiServer {
         };
         let thread = std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || runtime.block_on(serve(listener, state, stopped)))?;
+            .spawn(move || {
+                crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Api);
+                runtime.block_on(serve(listener, state, stopped))
+            })?;
         Ok(Self {
-            path,
+            socket,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -92,8 +95,8 @@ impl ApiServer {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
-            // Nobody answers on it any more; a later `ballast run` would replace it anyway.
-            let _ = std::fs::remove_file(&self.path);
+            // Nobody answers on it any more; a socket another process bound there since stays.
+            self.socket.remove_if_ours();
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use ballast_devices::bus::Bus;
 use ballast_devices::legacy::acpi_pm::{AcpiPmDevice, ACPI_PM_PORT_LEN};
+use ballast_devices::legacy::console::ConsoleOut;
 use ballast_devices::legacy::i8042::{I8042, I8042_PORT_RANGE};
 use ballast_devices::legacy::serial::{SerialDevice, SERIAL_PORT_RANGE};
 use ballast_devices::legacy::EventFdTrigger;
@@ -15,6 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::{eventfd, io, RunError, Subscriber};
 use crate::console::ConsoleInput;
 use crate::layout::{ACPI_PM_PORT, COM1_PORT, I8042_PORT, SERIAL_IRQ};
+use crate::seccomp::{self, ThreadKind};
 use crate::vstate::exit::ExitState;
 use crate::vstate::vm::Vm;
 
@@ -36,9 +38,14 @@ pub(super) fn legacy_devices(vm: &Vm, exit: &Arc<ExitState>) -> Result<Legacy, R
             what: "the serial port",
             source,
         })?;
+    // The guest's console goes to stdout through a thread of its own: a stdout that blocks
+    // stalls neither a vCPU nor the serial port's lock.
+    let setup = Box::new(|| seccomp::apply(ThreadKind::Console).map_err(|e| e.to_string()));
+    let console = ConsoleOut::start(Box::new(std::io::stdout()), Some(setup))
+        .map_err(io("start the console thread"))?;
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         EventFdTrigger(serial_irq),
-        Box::new(std::io::stdout()),
+        Box::new(console),
     )));
     pio.insert(serial.clone(), COM1_PORT, SERIAL_PORT_RANGE)?;
     let i8042_reset = eventfd()?;

@@ -1,12 +1,13 @@
 //! Builds the VM from a `VmConfig` and runs it until the guest powers off or reboots, a vCPU
 //! fails, or the host asks ballast to stop — in named phases, in the order Firecracker's
 //! `builder.rs` builds a microVM: host setup, memory, buses, virtio devices, boot tables, vCPUs,
-//! services, the event loop, and teardown.
+//! services, the event loop, and teardown. Each thread installs its seccomp filter once its own
+//! setup is done (`crate::seccomp`); the main thread installs the event loop's before it runs.
 //!
 //! | file | job |
 //! | --- | --- |
 //! | `mod.rs` | `run`: the phases in order, the event loop and teardown, and `RunError` |
-//! | `host.rs` | host setup: signals, checks against the host, `--host-enforce`'s cgroup, KVM, the API socket |
+//! | `host.rs` | host setup: signals, the open-files limit, the seccomp filters compiled, checks against the host, `--host-enforce`'s cgroup, KVM, the API socket |
 //! | `memory.rs` | the VM, guest RAM, KVM's dirty log, the kernel and initrd |
 //! | `buses.rs` | the legacy devices on the port-I/O bus, and the guest's power-off and reset eventfds |
 //! | `virtio.rs` | the balloon, disks and vsock on the MMIO bus |
@@ -36,6 +37,7 @@ use crate::api_socket::ApiSocketError;
 use crate::boot::BootError;
 use crate::config::{ConfigError, VmConfig};
 use crate::control::Control;
+use crate::seccomp::{self, ThreadKind};
 use crate::virtio_mmio::VirtioMmioError;
 use crate::vstate::exit::{ExitState, VmExit};
 use crate::vstate::memory::MemoryError;
@@ -79,6 +81,8 @@ pub enum RunError {
     EventLoop(event_manager::Error),
     #[error("cannot install the vCPU kick signal handler: {0}")]
     Signal(vmm_sys_util::errno::Error),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
@@ -116,7 +120,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         events.add_subscriber(device);
     }
 
-    let api = services::prepare_api(host.api_listener.take(), &config)?;
+    let api = services::prepare_api(host.api_listener.take())?;
     let buses = (&legacy.pio, &virtio.mmio);
     let vcpus = vcpus::start(&config, &host.kvm, host.num_vcpus, &guest, buses, &exit)?;
     let services = services::start(
@@ -133,7 +137,13 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
         &mut events,
     )?;
 
-    crate::ready::announce(&config);
+    // Everything the loop serves is built: from here the main thread runs under its filter.
+    // The VM is announced only once confined (the event loop's list has the datagram socket
+    // that tells systemd `READY=1`).
+    match seccomp::apply(ThreadKind::EventLoop) {
+        Ok(()) => crate::ready::announce(&config),
+        Err(e) => exit.request(VmExit::Failure(e.to_string())),
+    }
     event_loop(&mut events, &exit);
     teardown(vcpus, events, services);
     Ok(exit.reason().unwrap_or(VmExit::Poweroff))

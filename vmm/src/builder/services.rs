@@ -2,11 +2,10 @@
 //! memory manager, and the API (its channel made before the vCPUs run, its server started
 //! last).
 
-use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use ballast_devices::balloon::Balloon;
+use ballast_devices::unix_socket::BoundSocket;
 use ballast_devices::vsock::LocalConnector;
 use ballast_manager::host_enforce::HostEnforcer;
 use ballast_manager::policy::PolicyConfig;
@@ -22,32 +21,28 @@ use crate::api::server::ApiServer;
 use crate::api::{ApiReceiver, ApiSender};
 use crate::config::VmConfig;
 use crate::ports::BalloonPort;
+use crate::seccomp::{self, ThreadKind};
 use crate::vstate::exit::{ExitState, VmExit};
 
 /// The API's socket and both ends of its channel, ready before the vCPUs run.
 pub(super) struct Api {
-    listener: UnixListener,
-    path: PathBuf,
+    socket: BoundSocket,
     sender: ApiSender,
     receiver: ApiReceiver,
 }
 
 /// Makes the API's channel, so failing to make it fails the launch rather than a running VM.
-pub(super) fn prepare_api(
-    listener: Option<UnixListener>,
-    config: &VmConfig,
-) -> Result<Option<Api>, RunError> {
-    match (listener, &config.api_sock) {
-        (Some(listener), Some(path)) => {
+pub(super) fn prepare_api(socket: Option<BoundSocket>) -> Result<Option<Api>, RunError> {
+    match socket {
+        Some(socket) => {
             let (sender, receiver) = crate::api::channel().map_err(io("create the API channel"))?;
             Ok(Some(Api {
-                listener,
-                path: path.clone(),
+                socket,
                 sender,
                 receiver,
             }))
         }
-        _ => Ok(None),
+        None => Ok(None),
     }
 }
 
@@ -98,10 +93,13 @@ pub(super) fn start(
         None => None,
     };
     let dirty_log = parts.guest.dirty_log.take().expect("taken once");
-    let manager = MemoryManager::start(
+    let manager = MemoryManager::start_with(
         ManagerParts {
             ram: Box::new(parts.guest.mem.clone()),
-            balloon: Box::new(BalloonPort(parts.balloon.clone())),
+            balloon: Box::new(BalloonPort::new(
+                parts.balloon.clone(),
+                parts.guest.mem.clone(),
+            )),
             dirty_log: Box::new(dirty_log),
             agent: agent.as_ref().map(|a| Box::new(a.handle()) as _),
             host_enforcer: parts.host_enforcer,
@@ -110,7 +108,9 @@ pub(super) fn start(
             sample_interval: parts.config.sample_interval,
             limit_pages: parts.config.limit_pages,
             policy: PolicyConfig::default(),
+            over_limit_after: parts.config.over_limit_after,
         },
+        || seccomp::apply_or_exit(ThreadKind::Manager),
     )
     .map_err(io("start the memory manager"))?;
     let api_server = parts.api.and_then(|api| {
@@ -126,7 +126,7 @@ pub(super) fn start(
             manager: manager.handle(),
         };
         events.add_subscriber(Arc::new(Mutex::new(ApiHandler::new(api.receiver, vm))));
-        ApiServer::start(api.listener, api.path, api.sender)
+        ApiServer::start(api.socket.listener, api.socket.file, api.sender)
             .map_err(|source| {
                 parts.exit.request(VmExit::Failure(format!(
                     "cannot start the API server: {source}"

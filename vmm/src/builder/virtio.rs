@@ -13,6 +13,7 @@ use event_manager::MutEventSubscriber;
 use super::memory::Guest;
 use super::{RunError, Subscriber};
 use crate::config::VmConfig;
+use crate::seccomp::{self, ThreadKind};
 use crate::virtio_mmio::{self, MmioSlot};
 
 /// A virtio device is both the transport's device and an event-loop subscriber.
@@ -33,7 +34,10 @@ pub(super) fn devices(config: &VmConfig, guest: &Guest) -> Result<Virtio, RunErr
     let balloon = Arc::new(Mutex::new(Balloon::new(config.balloon)?));
     let mut devices: Vec<Arc<Mutex<dyn VirtioSubscriber>>> = vec![balloon.clone()];
     for disk in &config.disks {
-        devices.push(Arc::new(Mutex::new(Block::new(disk.clone())?)));
+        // The disk's I/O thread installs its filter before its first request.
+        let setup = Box::new(|| seccomp::apply(ThreadKind::BlockIo).map_err(|e| e.to_string()));
+        let block = Block::with_worker_setup(disk.clone(), Some(setup))?;
+        devices.push(Arc::new(Mutex::new(block)));
     }
     // The guest agent is reached through the VMM's own end of the vsock device.
     let mut agent_connector = None;

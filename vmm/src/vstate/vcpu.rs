@@ -116,6 +116,11 @@ impl Vcpu {
             .name(format!("vcpu{}", self.id))
             .spawn(move || {
                 let id = self.id;
+                // The vCPU is set up: from here it runs the guest under its filter.
+                if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu) {
+                    exit.request(VmExit::Failure(e.to_string()));
+                    return;
+                }
                 if let Err(reason) = self.run(&pio, &mmio, &exit, &pause) {
                     exit.request(reason);
                 }

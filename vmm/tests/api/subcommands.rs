@@ -140,6 +140,24 @@ fn the_socket_is_private_and_not_shared() {
 }
 
 #[test]
+fn at_exit_a_socket_bound_there_since_by_someone_else_stays() {
+    let mut b = default_vm();
+    // Another program took the path over (after removing ballast's socket file).
+    std::fs::remove_file(&b.sock).unwrap();
+    let other = std::os::unix::net::UnixListener::bind(&b.sock).unwrap();
+    // SAFETY: a plain signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(b.pid() as i32, libc::SIGTERM) }, 0);
+    let status = b.wait_exit(Duration::from_secs(10)).expect("ballast exits");
+    assert_eq!(status.code(), Some(0), "{}", b.stderr_text());
+    assert!(
+        b.sock.exists(),
+        "ballast removed a socket that was not its own"
+    );
+    UnixStream::connect(&b.sock).unwrap();
+    drop(other);
+}
+
+#[test]
 fn metrics_prints_the_prometheus_text() {
     let b = default_vm();
     let out = cli(&b, &["metrics"]);

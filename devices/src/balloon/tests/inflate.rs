@@ -214,33 +214,39 @@ fn pfn_arrays_of_bad_length_are_skipped() {
 }
 
 #[test]
-fn a_chain_longer_than_the_queue_is_cut() {
+fn an_indirect_chain_is_refused_unread() {
     let (mut balloon, mut driver) = activated(BalloonConfig::default());
-    // Only an indirect table can make a chain this long: 300 one-PFN arrays.
+    // 300 one-PFN arrays in an indirect table: INDIRECT_DESC is not offered, so none is read.
     const LEN: u16 = 300;
     let arrays: Vec<u32> = (0..u32::from(LEN)).map(|i| FIRST_TEST_PFN + i).collect();
     let arrays_addr = driver.buffer(&encode_pfns(&arrays));
-    let mut table = Vec::new();
-    for i in 0..LEN {
-        let last = i + 1 == LEN;
-        let desc = virtio_queue::desc::split::Descriptor::new(
-            arrays_addr + 4 * u64::from(i),
-            4,
-            if last { 0 } else { VRING_DESC_F_NEXT as u16 },
-            if last { 0 } else { i + 1 },
-        );
-        table.extend_from_slice(vm_memory::ByteValued::as_slice(&desc));
-    }
-    let table_addr = driver.buffer(&table);
+    let table: Vec<(u64, u32, u16)> = (0..LEN)
+        .map(|i| (arrays_addr + 4 * u64::from(i), 4, 0))
+        .collect();
+    let table_addr = driver.buffer(&descriptor_table(&table));
     driver.queue(Inflate).add_chain(&[(
         table_addr,
-        table.len() as u32,
+        u32::from(LEN) * 16,
         VRING_DESC_F_INDIRECT as u16,
     )]);
     balloon.process_queue(Inflate);
 
-    assert_eq!(balloon.ballooned_pages(), 256);
-    assert!(!balloon.is_ballooned(u64::from(FIRST_TEST_PFN + 256)));
+    assert_eq!(balloon.ballooned_pages(), 0);
+    assert_eq!(balloon.metrics().invalid_descriptors.get(), 1);
+    assert_eq!(driver.queue(Inflate).used_count(), 1);
+}
+
+#[test]
+fn a_chain_of_more_than_32_arrays_is_cut() {
+    let (mut balloon, mut driver) = activated(BalloonConfig::default());
+    let arrays: Vec<u32> = (0..40).map(|i| FIRST_TEST_PFN + i).collect();
+    let arrays_addr = driver.buffer(&encode_pfns(&arrays));
+    let chain: Vec<(u64, u32, u16)> = (0..40).map(|i| (arrays_addr + 4 * i, 4, 0)).collect();
+    driver.queue(Inflate).add_chain(&chain);
+    balloon.process_queue(Inflate);
+
+    assert_eq!(balloon.ballooned_pages(), 32);
+    assert!(!balloon.is_ballooned(u64::from(FIRST_TEST_PFN + 32)));
     assert_eq!(balloon.metrics().invalid_descriptors.get(), 1);
     assert_eq!(driver.queue(Inflate).used_count(), 1);
 }

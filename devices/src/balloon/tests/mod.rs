@@ -1,5 +1,6 @@
 //! The balloon device against virtio-queue's mock driver queues.
 
+mod budget;
 mod inflate;
 mod statistics;
 
@@ -12,7 +13,7 @@ use ballast_virtio::interrupt::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use ballast_virtio::{ActivateError, Activation, VirtioDevice};
 use event_manager::{EventManager, SubscriberOps};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
 use virtio_queue::QueueT;
 
 use super::queue::BalloonQueue::{Deflate, Inflate, Reporting, Stats};
@@ -332,4 +333,38 @@ fn the_stats_timer_gives_the_buffer_back() {
     }));
     assert!(start.elapsed() >= Duration::from_millis(500));
     assert_eq!(balloon.lock().unwrap().metrics().event_errors.get(), 0);
+}
+
+#[test]
+fn writes_to_the_hosts_config_bytes_are_counted_and_change_nothing() {
+    let (mut balloon, _driver) = activated(BalloonConfig::default());
+    balloon.set_target_pages(7);
+    for _ in 0..100 {
+        balloon.write_config(0, &[0xff; 4]);
+    }
+    assert_eq!(balloon.target_pages(), 7);
+    assert_eq!(balloon.core().refused_config_writes(), 100);
+    // `actual` is the driver's: not refused.
+    balloon.write_config(4, &9u32.to_le_bytes());
+    assert_eq!(balloon.actual_pages(), 9);
+    assert_eq!(balloon.core().refused_config_writes(), 100);
+}
+
+#[test]
+fn a_stats_interval_the_timer_cannot_take_changes_nothing() {
+    use std::os::fd::AsRawFd;
+    let mut balloon = Balloon::new(config(false, false, 1)).unwrap();
+    balloon.timer_registered = true;
+    let fd = balloon.stats_timer.as_ref().unwrap().as_raw_fd();
+    // The timer breaks: its descriptor now names /dev/null, which no timer call takes.
+    let null = std::fs::File::open("/dev/null").unwrap();
+    // SAFETY: dup2 replaces the descriptor the timer owns with another open one; the timer
+    // closes it when dropped, as it would have closed its own.
+    assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), fd) }, fd);
+    assert!(balloon.set_stats_interval(5).is_err());
+    assert_eq!(
+        balloon.stats_interval(),
+        1,
+        "the failed update left the interval as it was"
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::ops::{Deref, DerefMut};
 
+use virtio_bindings::virtio_ring::VRING_DESC_F_NEXT;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 pub use ballast_virtio::test_utils::{run_until, test_interrupt, DriverQueue};
@@ -91,6 +92,22 @@ pub fn encode_stats(stats: &[(u16, u64)]) -> Vec<u8> {
 
 pub fn encode_pfns(pfns: &[u32]) -> Vec<u8> {
     pfns.iter().flat_map(|pfn| pfn.to_le_bytes()).collect()
+}
+
+/// An indirect descriptor table of `(addr, len, flags)` entries, each chained to the next.
+pub fn descriptor_table(descs: &[(u64, u32, u16)]) -> Vec<u8> {
+    let mut table = Vec::new();
+    for (i, &(addr, len, flags)) in descs.iter().enumerate() {
+        let last = i + 1 == descs.len();
+        let (flags, next) = if last {
+            (flags, 0)
+        } else {
+            (flags | VRING_DESC_F_NEXT as u16, i as u16 + 1)
+        };
+        let desc = virtio_queue::desc::split::Descriptor::new(addr, len, flags, next);
+        table.extend_from_slice(vm_memory::ByteValued::as_slice(&desc));
+    }
+    table
 }
 
 /// The driver's side of an activated balloon: the shared test driver (which it dereferences

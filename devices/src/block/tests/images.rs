@@ -46,7 +46,7 @@ fn an_image_with_a_partial_last_sector_keeps_its_tail_untouched() {
     let (mut block, image) = block_of_size(IMAGE_SIZE + 100, false);
     let mut driver = Driver::activate(&mut block, None).unwrap();
     let req = driver.write(63, &[&[0x66; 512]]);
-    block.process_queue();
+    block.run_queue();
     assert_eq!(driver.status(&req), OK);
     let req = driver.write(63, &[&[0x55; 1024]]);
     assert_io_error(&mut block, &driver, image.as_path(), &req);

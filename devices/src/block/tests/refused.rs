@@ -20,7 +20,7 @@ pub(super) fn assert_refused(
     let before = file_bytes(image);
     let used_before = driver.used_count();
     let metrics_before = block.metrics().snapshot();
-    block.process_queue();
+    block.run_queue();
 
     assert_eq!(
         driver.used_count(),
@@ -77,7 +77,7 @@ fn requests_past_the_end_of_the_disk_are_refused() {
     }
     // The last sector is still fine.
     let req = driver.read(63, &[S32]);
-    block.process_queue();
+    block.run_queue();
     assert_eq!(driver.status(&req), OK);
     assert_eq!(std::fs::metadata(path).unwrap().len(), IMAGE_SIZE);
 }
@@ -131,7 +131,7 @@ fn a_write_to_a_read_only_disk_is_refused_and_the_image_is_unchanged() {
     let read = driver.read(2, &[S32]);
     let flush = driver.flush();
     let id = driver.get_id(20);
-    block.process_queue();
+    block.run_queue();
     assert_eq!(driver.status(&read), OK);
     assert_eq!(driver.data_bytes(&read), pattern(2 * S, S as usize));
     assert_eq!(driver.status(&flush), OK);
@@ -253,7 +253,7 @@ fn a_chain_without_a_usable_status_byte_is_given_back_unanswered() {
         data: Vec::new(),
         status: header,
     };
-    block.process_queue();
+    block.run_queue();
     assert_eq!(
         driver.used(driver.used_count() - 1),
         (u32::from(req.head), 0)
@@ -329,7 +329,7 @@ fn an_available_entry_naming_no_descriptor_is_skipped() {
     let (mut block, mut driver, _image) = activated(false);
     driver.push_avail_head(QUEUE_SIZE + 4);
     let req = driver.read(0, &[S32]);
-    block.process_queue();
+    block.run_queue();
     // Nothing to give back for the bogus entry; the real request after it is served.
     assert_eq!(driver.used_count(), 1);
     assert_eq!(driver.used(0).0, u32::from(req.head));

@@ -10,7 +10,7 @@ use log::{debug, info};
 
 use super::super::connection::{ConnKey, Connection};
 use super::super::host::{Handshake, LineProgress};
-use super::{Muxer, FIRST_LOCAL_PORT};
+use super::{HostOrigin, Muxer, FIRST_LOCAL_PORT};
 
 /// The last host port given to host-initiated connections (see `FIRST_LOCAL_PORT`).
 const LAST_LOCAL_PORT: u32 = (1 << 31) - 1;
@@ -78,6 +78,7 @@ impl Muxer {
             let before = entry.conn.backlog();
             let outcome = entry.conn.on_host_event(events);
             self.backlog = self.backlog - before + entry.conn.backlog();
+            self.touch(key, now);
             self.apply(key, outcome);
         } else if self.handshakes.contains_key(&fd) {
             self.read_handshake(fd, now);
@@ -93,7 +94,8 @@ impl Muxer {
             LineProgress::Waiting => {}
             LineProgress::Connect(port) => {
                 if let Some(handshake) = self.handshakes.remove(&fd) {
-                    self.start_host(handshake.stream, port, handshake.registered, now);
+                    let registered = handshake.registered;
+                    self.start_host(handshake.stream, port, registered, HostOrigin::Socket, now);
                 }
             }
             LineProgress::Failed(why) => {
@@ -108,7 +110,7 @@ impl Muxer {
     /// In-process connections (`LocalConnector::connect`) queued since the last look.
     pub fn take_local(&mut self, now: Instant) {
         for (stream, port) in self.local.take() {
-            self.start_host(stream, port, false, now);
+            self.start_host(stream, port, false, HostOrigin::Local, now);
         }
     }
 
@@ -118,15 +120,21 @@ impl Muxer {
         stream: UnixStream,
         peer_port: u32,
         registered: bool,
+        origin: HostOrigin,
         now: Instant,
     ) {
+        // Host programs leave the last few slots to the VMM's own connections.
+        let max = match origin {
+            HostOrigin::Local => self.limits.max_connections,
+            HostOrigin::Socket => self
+                .limits
+                .max_connections
+                .saturating_sub(self.limits.reserved_local),
+        };
         let refusal = if !self.active {
             Some("the guest's vsock driver is not up".to_string())
-        } else if self.conns.len() >= self.limits.max_connections {
-            Some(format!(
-                "{} connections are open",
-                self.limits.max_connections
-            ))
+        } else if self.conns.len() >= max {
+            Some(format!("{} connections are open", self.conns.len()))
         } else {
             None
         };
@@ -150,7 +158,7 @@ impl Muxer {
         );
         let conn = Connection::host_initiated(stream, key, self.guest_cid, self.limits, now);
         self.metrics.host_connections.inc();
-        self.insert(key, conn, registered.then_some(EventSet::IN), true);
+        self.insert(key, conn, registered.then_some(EventSet::IN), true, None);
     }
 
     pub(super) fn allocate_local_port(&mut self, peer_port: u32) -> u32 {

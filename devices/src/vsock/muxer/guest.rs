@@ -73,7 +73,7 @@ impl Muxer {
         }
         if !self.conns.contains_key(&key) {
             match hdr.op {
-                OP_REQUEST => self.guest_connect(key, hdr),
+                OP_REQUEST => self.guest_connect(key, hdr, now),
                 // Already gone: nothing to reset.
                 OP_RST => {}
                 _ => {
@@ -86,6 +86,7 @@ impl Muxer {
             }
             return;
         }
+        self.touch(key, now);
         let Some(entry) = self.conns.get_mut(&key) else {
             return;
         };
@@ -147,13 +148,20 @@ impl Muxer {
     }
 
     /// A guest REQUEST to host port P: connect to `PATH_P`, or answer RST.
-    pub(super) fn guest_connect(&mut self, key: ConnKey, hdr: &Header) {
-        if self.conns.len() >= self.limits.max_connections {
-            let max = self.limits.max_connections;
+    pub(super) fn guest_connect(&mut self, key: ConnKey, hdr: &Header, now: Instant) {
+        let full = if self.guest_conns >= self.limits.max_guest_connections {
+            Some((self.limits.max_guest_connections, "guest-initiated "))
+        } else if self.conns.len() >= self.limits.max_connections {
+            Some((self.limits.max_connections, ""))
+        } else {
+            None
+        };
+        if let Some((max, which)) = full {
             self.report(
                 |m| &m.too_many_connections,
                 format_args!(
-                    "refused the guest's connection to host port {}: {max} connections are open",
+                    "refused the guest's connection to host port {}: {max} {which}connections \
+                     are open",
                     key.local_port
                 ),
             );
@@ -172,7 +180,8 @@ impl Muxer {
                 let conn =
                     Connection::guest_initiated(stream, key, self.guest_cid, self.limits, hdr);
                 self.metrics.guest_connections.inc();
-                self.insert(key, conn, None, false);
+                let idle = Some(now + self.limits.guest_idle_timeout);
+                self.insert(key, conn, None, false, idle);
             }
             Err(e) => {
                 self.report(

@@ -18,7 +18,6 @@ mod rx;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +31,7 @@ use super::host::{Handshake, LocalQueue};
 use super::metrics::{report, Counter, VsockMetrics};
 use super::packet::Header;
 use super::Limits;
+use crate::unix_socket::{BoundSocket, SocketFile};
 
 /// The host ports given to host-initiated connections: `[FIRST_LOCAL_PORT, 2^31)`.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
@@ -44,6 +44,16 @@ struct Entry {
     queued: bool,
     /// The host port came from `allocate_local_port` (host-initiated).
     allocated_port: bool,
+    /// Guest-initiated connections only: reset once this passes with no traffic either way.
+    idle_deadline: Option<Instant>,
+}
+
+/// Where a host-initiated connection came from: a host program on the socket, or the VMM's
+/// own in-process connector (which may use the slots kept for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum HostOrigin {
+    Socket,
+    Local,
 }
 
 /// A stream whose connection ended, waiting for `sync` to take it out of the epoll set.
@@ -67,8 +77,8 @@ pub(super) struct Muxer {
     listener_registered: bool,
     /// Accepting failed; the listener is not watched until then.
     accept_paused_until: Option<Instant>,
-    /// The socket file's (device, inode), to remove it on drop only if it is still ours.
-    socket_id: Option<(u64, u64)>,
+    /// The socket file, removed on drop only if it is still ours.
+    socket_file: SocketFile,
     limits: Limits,
     label: String,
     metrics: Arc<VsockMetrics>,
@@ -78,6 +88,8 @@ pub(super) struct Muxer {
     by_fd: HashMap<RawFd, ConnKey>,
     handshakes: HashMap<RawFd, Handshake>,
     rxq: VecDeque<RxItem>,
+    /// Open guest-initiated connections (those with an idle deadline).
+    guest_conns: usize,
     queued_rst: usize,
     local_ports: HashSet<u32>,
     next_local_port: u32,
@@ -91,22 +103,19 @@ impl Muxer {
     pub fn new(
         guest_cid: u64,
         uds_path: PathBuf,
-        listener: UnixListener,
+        socket: BoundSocket,
         limits: Limits,
         metrics: Arc<VsockMetrics>,
         local: Arc<LocalQueue>,
     ) -> Self {
-        let socket_id = std::fs::metadata(&uds_path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
         Muxer {
             label: format!("virtio-vsock {}", uds_path.display()),
             guest_cid,
             uds_path,
-            listener,
+            listener: socket.listener,
             listener_registered: false,
             accept_paused_until: None,
-            socket_id,
+            socket_file: socket.file,
             limits,
             metrics,
             active: false,
@@ -114,6 +123,7 @@ impl Muxer {
             by_fd: HashMap::new(),
             handshakes: HashMap::new(),
             rxq: VecDeque::new(),
+            guest_conns: 0,
             queued_rst: 0,
             local_ports: HashSet::new(),
             next_local_port: FIRST_LOCAL_PORT,
@@ -121,6 +131,10 @@ impl Muxer {
             retired: Vec::new(),
             local,
         }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn label(&self) -> &str {
@@ -145,6 +159,12 @@ impl Muxer {
         self.backlog
     }
 
+    /// Memory the connections hold for guest data, used or not.
+    #[cfg(test)]
+    pub fn backlog_capacity(&self) -> usize {
+        self.conns.values().map(|e| e.conn.backlog_capacity()).sum()
+    }
+
     // --- connection lifetime ---
 
     fn insert(
@@ -153,8 +173,12 @@ impl Muxer {
         conn: Connection,
         registered: Option<EventSet>,
         allocated_port: bool,
+        idle_deadline: Option<Instant>,
     ) {
         self.by_fd.insert(conn.stream().as_raw_fd(), key);
+        if idle_deadline.is_some() {
+            self.guest_conns += 1;
+        }
         self.conns.insert(
             key,
             Entry {
@@ -162,6 +186,7 @@ impl Muxer {
                 registered,
                 queued: false,
                 allocated_port,
+                idle_deadline,
             },
         );
         self.requeue(key);
@@ -235,6 +260,9 @@ impl Muxer {
             return;
         };
         self.backlog -= entry.conn.backlog();
+        if entry.idle_deadline.is_some() {
+            self.guest_conns -= 1;
+        }
         if entry.allocated_port {
             self.local_ports.remove(&key.local_port);
         }
@@ -250,6 +278,21 @@ impl Muxer {
         self.retired.push(Retired { stream, registered });
     }
 
+    /// Traffic on a connection: a guest-initiated one is not idle.
+    fn touch(&mut self, key: ConnKey, now: Instant) {
+        let idle = self.limits.guest_idle_timeout;
+        if let Some(entry) = self.conns.get_mut(&key) {
+            if let Some(deadline) = entry.idle_deadline.as_mut() {
+                *deadline = now + idle;
+            }
+        }
+    }
+
+    /// Open guest-initiated connections.
+    pub fn guest_connection_count(&self) -> usize {
+        self.guest_conns
+    }
+
     /// Resets what has run out of time; host connections that never sent their line are
     /// closed.
     pub fn sweep(&mut self, now: Instant) {
@@ -259,7 +302,13 @@ impl Muxer {
         let expired: Vec<(ConnKey, Reset)> = self
             .conns
             .iter()
-            .filter_map(|(key, entry)| entry.conn.expired(now).map(|why| (*key, why)))
+            .filter_map(|(key, entry)| {
+                let idle = entry.idle_deadline.is_some_and(|at| at <= now);
+                let why = entry.conn.expired(now).or(idle.then_some(Reset::Timeout(
+                    "the guest's connection carried no traffic for the idle timeout",
+                )));
+                why.map(|why| (*key, why))
+            })
             .collect();
         for (key, why) in expired {
             self.account(key, &why);
@@ -289,7 +338,11 @@ impl Muxer {
 
     /// When `sweep` next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let conns = self.conns.values().filter_map(|e| e.conn.deadline());
+        let conns = self
+            .conns
+            .values()
+            .flat_map(|e| [e.conn.deadline(), e.idle_deadline])
+            .flatten();
         let handshakes = self.handshakes.values().map(|h| h.deadline);
         conns
             .chain(handshakes)
@@ -336,11 +389,6 @@ impl Muxer {
 impl Drop for Muxer {
     fn drop(&mut self) {
         // Remove the socket file, unless another process has replaced it since.
-        let ours = std::fs::symlink_metadata(&self.uds_path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        if ours.is_some() && ours == self.socket_id {
-            let _ = std::fs::remove_file(&self.uds_path);
-        }
+        self.socket_file.remove_if_ours();
     }
 }

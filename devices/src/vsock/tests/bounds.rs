@@ -87,6 +87,7 @@ fn host_connections_waiting_for_their_line_are_bounded() {
 fn host_connections_beyond_the_connection_limit_read_eof() {
     let limits = Limits {
         max_connections: 1,
+        reserved_local: 0,
         ..Limits::default()
     };
     let mut h = Harness::with(limits, None, 32);
@@ -103,4 +104,27 @@ fn host_connections_beyond_the_connection_limit_read_eof() {
     h.guest.send(hdr(OP_REQUEST, 7000, 1234), &[]);
     assert_eq!(h.next_packet("the RST").hdr.op, OP_RST);
     assert_eq!(h.connections(), 1);
+}
+
+#[test]
+fn a_buffer_grown_for_a_slow_host_program_is_given_back_once_it_caught_up() {
+    let mut h = Harness::new();
+    let (mut host, local) = h.established_host(52, GUEST_BUF_ALLOC);
+    // The host program does not read: what its socket cannot take (about 200 KiB here) waits in
+    // the device, within the 256 KiB of credit.
+    for i in 0..12u8 {
+        h.guest_write(52, local, &pattern(32 * 1024, i));
+        h.step();
+    }
+    h.settle();
+    let held = h.vsock.lock().unwrap().muxer().backlog_capacity();
+    assert!(held > super::super::MAX_PKT_LEN, "{held}");
+    // It reads everything: the device keeps at most one packet's worth of room.
+    h.wait("the host program to read it all", |_| {
+        host.poll();
+        host.got.len() >= 12 * 32 * 1024
+    });
+    h.settle();
+    let held = h.vsock.lock().unwrap().muxer().backlog_capacity();
+    assert!(held <= super::super::MAX_PKT_LEN, "{held}");
 }

@@ -2,10 +2,12 @@
 //! sockets in a temporary folder.
 
 mod bounds;
+mod budget;
 mod data;
 mod device;
 mod guest_init;
 mod host_init;
 mod hostile;
+mod limits;
 mod shutdown;
 mod util;

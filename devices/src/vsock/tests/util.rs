@@ -14,7 +14,9 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempdir::TempDir;
 
-use ballast_virtio::test_utils::{test_guest_memory, DriverQueue, TestDriver, TEST_RAM0_END};
+use ballast_virtio::test_utils::{
+    test_guest_memory, DriverQueue, RingLayout, TestDriver, TEST_RAM0_END,
+};
 use ballast_virtio::{ActivateError, GuestMemoryMmap, VirtioInterrupt};
 
 use super::super::packet::{Header, HEADER_SIZE, OP_REQUEST, OP_RESPONSE, OP_RW, TYPE_STREAM};
@@ -176,6 +178,11 @@ impl Guest {
         self.rx_buffers.remove(&head);
         self.rx_outstanding += 1;
         head
+    }
+
+    /// Where the rx queue's rings are, for a hostile vCPU thread.
+    pub fn rx_layout(&self) -> RingLayout {
+        self.driver.queues[0].layout()
     }
 
     pub fn kick_rx(&self) {

@@ -2,14 +2,29 @@
 //! act, record), with the policy's promises checked at every decision.
 
 mod deflate;
+mod hostile;
 mod reclaim;
 mod units;
+mod working_set;
 
-use super::balloon_plan::balloon_cap;
+use super::balloon_plan::held_balloon_cap;
 use super::sim::{SimGuest, SimSpec, MIB};
 use super::{
-    Action, Decision, ManagerState, Observation, Policy, PolicyConfig, DEACTIVATE_BATCH_PAGES,
+    Action, Decision, ManagerState, Observation, Outcome, Policy, PolicyConfig, Step,
+    DEACTIVATE_BATCH_PAGES,
 };
+
+/// How the simulated agent answers (the driver guarantees an outcome for every request: an
+/// answer, or a failure once its deadline passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answers {
+    /// In the epoch it was asked.
+    Prompt,
+    /// This many epochs later.
+    Slow(u32),
+    /// Never: the request fails after this many epochs (the driver's deadline).
+    Silent(u32),
+}
 
 struct Harness {
     config: PolicyConfig,
@@ -17,12 +32,27 @@ struct Harness {
     guest: SimGuest,
     /// Decide again right after acting, as the driver may.
     recheck: bool,
+    answers: Answers,
+    /// Agent requests under way: epochs left, the request.
+    in_flight: Vec<(u32, Action)>,
     log: Vec<(Observation, Decision)>,
 }
 
 impl Harness {
     fn new(spec: SimSpec, limit_mib: Option<u64>) -> Self {
-        let config = PolicyConfig::default();
+        // The rounds' own story, without the rule that calls any long stay over L over the limit
+        // (tested on its own).
+        Self::with_config(
+            spec,
+            limit_mib,
+            PolicyConfig {
+                sustained_epochs: 1000,
+                ..PolicyConfig::default()
+            },
+        )
+    }
+
+    fn with_config(spec: SimSpec, limit_mib: Option<u64>, config: PolicyConfig) -> Self {
         let mut policy = Policy::new(config);
         policy.set_limit(limit_mib.map(|l| l * MIB));
         Self {
@@ -30,6 +60,8 @@ impl Harness {
             policy,
             guest: SimGuest::new(spec),
             recheck: false,
+            answers: Answers::Prompt,
+            in_flight: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -39,15 +71,48 @@ impl Harness {
         let decision = self.policy.decide(&obs);
         self.check(&obs, &decision);
         for action in &decision.actions {
-            let outcome = self.guest.apply(action);
-            self.policy.record(&outcome);
+            match (action, self.answers) {
+                (Action::SetBalloon { .. }, _) | (_, Answers::Prompt) => self.answer(action),
+                (_, Answers::Slow(epochs) | Answers::Silent(epochs)) => {
+                    self.in_flight.push((epochs, action.clone()))
+                }
+            }
         }
         self.log.push((obs, decision.clone()));
         decision
     }
 
+    fn answer(&mut self, action: &Action) {
+        let outcome = match (action, self.answers) {
+            (Action::SetBalloon { .. }, _) | (_, Answers::Prompt | Answers::Slow(_)) => {
+                self.guest.apply(action)
+            }
+            (_, Answers::Silent(_)) => Outcome::AgentFailed {
+                step: Step::of(action).unwrap_or(Step::File),
+                reason: "the guest agent did not answer".into(),
+            },
+        };
+        self.policy.record(&outcome);
+    }
+
+    /// Agent requests whose time has come answer.
+    fn deliver(&mut self) {
+        let mut due = Vec::new();
+        self.in_flight.retain_mut(|(left, action)| {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                due.push(action.clone());
+            }
+            *left > 0
+        });
+        for action in due {
+            self.answer(&action);
+        }
+    }
+
     /// One epoch; the last decision.
     fn epoch(&mut self) -> Decision {
+        self.deliver();
         let mut decision = self.decide();
         if self.recheck {
             decision = self.decide();
@@ -112,8 +177,12 @@ impl Harness {
                         assert!(guest.swap_total_pages > 0, "anon step without swap");
                     }
                 }
+                Action::SetBalloon { target_pages } if target_pages > obs.guest_ram_pages => {
+                    panic!("a balloon bigger than guest RAM: {action:?} for {obs:?}")
+                }
                 Action::SetBalloon { target_pages } if target_pages > obs.balloon_target_pages => {
-                    let (cap, _) = balloon_cap(&self.config, obs);
+                    let (cap, _) =
+                        held_balloon_cap(&self.config, obs, self.policy.need_hold.held());
                     assert!(
                         target_pages <= cap,
                         "inflated past the cap {cap}: {action:?}"
@@ -144,6 +213,14 @@ fn busy_guest() -> SimSpec {
         anon_cold_mib: 100,
         swap_mib: 256,
         ..Default::default()
+    }
+}
+
+/// The cause of an `over_limit` state.
+fn cause(state: &ManagerState) -> Option<super::OverLimitCause> {
+    match state {
+        ManagerState::OverLimit { cause, .. } => Some(*cause),
+        _ => None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The policy's arithmetic and bookkeeping, one piece at a time.
 
-use super::super::balloon_plan::{balloon_cap, Keep};
+use super::super::balloon_plan::{balloon_cap, held_balloon_cap, Keep};
 use super::super::file_step::{batch_request, fruitless};
+use super::super::need_hold::Need;
 use super::super::*;
 use crate::pages::PAGES_PER_MIB;
 
@@ -41,9 +42,11 @@ fn fruitless_is_under_ten_percent() {
     assert!(!fruitless(0, 0));
 }
 
+/// All of guest RAM resident: the guest's figures are believed in full.
 fn obs(ram: u64, ws: Option<u64>, guest: Option<GuestView>) -> Observation {
     Observation {
         guest_ram_pages: ram,
+        resident_pages: ram,
         working_set_pages: ws,
         guest,
         ..Default::default()
@@ -63,6 +66,7 @@ fn cap_leaves_the_working_set_and_reserve() {
             131_072 - 12_288 - 4096,
             Keep::WorkingSet {
                 working_set: 12_288,
+                guest_hot: Some(0),
                 keep: 16_384
             }
         )
@@ -78,6 +82,60 @@ fn cap_leaves_the_working_set_and_reserve() {
         131_072 - 32_768
     );
     assert_eq!(balloon_cap(&config, &obs(8000, None, None)).0, 8000 - 4096);
+    // A guest that says more is hot than the host holds is believed up to what it holds.
+    let liar = GuestView {
+        active_anon_pages: 100_000,
+        kernel_pages: 100_000,
+        ..Default::default()
+    };
+    let o = Observation {
+        resident_pages: 30_000,
+        ..obs(131_072, Some(1000), Some(liar))
+    };
+    assert_eq!(balloon_cap(&config, &o).0, 131_072 - 30_000 - 30_000 - 4096);
+}
+
+#[test]
+fn a_held_need_lowers_the_cap_and_never_raises_it() {
+    let config = PolicyConfig::default();
+    let squeezed = GuestView {
+        active_file_pages: 5000,
+        kernel_pages: 2000,
+        ..Default::default()
+    };
+    let o = Observation {
+        resident_pages: 20_000,
+        ..obs(131_072, Some(1000), Some(squeezed))
+    };
+    let held = Need {
+        working_set: 20_000,
+        guest_hot: Some(20_000),
+        kernel: 6000,
+    };
+    assert_eq!(
+        held_balloon_cap(&config, &o, Some(held)),
+        (
+            131_072 - 26_000 - 4096,
+            Keep::Held {
+                need: held,
+                keep: 30_096
+            }
+        )
+    );
+    // Less held than the guest shows now: the current figures rule.
+    let small = Need {
+        working_set: 10,
+        guest_hot: None,
+        kernel: 10,
+    };
+    assert_eq!(
+        held_balloon_cap(&config, &o, Some(small)),
+        balloon_cap(&config, &o)
+    );
+    assert_eq!(
+        held_balloon_cap(&config, &o, None),
+        balloon_cap(&config, &o)
+    );
 }
 
 #[test]
@@ -101,7 +159,7 @@ fn cap_never_underflows() {
 }
 
 #[test]
-fn agent_failure_is_charged_to_the_oldest_waiting_request() {
+fn agent_outcomes_are_charged_to_their_step_and_the_balloon_waits_for_them() {
     let mut policy = Policy::new(PolicyConfig::default());
     policy.set_limit(Some(10_000));
     let guest = GuestView {
@@ -117,37 +175,48 @@ fn agent_failure_is_charged_to_the_oldest_waiting_request() {
         ..Default::default()
     };
     let d = policy.decide(&o);
-    // need = 20 000 − 8750: the file request covers 8000, anon the rest.
+    // need = 20 000 − 8750: the file request takes the cache to its floor (half the limit,
+    // 5000), anon what fits in swap; the balloon waits for their answers.
     assert_eq!(
         d.actions,
         vec![
-            Action::DeactivateFile { pages: 8000 },
+            Action::DeactivateFile { pages: 3000 },
             Action::DeactivateAnon {
-                pages: 3000,
+                pages: 1000,
                 urgent: false
-            },
-            Action::SetBalloon {
-                target_pages: 11_250
             },
         ]
     );
+    assert!(policy.agent_in_flight());
+    // Nothing new while they run, however often the driver decides.
+    assert!(policy.decide(&o).actions.is_empty());
+    policy.record(&Outcome::AnonDeactivated {
+        asked: 1000,
+        deactivated: 1000,
+    });
     policy.record(&Outcome::AgentFailed {
+        step: Step::File,
         reason: "timed out".into(),
     });
-    policy.record(&Outcome::AnonDeactivated {
-        asked: 3000,
-        deactivated: 3000,
-    });
+    assert!(!policy.agent_in_flight());
+    let d = policy.decide(&o);
+    assert_eq!(
+        d.actions,
+        vec![Action::SetBalloon {
+            target_pages: 11_250
+        }]
+    );
     policy.record(&Outcome::BalloonSet {
         target_pages: 11_250,
     });
     let c = policy.counters();
     assert_eq!(
         (c.file.taken, c.file.failed, c.file.asked_pages),
-        (1, 1, 8000)
+        (1, 1, 3000)
     );
-    assert_eq!((c.anon.taken, c.anon.obtained_pages), (1, 3000));
+    assert_eq!((c.anon.taken, c.anon.claimed_pages), (1, 1000));
     assert_eq!((c.inflate.taken, c.inflate.asked_pages), (1, 11_250));
+    // The balloon took its pages, but resident did not fall: the anon claim obtained nothing.
     // The failed file step rests; anon carries on.
     let o = Observation {
         balloon_target_pages: 11_250,
@@ -155,23 +224,21 @@ fn agent_failure_is_charged_to_the_oldest_waiting_request() {
         ..o
     };
     let d = policy.decide(&o);
-    assert!(!d
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::DeactivateFile { .. })));
-    assert!(d
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::DeactivateAnon { .. })));
-    assert_eq!(policy.counters().inflate.obtained_pages, 11_250);
-    // A failure goes to the request still waiting (anon); one with nothing waiting is only
-    // logged.
-    policy.record(&Outcome::AgentFailed {
-        reason: "late".into(),
-    });
-    policy.record(&Outcome::AgentFailed {
-        reason: "later".into(),
-    });
+    assert!(
+        matches!(d.actions[..], [Action::DeactivateAnon { pages: 1000, .. }]),
+        "{d:?}"
+    );
+    let c = policy.counters();
+    assert_eq!((c.anon.claimed_pages, c.anon.obtained_pages), (1000, 0));
+    assert_eq!(c.inflate.obtained_pages, 11_250);
+    // A failure goes to the request of its step still waiting; one with nothing waiting is
+    // only logged.
+    for reason in ["late", "later"] {
+        policy.record(&Outcome::AgentFailed {
+            step: Step::Anon,
+            reason: reason.into(),
+        });
+    }
     assert_eq!(policy.counters().anon.failed, 1);
     assert_eq!(policy.counters().file.failed, 1);
 }
@@ -209,11 +276,17 @@ fn extreme_observations_do_not_panic() {
             reserve_pages: u64::MAX,
             deflate_step_pages: u64::MAX,
             psi_full_starved_avg10: f64::NAN,
+            psi_some_pressed_avg10: f64::NAN,
+            refault_pages_per_epoch: u64::MAX,
+            sustained_epochs: 0,
         },
         PolicyConfig {
             reserve_pages: 0,
             deflate_step_pages: 0,
             psi_full_starved_avg10: 0.0,
+            psi_some_pressed_avg10: 0.0,
+            refault_pages_per_epoch: 0,
+            sustained_epochs: u32::MAX,
         },
     ];
     let mut rounds = 0u64;
@@ -228,6 +301,7 @@ fn extreme_observations_do_not_panic() {
                         let o = Observation {
                             guest_ram_pages: a,
                             resident_pages: b,
+                            balloon_violation_pages: c,
                             balloon_target_pages: c,
                             balloon_actual_pages: values[(rounds % 7) as usize],
                             working_set_pages: (!rounds.is_multiple_of(3)).then_some(c),
@@ -236,7 +310,13 @@ fn extreme_observations_do_not_panic() {
                                 anon_pages: c,
                                 free_pages: a,
                                 swap_total_pages: b,
+                                swap_used_pages: a,
                                 psi_full_avg10: psi,
+                                psi_some_avg10: psi,
+                                active_file_pages: c,
+                                active_anon_pages: a,
+                                refaults: values[(rounds % 5) as usize],
+                                kernel_pages: b,
                             }),
                         };
                         let d = policy.decide(&o);

@@ -39,10 +39,32 @@ pub fn manager(out: &mut String, view: &ManagerView) {
         gauge(
             out,
             "ballast_memory_working_set_bytes",
-            "Guest pages dirtied in the last 8 epochs (absent while unknown).",
+            "The working set the memory manager keeps: the larger of its sources (absent while \
+             unknown).",
             pages.saturating_mul(PAGE_SIZE),
         );
     }
+    let mut sources = Family::new(
+        out,
+        "ballast_memory_working_set_source_bytes",
+        "gauge",
+        "Each source of the working set, while known: dirty_log (guest pages written in the \
+         last 8 epochs), guest_active (the guest's active LRU lists, reads included).",
+    );
+    for (source, pages) in [
+        ("dirty_log", view.dirty_working_set_pages),
+        ("guest_active", view.guest_active_pages),
+    ] {
+        if let Some(pages) = pages {
+            sources.sample(&[("source", source)], pages.saturating_mul(PAGE_SIZE));
+        }
+    }
+    gauge(
+        out,
+        "ballast_memory_host_idle_page_tracking",
+        "1 when this host's kernel has idle page tracking (/sys/kernel/mm/page_idle), else 0.",
+        flag(view.host_idle_tracking),
+    );
     if let Some(rate) = view.dirty_rate_pages_per_s {
         gauge(
             out,
@@ -75,6 +97,45 @@ pub fn manager(out: &mut String, view: &ManagerView) {
         causes.sample(&[("cause", name)], flag(current == Some(name)));
     }
 
+    gauge(
+        out,
+        "ballast_memory_over_limit_epochs",
+        "Epochs in a row, up to the last, with resident guest RAM above the limit.",
+        view.counters.over_limit_epochs,
+    );
+    gauge(
+        out,
+        "ballast_memory_max_overshoot_bytes",
+        "The most resident guest RAM was above the limit at one epoch since the limit was last \
+         set.",
+        view.counters.max_overshoot_pages.saturating_mul(PAGE_SIZE),
+    );
+    counter(
+        out,
+        "ballast_balloon_resident_violations_total",
+        "Balloon pages the host found resident again (touched by the guest after it gave them \
+         to the balloon) and released again, summed over epochs.",
+        view.counters.balloon_violation_pages,
+    );
+    counter(
+        out,
+        "ballast_balloon_violation_epochs_total",
+        "Epochs in which balloon pages were found resident again.",
+        view.counters.balloon_violation_epochs,
+    );
+    counter(
+        out,
+        "ballast_memory_working_set_backoffs_total",
+        "Times the guest refaulted or stalled with pages in the balloon and got a step back.",
+        view.counters.working_set_backoffs,
+    );
+    counter(
+        out,
+        "ballast_balloon_oom_deflates_total",
+        "Times the guest took pages back from the balloon on its own (deflate on OOM).",
+        view.counters.balloon_oom_deflates,
+    );
+    file_passes(out, view);
     counter(
         out,
         "ballast_memory_reclaim_episodes_total",
@@ -94,6 +155,31 @@ pub fn manager(out: &mut String, view: &ManagerView) {
         view.sample_cost.as_secs_f64(),
     );
     steps(out, view);
+}
+
+/// Where the agent's `deactivate_file` answers say their pages came from.
+fn file_passes(out: &mut String, view: &ManagerView) {
+    let p = &view.file_passes;
+    let mut freed = Family::new(
+        out,
+        "ballast_agent_file_freed_bytes_total",
+        "counter",
+        "Page cache the guest agent says its deactivate_file passes freed: big files, small \
+         files, and the whole-guest fallback.",
+    );
+    for (pass, pages) in [
+        ("big", p.big_pages),
+        ("small", p.small_pages),
+        ("fallback", p.fallback_pages),
+    ] {
+        freed.sample(&[("pass", pass)], pages.saturating_mul(PAGE_SIZE));
+    }
+    counter(
+        out,
+        "ballast_agent_file_fallbacks_total",
+        "deactivate_file requests in which the agent ran its whole-guest fallback.",
+        p.fallbacks,
+    );
 }
 
 /// One counter family per measure, one sample per step.
@@ -121,9 +207,17 @@ fn steps(out: &mut String, view: &ManagerView) {
     per_step(
         out,
         "ballast_memory_reclaim_obtained_bytes_total",
-        "Guest memory each step obtained: freed (file), deactivated (anon), or by which the \
-         balloon grew (inflate) or shrank (deflate).",
+        "Guest memory each step obtained, as the host measured it: the fall in resident guest \
+         RAM over the agent's rounds, up to what it claimed (file, anon); what the balloon grew \
+         (inflate) or shrank (deflate) by.",
         &|c| bytes(c.obtained_pages),
+    );
+    per_step(
+        out,
+        "ballast_memory_reclaim_claimed_bytes_total",
+        "Guest memory the guest agent said each of its steps freed (file) or deactivated \
+         (anon), shown beside what was measured; 0 for the balloon's steps.",
+        &|c| bytes(c.claimed_pages),
     );
     per_step(
         out,

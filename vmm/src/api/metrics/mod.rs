@@ -196,6 +196,10 @@ mod tests {
         view.threshold_pages = Some(224 * 256);
         view.resident_pages = Some(300 * 256);
         view.working_set_pages = Some(100 * 256);
+        view.dirty_working_set_pages = Some(60 * 256);
+        view.guest_active_pages = Some(100 * 256);
+        view.file_passes.big_pages = 2000;
+        view.file_passes.fallbacks = 1;
         view.dirty_rate_pages_per_s = Some(2.5);
         view.state = ManagerState::OverLimit {
             reason: "balloon at its cap".into(),
@@ -205,6 +209,7 @@ mod tests {
             taken: 3,
             asked_pages: 3000,
             obtained_pages: 2500,
+            claimed_pages: 3000,
             failed: 1,
             time: Duration::from_millis(1250),
         };
@@ -212,10 +217,13 @@ mod tests {
             taken: 2,
             asked_pages: 256,
             obtained_pages: 128,
+            claimed_pages: 0,
             failed: 0,
             time: Duration::from_secs(4),
         };
         view.counters.episodes = 1;
+        view.counters.balloon_violation_pages = 300;
+        view.counters.max_overshoot_pages = 44 * 256;
         view.epochs = 42;
         view.sample_cost = Duration::from_micros(500);
         view.host_enforce = HostEnforceStatus {
@@ -247,10 +255,16 @@ mod tests {
                 balloon_actual_mib: 0,
                 dirty_rate_bytes_per_s: None,
                 working_set_bytes: None,
+                working_set_dirty_bytes: None,
+                working_set_guest_active_bytes: None,
+                host_idle_page_tracking: false,
                 guest: None,
                 agent: None,
                 state: MemoryState::OverLimit,
                 state_reason: None,
+                state_cause: Some("balloon_at_cap".into()),
+                max_overshoot_bytes: Some(44 * MIB),
+                balloon_violation_bytes: 0,
                 host_enforce: view.host_enforce.clone(),
             },
             balloon_target_pages: 256,
@@ -313,11 +327,41 @@ mod tests {
             v("ballast_memory_dirty_rate_bytes_per_second", &[]),
             2.5 * 4096.0
         );
+        assert_eq!(
+            v(
+                "ballast_memory_working_set_source_bytes",
+                &[("source", "dirty_log")]
+            ),
+            (60 * MIB) as f64
+        );
+        assert_eq!(
+            v(
+                "ballast_memory_working_set_source_bytes",
+                &[("source", "guest_active")]
+            ),
+            (100 * MIB) as f64
+        );
+        assert_eq!(
+            v("ballast_agent_file_freed_bytes_total", &[("pass", "big")]),
+            2000.0 * 4096.0
+        );
+        assert_eq!(
+            v(
+                "ballast_agent_file_freed_bytes_total",
+                &[("pass", "fallback")]
+            ),
+            0.0
+        );
+        assert_eq!(v("ballast_agent_file_fallbacks_total", &[]), 1.0);
         assert_eq!(v("ballast_memory_over_limit", &[]), 1.0);
         for (cause, on) in [
             ("balloon_at_cap", 1.0),
             ("balloon_stuck", 0.0),
             ("starved", 0.0),
+            ("balloon_violated", 0.0),
+            ("working_set", 0.0),
+            ("agent_unverified", 0.0),
+            ("sustained", 0.0),
             ("guest_unresponsive", 0.0),
         ] {
             assert_eq!(
@@ -338,7 +382,16 @@ mod tests {
             v("ballast_memory_reclaim_obtained_bytes_total", &file),
             2500.0 * 4096.0
         );
+        assert_eq!(
+            v("ballast_memory_reclaim_claimed_bytes_total", &file),
+            3000.0 * 4096.0
+        );
         assert_eq!(v("ballast_memory_reclaim_failures_total", &file), 1.0);
+        assert_eq!(
+            v("ballast_memory_max_overshoot_bytes", &[]),
+            (44 * MIB) as f64
+        );
+        assert_eq!(v("ballast_balloon_resident_violations_total", &[]), 300.0);
         assert_eq!(v("ballast_memory_reclaim_seconds_total", &file), 1.25);
         let inflate = [("step", "inflate")];
         assert_eq!(

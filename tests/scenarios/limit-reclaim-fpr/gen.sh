@@ -1,0 +1,1 @@
+../limit-reclaim/gen.sh

@@ -1,0 +1,1 @@
+../limit-reclaim/host.sh
