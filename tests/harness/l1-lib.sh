@@ -34,7 +34,11 @@ payload_add_qemu() {
     ldd "$qemu" | awk '/=> \// { print $3 } /^[ \t]*\/lib64/ { print $1 }' | while read -r lib; do
         install -D -m 755 "$(realpath "$lib")" "$p$lib"
     done
+    # Debian's seabios package ships the microvm BIOS in its own folder, and QEMU 10 from
+    # bookworm-backports does not link it into /usr/share/qemu.
     for f in bios-microvm.bin linuxboot_dma.bin; do
-        install -m 644 "/usr/share/qemu/$f" "$p/usr/share/qemu/$f"
+        local src=/usr/share/qemu/$f
+        [ -e "$src" ] || src=/usr/share/seabios/$f
+        install -m 644 "$src" "$p/usr/share/qemu/$f"
     done
 }
