@@ -156,7 +156,9 @@ impl Policy {
                 psi_full: g.psi_full_avg10,
             });
         }
-        if self.pressure.oom_deflated > 0 {
+        // Only a balloon the manager sized follows the guest's own deflate: a target the user set
+        // by hand, with no limit, stays where the user put it (as the virtio balloon has it).
+        if self.limit.is_some() && self.pressure.oom_deflated > 0 {
             return Some(Pressure::OomDeflate {
                 pages: self.pressure.oom_deflated,
             });

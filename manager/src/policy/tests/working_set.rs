@@ -208,3 +208,24 @@ fn a_deflate_on_oom_is_noticed_and_the_target_follows() {
     h.run(3);
     assert_eq!(h.guest.balloon_target, balloon - 32 * MIB);
 }
+
+#[test]
+fn a_deflate_on_oom_leaves_a_hand_set_target_alone() {
+    let spec = SimSpec {
+        anon_hot_mib: 48,
+        ..SimSpec::default()
+    };
+    let mut h = Harness::new(spec, None);
+    // Someone set the balloon by hand, with no limit.
+    h.guest.balloon_target = 160 * MIB;
+    h.run(5);
+    assert_eq!(h.guest.balloon, 160 * MIB);
+
+    // The guest ran out of memory and took 32 MiB back itself.
+    h.guest.balloon -= 32 * MIB;
+    h.guest.free_untouched += 32 * MIB;
+    let d = h.epoch();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(h.policy.counters().balloon_oom_deflates, 1);
+    assert_eq!(h.guest.balloon_target, 160 * MIB);
+}
