@@ -126,6 +126,9 @@ const MANAGER: &[c_long] = &[
     SYS_openat,
     SYS_pread64,
     SYS_pwrite64,
+    // memory.high's writer sets the file's length after each write (harmless on cgroupfs;
+    // needed where a regular file stands in for it): limit-host-enforce was stopped without it.
+    SYS_ftruncate,
 ];
 
 /// The agent link: a socket pair to the vsock device, and waiting on it.
