@@ -59,7 +59,9 @@ verdict="$repo/target/debug/e2e-verdict"
 scenario_copy() {
     local src=$1 dst=$2 vcpus=$3 thp=$4 tsc=$5 extra=$6
     rm -rf "$dst"
-    cp -a "$src" "$dst"
+    # -L: a scenario may share files with another through symlinks (limit-reclaim-fpr,
+    # the soak's balloon-cycles), which would dangle in the copy.
+    cp -rL "$src" "$dst"
     if [ -n "$vcpus" ]; then
         if grep -q -- '--vcpus' "$dst/ballast.args"; then
             sed -i -E "s/--vcpus[ =][0-9]+/--vcpus $vcpus/" "$dst/ballast.args"

@@ -1,3 +1,1 @@
-for i in 1 2 3 4 5 6 7 8; do
-    gen_bytes "limit-$i" 32M >"file$i.bin"
-done
+../../../scenarios/limit-cycles/gen.sh
