@@ -50,7 +50,8 @@
 # BALLAST_L1_SUITE / BALLAST_L1_KERNEL_PKG (L1's kernel, resources/fetch.sh),
 # BALLAST_L1_TRACE (trace events L1 records, printed when a guest dies: l1-init),
 # BALLAST_L1_KVM and BALLAST_L1_KVM_AMD (kvm and kvm-amd module parameters in L1, e.g.
-# tdp_mmu=0, npt=0),
+# tdp_mmu=0, npt=0), BALLAST_L1_CPUS (the L1 CPUs each scenario's processes run on,
+# default 1; empty: all of them),
 # BALLAST_L2_VMM=qemu (QEMU microvm runs the guests instead of ballast: the control).
 # A folder given more than once runs that many times (tests/soak/nested.sh).
 # --stream copies the console to stderr as it runs; --l1-check (nested) also
@@ -362,6 +363,14 @@ echo "$cmdline" >"$payload/etc/ballast/cmdline"
 # and kvm-amd modules.
 [ -z "${BALLAST_L1_KVM:-}" ] || echo "$BALLAST_L1_KVM" >"$payload/etc/ballast/kvm-params"
 [ -z "${BALLAST_L1_KVM_AMD:-}" ] || echo "$BALLAST_L1_KVM_AMD" >"$payload/etc/ballast/kvm-amd-params"
+# BALLAST_L1_CPUS: the L1 CPUs each scenario's processes (ballast, host.sh) are pinned to
+# (taskset -c). Default: L1's CPU 1 alone. With the guest's vCPUs spread over both of L1's
+# CPUs, guests died of spurious page faults under QEMU's multi-threaded TCG (one scenario
+# boot in four to six; README "Guest deaths under nested TCG"); with every change to the
+# guest's nested page tables made on the CPU that runs the guest, none died so far. The
+# price is speed: a 2-vCPU guest shares one CPU. Empty: no pinning.
+l1_cpus=${BALLAST_L1_CPUS-1}
+[ -z "$l1_cpus" ] || echo "$l1_cpus" >"$payload/etc/ballast/cpus"
 [ "$check" = 0 ] || touch "$payload/etc/ballast/check"
 [ ${#dirs[@]} -eq 0 ] || mv "$work/scenarios" "$payload/scenarios"
 "$here/build-l1-initramfs.sh" --payload "$payload" -o "$work/l1.cpio.gz"

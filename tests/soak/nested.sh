@@ -18,6 +18,9 @@
 #   l1mem=MIB        L1's RAM (BALLAST_L1_MEMORY)
 #   kvm=P            kvm's parameters in L1, '+' for a blank (tdp_mmu=0: KVM's older MMU)
 #   kvmamd=P         kvm-amd's parameters in L1, '+' for a blank (npt=0: shadow paging)
+#   cpus=LIST|all    L1 CPUs each scenario's processes (ballast, host.sh) are pinned to
+#                    (taskset -c LIST; BALLAST_L1_CPUS, the harness pins to CPU 1 by
+#                    default); all: no pinning
 #   ballast=PATH     another ballast binary (an experimental build) for this configuration
 #   vmm=ballast|qemu the guest's VMM inside L1: ballast, or QEMU microvm as the control
 #                    (tests/harness/qemu-as-ballast.sh; scenarios without host.sh only)
@@ -113,7 +116,7 @@ table="$out/soak.md"
 } >"$table"
 
 for config in "${configs[@]}"; do
-    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' l1cmdline='' l1mem='' kvm='' kvmamd='' vmm=ballast trace='' extra='' bin=$BALLAST_BIN
+    vcpus='' tsc='' thp='' l1='' qemu='' smp='' accel='' l1cmdline='' l1mem='' kvm='' kvmamd='' cpus='' vmm=ballast trace='' extra='' bin=$BALLAST_BIN
     scen=limit-reclaim+agent-deactivate-file
     IFS=, read -ra words <<<"$config"
     for w in "${words[@]}"; do
@@ -130,6 +133,7 @@ for config in "${configs[@]}"; do
         l1mem=*) l1mem=${w#*=} ;;
         kvmamd=*) kvmamd=${w#*=} kvmamd=${kvmamd//+/ } ;;
         kvm=*) kvm=${w#*=} kvm=${kvm//+/ } ;;
+        cpus=*) cpus=${w#*=} ;;
         vmm=*) vmm=${w#*=} ;;
         ballast=*) bin=${w#*=} ;;
         trace=*) trace=${w#*=} ;;
@@ -159,6 +163,11 @@ for config in "${configs[@]}"; do
     [ -z "$l1mem" ] || env+=(BALLAST_L1_MEMORY="$l1mem")
     [ -z "$kvmamd" ] || env+=(BALLAST_L1_KVM_AMD="$kvmamd")
     [ -z "$kvm" ] || env+=(BALLAST_L1_KVM="$kvm")
+    case $cpus in
+    '') ;;
+    all) env+=(BALLAST_L1_CPUS=) ;;
+    *) env+=(BALLAST_L1_CPUS="$cpus") ;;
+    esac
     case $l1 in
     '' | stable) ;;
     backports) env+=(BALLAST_L1_SUITE=bookworm-backports) ;;
