@@ -132,6 +132,16 @@ metric() {
     ballast metrics | awk -v name="$1" '$1 == name { print $2; exit }'
 }
 
+# metric_mib NAME: a byte counter of `ballast metrics` in whole MiB; nothing (and false)
+# when the series is absent or the API does not answer.
+metric_mib() {
+    local bytes
+    bytes=$(metric "$1")
+    bytes=${bytes%.*}
+    case $bytes in '' | *[!0-9]*) return 1 ;; esac
+    echo $((bytes >> 20))
+}
+
 # ballast_resident_mib: guest RAM resident on the host, in MiB, as ballast's API
 # measures it; nothing (and false) when the API does not answer.
 ballast_resident_mib() {

@@ -21,10 +21,8 @@ host_result host_agent_named "$(tf wait_until 120 cause_is agent_unverified)"
 host_result host_seconds_to_agent_named "$(since_s "$t0")"
 host_result host_memory_state "$(status_field memory state)"
 host_result host_state_cause "$(cause)"
-claimed=$(metric 'ballast_memory_reclaim_claimed_bytes_total{step="file"}')
-obtained=$(metric 'ballast_memory_reclaim_obtained_bytes_total{step="file"}')
-host_result host_file_claimed_mib $(( ${claimed%.*} >> 20 ))
-host_result host_file_obtained_mib $(( ${obtained%.*} >> 20 ))
+host_result host_file_claimed_mib "$(metric_mib 'ballast_memory_reclaim_claimed_bytes_total{step="file"}')"
+host_result host_file_obtained_mib "$(metric_mib 'ballast_memory_reclaim_obtained_bytes_total{step="file"}')"
 host_result host_resident_after_mib "$(ballast_resident_mib)"
 ballast status | sed -n 's/^\(state\|memory\|host enforce\): */\1: /p' | while read -r line; do echo "status: $line"; done
 ballast limit clear >/dev/null || exit 1
