@@ -1,6 +1,8 @@
 # Each round: cut the limit to 192 MiB and wait for resident ≤ 168 MiB (the threshold),
 # then clear it and wait for the balloon to empty. On a guest that stops answering, say
-# what ballast's threads and the L1 kernel are doing.
+# what ballast's threads and the L1 kernel are doing. The waits are bounds, not timings: in
+# the nested L1 (both guest vCPUs on one emulated CPU) a round took 19-40 s, over 60 s on a
+# loaded machine.
 balloon_empty() { [ "$(balloon_target_mib)" = 0 ]; }
 diag() {
     echo "[diag] $*"
@@ -18,10 +20,10 @@ c=1
 while [ $c -le 4 ]; do
     wait_console "BALLAST-SYNC cycle$c" 180 || { ballast_alive && diag "no cycle $c"; break; }
     ballast limit set 192M >/dev/null || exit 1
-    wait_every 0.5 60 resident_at_most 168 && reached=$((reached + 1))
+    wait_every 0.5 150 resident_at_most 168 && reached=$((reached + 1))
     ballast_alive || break
     ballast limit clear >/dev/null || exit 1
-    wait_every 0.5 40 balloon_empty && emptied=$((emptied + 1))
+    wait_every 0.5 90 balloon_empty && emptied=$((emptied + 1))
     ballast_alive || break
     echo "cycle $c: threshold reached $reached, balloon emptied $emptied"
     send_guest go
