@@ -38,6 +38,21 @@ pub const fn to_mib(pages: u64) -> u64 {
     pages / PAGES_PER_MIB
 }
 
+/// A page count for people: "39000 pages (152.3 MiB)", as log messages show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown(pub u64);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = self.0 as f64 / PAGES_PER_MIB as f64;
+        if self.0 == 1 {
+            write!(f, "1 page ({mib:.1} MiB)")
+        } else {
+            write!(f, "{} pages ({mib:.1} MiB)", self.0)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,7 +76,7 @@ impl Driver {
             }
             let outcome = call.outcome(result);
             log::info!(
-                "memory manager: {:?} -> {outcome:?} in {} ms",
+                "memory manager: {} -> {outcome} in {} ms",
                 call.request,
                 call.started.elapsed().as_millis()
             );

@@ -302,6 +302,7 @@ impl Driver {
             guest: self
                 .guest_view()
                 .map(|view| self.hot_window.hold(sample.epoch, view)),
+            agent_absent: self.parts.agent.is_none(),
         }
     }
 
@@ -345,7 +346,7 @@ impl Driver {
                 let outcome = Outcome::BalloonSet {
                     target_pages: self.parts.balloon.set_target_pages(target_pages),
                 };
-                log::info!("memory manager: {action:?} -> {outcome:?}");
+                log::info!("memory manager: {action} -> {outcome}");
                 self.policy.record(&outcome);
             }
             Action::DeactivateFile { pages } => self.start_call(AgentRequest::File { pages }),

@@ -49,6 +49,22 @@ pub enum AgentRequest {
     Anon { pages: u64, urgent: bool },
 }
 
+impl std::fmt::Display for AgentRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            AgentRequest::File { pages } => {
+                write!(f, "file request for {}", crate::pages::Shown(pages))
+            }
+            AgentRequest::Anon { pages, urgent } => write!(
+                f,
+                "anon request ({}) for {}",
+                if urgent { "page out" } else { "deactivate" },
+                crate::pages::Shown(pages)
+            ),
+        }
+    }
+}
+
 /// What the agent answered: the pages it claims it freed or deactivated, and for a file request
 /// which of its passes freed them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -281,9 +281,7 @@ impl Policy {
             idle: Vec::new(),
         };
         match &obs.guest {
-            None => round
-                .idle
-                .push("the guest agent does not answer".to_string()),
+            None => round.idle.push(obs.no_agent_reason().to_string()),
             Some(guest) => {
                 episode.rearm(limit, guest);
                 let file_exhausted = episode.file.as_ref().map(|ex| ex.why.as_str());

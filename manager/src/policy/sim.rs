@@ -107,6 +107,8 @@ pub struct SimGuest {
     pub balloon_rate: u64,
     pub balloon_responds: bool,
     pub agent: bool,
+    /// The VM has no vsock device: no agent link at all.
+    pub no_vsock: bool,
     pub free_page_reporting: bool,
     pub working_set_known: bool,
     pub psi_full_avg10: f64,
@@ -153,6 +155,7 @@ impl SimGuest {
             balloon_rate: spec.balloon_rate_mib * MIB,
             balloon_responds: spec.balloon_responds,
             agent: spec.agent,
+            no_vsock: false,
             free_page_reporting: spec.free_page_reporting,
             working_set_known: spec.working_set_known,
             psi_full_avg10: 0.0,
@@ -217,6 +220,7 @@ impl SimGuest {
                 refaults: self.refaults,
                 kernel_pages: self.kernel,
             }),
+            agent_absent: self.no_vsock,
         }
     }
 

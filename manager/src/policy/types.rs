@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::pages::PAGES_PER_MIB;
+use crate::pages::{Shown, PAGES_PER_MIB};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolicyConfig {
@@ -54,6 +54,9 @@ pub struct Observation {
     pub working_set_pages: Option<u64>,
     /// `None` when the agent has not answered (absent or unresponsive).
     pub guest: Option<GuestView>,
+    /// The VM has no link to a guest agent at all (no vsock device): reasons then say so
+    /// instead of blaming an agent that was never there.
+    pub agent_absent: bool,
 }
 
 /// The guest's own account of its memory, from the agent.
@@ -88,6 +91,15 @@ impl GuestView {
 }
 
 impl Observation {
+    /// Why the policy has no guest view this epoch, in the words of a reason.
+    pub(crate) fn no_agent_reason(&self) -> &'static str {
+        if self.agent_absent {
+            "the VM has no guest agent (no vsock device: start it with --vsock-sock)"
+        } else {
+            "the guest agent does not answer"
+        }
+    }
+
     /// The working set the policy keeps: the larger of the dirty log's (writes) and the
     /// guest's active lists (reads too); `None` while neither is known. What the guest says is
     /// hot is believed up to what the host holds: a hot page that is not resident is a claim
@@ -112,6 +124,26 @@ pub enum Action {
     DeactivateAnon { pages: u64, urgent: bool },
     /// A new balloon target: bigger inflates, smaller deflates.
     SetBalloon { target_pages: u64 },
+}
+
+/// As the driver's log shows an action: what is asked, in pages and MiB.
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Action::DeactivateFile { pages } => {
+                write!(f, "ask the agent to drop {} of file cache", Shown(pages))
+            }
+            Action::DeactivateAnon { pages, urgent } => write!(
+                f,
+                "ask the agent to {} {} of anon memory",
+                if urgent { "page out" } else { "deactivate" },
+                Shown(pages)
+            ),
+            Action::SetBalloon { target_pages } => {
+                write!(f, "set the balloon target to {}", Shown(target_pages))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -204,6 +236,30 @@ pub enum Outcome {
     BalloonSet {
         target_pages: u64,
     },
+}
+
+/// As the driver's log shows an outcome: the agent's claims are called claims.
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::FileDeactivated { asked, freed } => write!(
+                f,
+                "the agent claims {} freed of {asked} asked",
+                Shown(*freed)
+            ),
+            Outcome::AnonDeactivated { asked, deactivated } => write!(
+                f,
+                "the agent claims {} deactivated of {asked} asked",
+                Shown(*deactivated)
+            ),
+            Outcome::AgentFailed { step, reason } => {
+                write!(f, "the agent did not carry out the {step} step: {reason}")
+            }
+            Outcome::BalloonSet { target_pages } => {
+                write!(f, "balloon target set to {}", Shown(*target_pages))
+            }
+        }
+    }
 }
 
 /// The steps of the handler, for counters, metrics labels and logs.

@@ -90,8 +90,8 @@ impl Policy {
             return ManagerState::GuestUnresponsive {
                 reason: format!(
                     "resident {resident} MiB has been over the limit {limit} MiB for {epochs} \
-                     epochs, the guest agent does not answer and the balloon has not moved \
-                     ({} of {} MiB)",
+                     epochs, {} and the balloon has not moved ({} of {} MiB)",
+                    obs.no_agent_reason(),
                     mib(obs.balloon_actual_pages),
                     mib(obs.balloon_target_pages)
                 ),

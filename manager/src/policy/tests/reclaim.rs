@@ -339,6 +339,14 @@ fn unresponsive_guest() {
         "{why}"
     );
     assert!(why.contains("the guest agent does not answer"), "{why}");
+    // A VM without a vsock device has no agent to blame.
+    h.guest.no_vsock = true;
+    let why = reason(&h.epoch().state).to_string();
+    assert!(
+        why.contains("the VM has no guest agent (no vsock device: start it with --vsock-sock)"),
+        "{why}"
+    );
+    h.guest.no_vsock = false;
     // Asked once, not piled on.
     assert_eq!(h.actions().len(), 1);
     // The balloon wakes up: back to reclaiming.

@@ -318,6 +318,7 @@ fn extreme_observations_do_not_panic() {
                                 refaults: values[(rounds % 5) as usize],
                                 kernel_pages: b,
                             }),
+                            agent_absent: rounds.is_multiple_of(8),
                         };
                         let d = policy.decide(&o);
                         for action in &d.actions {
@@ -345,4 +346,37 @@ fn extreme_observations_do_not_panic() {
         }
     }
     assert!(rounds > 1000);
+}
+
+#[test]
+fn actions_and_outcomes_read_as_sentences_with_pages_and_mib() {
+    let shown = |a: &dyn std::fmt::Display| a.to_string();
+    assert_eq!(
+        shown(&Action::SetBalloon {
+            target_pages: 68_819
+        }),
+        "set the balloon target to 68819 pages (268.8 MiB)"
+    );
+    assert_eq!(
+        shown(&Action::DeactivateAnon {
+            pages: 256,
+            urgent: true
+        }),
+        "ask the agent to page out 256 pages (1.0 MiB) of anon memory"
+    );
+    assert_eq!(
+        shown(&Outcome::FileDeactivated {
+            asked: 39_000,
+            freed: 1
+        }),
+        "the agent claims 1 page (0.0 MiB) freed of 39000 asked"
+    );
+    let failed = Outcome::AgentFailed {
+        step: Step::File,
+        reason: "no answer within 4 s".into(),
+    };
+    assert_eq!(
+        shown(&failed),
+        "the agent did not carry out the file step: no answer within 4 s"
+    );
 }
