@@ -68,6 +68,9 @@ pub struct ManagerView {
     /// Guest RAM, in guest pages.
     pub guest_pages: u64,
     pub limit_pages: Option<u64>,
+    /// The balloon target the user set by hand (`PATCH /balloon`); the manager gives the
+    /// balloon back down to it, not below, when the limit is raised or cleared.
+    pub user_balloon_pages: u64,
     pub threshold_pages: Option<u64>,
     pub resident_pages: Option<u64>,
     /// Balloon pages found resident at the last epoch (the guest touched pages it gave away)
@@ -190,6 +193,12 @@ impl ManagerHandle {
         view.limit_pages = limit::validate(limit_pages, view.guest_pages)?;
         self.shared.changed.notify_all();
         Ok(())
+    }
+
+    /// Records a balloon target the user set by hand, which the manager keeps when it gives
+    /// balloon pages back (the target itself is set on the device by the caller).
+    pub fn set_user_balloon_pages(&self, pages: u64) {
+        self.shared.view().user_balloon_pages = pages;
     }
 }
 

@@ -125,6 +125,8 @@ impl Driver {
                     self.hot_window.clear();
                 }
             }
+            let user_balloon = self.shared.view().user_balloon_pages;
+            self.policy.set_user_balloon_pages(user_balloon);
             // An epoch for an agent's answer keeps the cadence of the others.
             if !answered {
                 next = Instant::now() + self.config.sample_interval;

@@ -302,13 +302,15 @@ impl Policy {
         if obs.balloon_actual_pages > target && !self.balloon_stuck() {
             return;
         }
+        // What the user set by hand stays: only the manager's own pages are given back.
+        let own = target.saturating_sub(self.user_balloon_pages);
         let (room, above_floor) = match self.limit {
-            None => (u64::MAX, target),
+            None => (u64::MAX, own),
             Some(limit) => {
                 let floor = obs.guest_ram_pages.saturating_sub(limit);
                 (
                     threshold_for(limit).saturating_sub(obs.resident_pages),
-                    target.saturating_sub(floor),
+                    own.min(target.saturating_sub(floor)),
                 )
             }
         };
@@ -320,7 +322,7 @@ impl Policy {
         let amount = self
             .config
             .deflate_step_pages
-            .min(target)
+            .min(own)
             .min(room.min(left).max(above_floor));
         if amount == 0 {
             self.deflate = None;

@@ -157,6 +157,9 @@ pub struct Policy {
     inflate_yield: Option<f64>,
     last_state: ManagerState,
     counters: PolicyCounters,
+    /// The balloon target the user set by hand (`PATCH /balloon`): a raised or cleared limit
+    /// gives the balloon back down to it, not below.
+    user_balloon_pages: u64,
 }
 
 impl Policy {
@@ -177,6 +180,7 @@ impl Policy {
             inflate_yield: None,
             last_state: ManagerState::WithinLimit,
             counters: PolicyCounters::default(),
+            user_balloon_pages: 0,
         }
     }
 
@@ -207,6 +211,12 @@ impl Policy {
 
     pub fn limit_pages(&self) -> Option<u64> {
         self.limit
+    }
+
+    /// The balloon target the user set by hand: deflating after a raised or cleared limit
+    /// stops there.
+    pub fn set_user_balloon_pages(&mut self, pages: u64) {
+        self.user_balloon_pages = pages;
     }
 
     /// L − L/8.

@@ -151,6 +151,10 @@ impl ApiHandler {
             });
         }
         self.balloon().set_target_mib(update.amount_mib)?;
+        // The manager keeps it when it gives balloon pages back after a limit.
+        self.vm
+            .manager
+            .set_user_balloon_pages(pages::from_mib(update.amount_mib.into()));
         log::info!("balloon target set to {} MiB", update.amount_mib);
         Ok(ApiReply::Done)
     }
@@ -432,6 +436,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status(), 400);
         assert_eq!(u64::from(h.balloon().target_pages()), pages::from_mib(16));
+        // The accepted target is the user's own: the manager keeps it after a limit.
+        assert_eq!(h.vm.manager.view().user_balloon_pages, pages::from_mib(16));
 
         let limit = |limit_mib| ApiRequest::SetMemoryLimit(MemoryLimitUpdate { limit_mib });
         h.handle(limit(Some(32))).unwrap();

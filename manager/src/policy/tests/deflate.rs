@@ -96,6 +96,31 @@ fn cleared_limit_deflates_to_zero_in_steps() {
 }
 
 #[test]
+fn cleared_or_raised_limit_gives_back_only_the_managers_pages() {
+    // The user set a 100 MiB balloon by hand before the limit; the manager inflates past it.
+    let mut h = Harness::new(busy_guest(), Some(192));
+    h.policy.set_user_balloon_pages(100 * MIB);
+    h.run_episode(100);
+    assert!(h.guest.balloon > 100 * MIB);
+    h.policy.set_limit(Some(512 * MIB));
+    h.run(40);
+    assert_eq!(
+        h.guest.balloon,
+        100 * MIB,
+        "a raised limit keeps the user's balloon"
+    );
+    h.policy.set_limit(Some(192 * MIB));
+    h.run_episode(100);
+    h.policy.set_limit(None);
+    h.run(40);
+    assert_eq!(
+        h.guest.balloon,
+        100 * MIB,
+        "a cleared limit keeps the user's balloon"
+    );
+}
+
+#[test]
 fn starved_guest_gets_memory_back_and_is_not_reinflated_at_once() {
     // An impossible limit: the balloon goes to its cap.
     let spec = SimSpec {
