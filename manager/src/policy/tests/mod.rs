@@ -181,8 +181,10 @@ impl Harness {
                     panic!("a balloon bigger than guest RAM: {action:?} for {obs:?}")
                 }
                 Action::SetBalloon { target_pages } if target_pages > obs.balloon_target_pages => {
+                    let bounded = self.policy.kernel_bounded(obs);
+                    let seen = bounded.as_ref().unwrap_or(obs);
                     let (cap, _) =
-                        held_balloon_cap(&self.config, obs, self.policy.need_hold.held());
+                        held_balloon_cap(&self.config, seen, self.policy.need_hold.held());
                     assert!(
                         target_pages <= cap,
                         "inflated past the cap {cap}: {action:?}"
