@@ -130,6 +130,13 @@ impl Harness {
     }
 
     /// Runs until the state is no longer `Reclaiming` (at most `epochs`).
+    /// The user sets the balloon by hand (`PATCH /balloon`), as the API does it: the device's
+    /// target, and the manager told.
+    fn set_balloon_by_hand(&mut self, pages: u64) {
+        self.guest.balloon_target = pages;
+        self.policy.set_user_balloon_pages(pages);
+    }
+
     fn run_episode(&mut self, epochs: usize) -> Decision {
         for _ in 0..epochs {
             let decision = self.epoch();
