@@ -12,6 +12,7 @@
 #   BALLAST_API_SOCK  its --api-sock (so `ballast status --json` needs no option)
 #   BALLAST_CONSOLE   a file that receives the guest console, line by line, as it runs
 #   BALLAST_STDIN     the FIFO that is ballast's stdin (the guest's COM1 input)
+#   BALLAST_STALLED   a file holding the seconds the environment has stalled so far
 #   PATH              starts with the folder holding `ballast`
 
 # host_result KEY VALUE...: a result line the harness collects like the guest's
@@ -34,8 +35,25 @@ host_result() {
     printf 'BALLAST-RESULT {"%s":%s}\n' "$_hr_key" "$_hr_v"
 }
 
-# Whole seconds since boot (the clock every wait here uses).
+# Whole seconds since boot.
 _hl_now() { cut -d. -f1 /proc/uptime; }
+
+# The clock every wait here uses: whole seconds since boot, less the seconds the
+# environment stalled (nothing ran here, this script included: run-one.sh's watchdog
+# measures it into BALLAST_STALLED). A bound is time ballast had, not time that passed.
+_hl_watched() {
+    _hw_s=$(cat "${BALLAST_STALLED:-/dev/null}" 2>/dev/null)
+    echo $(($(_hl_now) - ${_hw_s:-0}))
+}
+
+# _hl_expired END: the watched clock has reached END. A stall that has just ended may
+# not be counted yet (the watchdog looks once a second, and wakes when this script
+# does): an expiry is believed after a second look 2 s later.
+_hl_expired() {
+    [ "$(_hl_watched)" -ge "$1" ] || return 1
+    sleep 2
+    [ "$(_hl_watched)" -ge "$1" ]
+}
 
 # ballast_alive: ballast's process still runs (a zombie does not count).
 ballast_alive() {
@@ -48,14 +66,14 @@ ballast_alive() {
 # counts, so give each thing to wait for its own words). Returns 1, with a message
 # on stderr, after TIMEOUT_S seconds (default 300) or when ballast exits first.
 wait_console() {
-    _wc_end=$(($(_hl_now) + ${2:-300}))
+    _wc_end=$(($(_hl_watched) + ${2:-300}))
     while ! grep -Eq -- "$1" "$BALLAST_CONSOLE" 2>/dev/null; do
         if ! ballast_alive; then
             grep -Eq -- "$1" "$BALLAST_CONSOLE" 2>/dev/null && return 0
             echo "wait_console: ballast exited before a line matched '$1'" >&2
             return 1
         fi
-        if [ "$(_hl_now)" -ge "$_wc_end" ]; then
+        if _hl_expired "$_wc_end"; then
             echo "wait_console: no line matched '$1' within ${2:-300} s" >&2
             return 1
         fi
@@ -86,10 +104,10 @@ wait_until() {
 # wait_every STEP_S TIMEOUT_S COMMAND [ARG...]: wait_until, trying every STEP_S seconds.
 wait_every() {
     _we_step=$1
-    _we_end=$(($(_hl_now) + $2))
+    _we_end=$(($(_hl_watched) + $2))
     shift 2
     until "$@"; do
-        if ! ballast_alive || [ "$(_hl_now)" -ge "$_we_end" ]; then
+        if ! ballast_alive || _hl_expired "$_we_end"; then
             "$@"
             return
         fi

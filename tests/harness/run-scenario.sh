@@ -36,6 +36,8 @@
 #                                      {"host_after_exit":RC}) printed
 #   {"harness_seconds":S}              how long the ballast run took (wall clock)
 #   {"harness_guest_poweroff":B}       whether the guest kernel said "reboot: Power down"
+#   {"harness_guest_stall_reports":N}  the guest kernel's soft lockup and RCU stall reports
+#   {"harness_stalled_s":S}            (from run-one.sh) seconds the environment stalled
 #   {"ballast_exit":N} | {"harness_timeout":true} | {"harness_error":TEXT}
 # The script exits 0 whenever it could run; judging the results is the tests' job.
 #
@@ -256,6 +258,8 @@ emit() {
     else
         echo '{"harness_guest_poweroff":false}'
     fi
+    # The guest kernel's own word that it stalled (nested TCG: README "Guest deaths").
+    echo "{\"harness_guest_stall_reports\":$(grep -acE 'watchdog: BUG: soft lockup|rcu: INFO: rcu_[a-z]+ (self-)?detected stall' "$clog")}"
     case $status in
     timeout) echo '{"harness_timeout":true}' ;;
     '' | *[!0-9]*) echo "{\"harness_error\":$(json_str "$status")}" ;;

@@ -27,7 +27,8 @@ pub struct Outcome {
     pub mode: String,
     pub console_log: Option<PathBuf>,
     /// Facts from the harness: `ballast_exit`, `console_log`, `harness_*` (`harness_timeout`,
-    /// `harness_error`, `harness_seconds`, `harness_guest_poweroff`), `l1_*` (nested mode:
+    /// `harness_error`, `harness_seconds`, `harness_guest_poweroff`, `harness_stalled_s`,
+    /// `harness_guest_stall_reports`), `l1_*` (nested mode:
     /// the L1 test host).
     pub harness: Map<String, Value>,
     /// Everything the guest printed as `BALLAST-RESULT {json}`, merged (later wins).
@@ -163,6 +164,29 @@ pub fn check(expect: &Value, outcome: &Outcome) -> Result<(), String> {
     }
     if failures.is_empty() {
         return Ok(());
+    }
+    // Evidence beside the failure: a stall of the environment (nested TCG) is not
+    // ballast's doing, and the reader should not have to dig for it.
+    let count = |key: &str| {
+        outcome
+            .harness
+            .get(key)
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let stalled = count("harness_stalled_s");
+    if stalled > 0 {
+        failures.push(format!(
+            "(the environment stalled for {stalled} s in all: nothing ran on the scenario's CPU; \
+             the bounds left that time out)"
+        ));
+    }
+    let guest_stalls = count("harness_guest_stall_reports");
+    if guest_stalls > 0 {
+        failures.push(format!(
+            "(the guest kernel reported {guest_stalls} stall(s): soft lockup or RCU stall lines \
+             on its console)"
+        ));
     }
     let log = outcome
         .console_log
@@ -438,6 +462,18 @@ mod tests {
         let stream = "{\"harness_mode\":\"direct\"}\n{\"harness_guest_poweroff\":true}\n{\"ballast_exit\":0}\n";
         let o = &parse_streams(stream).unwrap()[0];
         assert_eq!(check(&json!({"ballast_exit": 0}), o), Ok(()));
+    }
+
+    #[test]
+    fn a_failure_names_the_stalls_beside_it() {
+        let stream = "{\"harness_mode\":\"nested\",\"scenario\":\"s\"}\n\
+                      {\"harness_stalled_s\":208}\n{\"harness_guest_stall_reports\":1}\n\
+                      {\"harness_guest_poweroff\":true}\n{\"ballast_exit\":0}\n";
+        let o = parse_streams(stream).unwrap();
+        assert!(check(&json!({"ballast_exit": 0}), &o[0]).is_ok());
+        let e = check(&json!({"ballast_exit": 1}), &o[0]).unwrap_err();
+        assert!(e.contains("stalled for 208 s"), "{e}");
+        assert!(e.contains("reported 1 stall(s)"), "{e}");
     }
 
     #[test]

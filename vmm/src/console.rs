@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ballast_devices::legacy::serial::SerialDevice;
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::vstate::exit::{ExitState, VmExit};
 
@@ -113,18 +114,43 @@ impl Drop for RawMode {
 pub struct ConsoleInput {
     serial: Arc<Mutex<SerialDevice>>,
     stdin: std::io::Stdin,
+    /// Signalled when the guest has emptied its input FIFO (`SerialDevice::new`).
+    drained: EventFd,
+    /// stdin is out of the epoll set because the guest's FIFO was full: back in on `drained`.
+    paused: bool,
+    /// stdin reached its end (or cannot be polled): never polled again.
+    closed: bool,
     /// `None` when stdin is not a terminal: every byte then goes to the guest.
     escape: Option<Escape>,
     exit: Arc<ExitState>,
 }
 
 impl ConsoleInput {
-    pub fn new(serial: Arc<Mutex<SerialDevice>>, exit: Arc<ExitState>) -> Self {
+    pub fn new(serial: Arc<Mutex<SerialDevice>>, drained: EventFd, exit: Arc<ExitState>) -> Self {
         Self {
             serial,
             stdin: std::io::stdin(),
+            drained,
+            paused: false,
+            closed: false,
             escape: SAVED.get().map(|_| Escape::default()),
             exit,
+        }
+    }
+
+    fn stdin_events(&self) -> Events {
+        Events::new_raw(self.stdin.as_raw_fd(), EventSet::IN)
+    }
+
+    /// The guest emptied its FIFO: read stdin again if it was paused.
+    fn on_drained(&mut self, ops: &mut EventOps) {
+        let _ = self.drained.read();
+        if self.paused && !self.closed {
+            self.paused = false;
+            if let Err(e) = ops.add(self.stdin_events()) {
+                log::debug!("console: cannot poll stdin again ({e:?}); no more console input");
+                self.closed = true;
+            }
         }
     }
 }
@@ -134,28 +160,43 @@ impl MutEventSubscriber for ConsoleInput {
         // epoll refuses regular files and /dev/null: then there simply is no console input.
         if let Err(e) = ops.add(Events::new(&self.stdin, EventSet::IN)) {
             log::debug!("console: stdin is not pollable ({e:?}); no console input");
+            self.closed = true;
+            return;
+        }
+        if let Err(e) = ops.add(Events::new(&self.drained, EventSet::IN)) {
+            log::debug!("console: cannot poll the serial port's drain event ({e:?})");
         }
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
+        if events.fd() == self.drained.as_raw_fd() {
+            self.on_drained(ops);
+            return;
+        }
         let mut buf = [0u8; 64];
         let mut serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
         // At most what the guest's FIFO takes, less one: an escape pair may become one byte
         // more than it was read as (`Ctrl-A` then another key gives both).
         let room = serial.0.fifo_capacity().min(buf.len()).saturating_sub(1);
-        let n = if room == 0 {
-            // The guest is not draining its FIFO; the bytes wait in the pipe.
-            0
-        } else {
-            match self.stdin.lock().read(&mut buf[..room]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
-                Err(_) => 0,
+        if room == 0 {
+            // The guest is not draining its FIFO: the bytes wait in the pipe, and stdin leaves
+            // the (level-triggered) epoll set until the guest has read its FIFO empty, or the
+            // event loop would spin on a readable stdin it cannot take from.
+            if ops.remove(self.stdin_events()).is_ok() {
+                self.paused = true;
             }
+            return;
+        }
+        let n = match self.stdin.lock().read(&mut buf[..room]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+            Err(_) => 0,
         };
-        if n == 0 && room != 0 || events.event_set().contains(EventSet::HANG_UP) {
-            // End of input: stop polling, or epoll would report it forever.
-            let _ = ops.remove(Events::new_raw(self.stdin.as_raw_fd(), EventSet::IN));
+        if n == 0 {
+            // End of input (a hang-up is, once what is left has been read): stop polling, or
+            // epoll would report it forever.
+            let _ = ops.remove(self.stdin_events());
+            self.closed = true;
             return;
         }
         let filtered = match &mut self.escape {

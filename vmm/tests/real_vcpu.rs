@@ -56,6 +56,7 @@ fn run_payload(payload: &[u8]) -> (VmExit, Vec<u8>) {
     pio.insert(
         Arc::new(Mutex::new(SerialDevice::new(
             EventFdTrigger(irq),
+            EventFd::new(EFD_NONBLOCK).unwrap(),
             Box::new(sink.clone()),
         ))),
         COM1_PORT,

@@ -17,13 +17,18 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use log::warn;
+use vm_memory::bitmap::{AtomicBitmap, BS};
 use vm_memory::{
-    GuestAddress, GuestMemoryBackend, ReadVolatile, VolatileMemoryError, WriteVolatile,
+    GuestAddress, GuestMemoryBackend, ReadVolatile, VolatileMemoryError, VolatileSlice,
+    WriteVolatile,
 };
 
 use ballast_virtio::GuestMemoryMmap;
 
 use super::{BlockConfig, BlockError, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES};
+
+/// A stretch of guest memory within one region, as vm-memory hands it out.
+type GuestSlice<'m> = VolatileSlice<'m, BS<'m, AtomicBitmap>>;
 
 /// One guest buffer of a request's data: `len` bytes of guest memory at `addr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,19 +142,10 @@ impl DiskImage {
         offset: u64,
         segments: &[Segment],
     ) -> Result<(), DiskIoError> {
-        self.file
-            .seek(SeekFrom::Start(offset))
-            .map_err(DiskIoError::Host)?;
-        for segment in segments {
-            for slice in GuestMemoryBackend::get_slices(mem, segment.addr, segment.len as usize) {
-                let mut slice = slice.map_err(DiskIoError::Guest)?;
-                // Loops over short reads; the end of the file is an error (UnexpectedEof).
-                self.file
-                    .read_exact_volatile(&mut slice)
-                    .map_err(from_volatile)?;
-            }
-        }
-        Ok(())
+        // Loops over short reads; the end of the file is an error (UnexpectedEof).
+        self.each_slice(mem, offset, segments, |file, mut slice| {
+            file.read_exact_volatile(&mut slice)
+        })
     }
 
     /// Writes the guest buffers, in order, to the image from byte `offset`.
@@ -159,14 +155,26 @@ impl DiskImage {
         offset: u64,
         segments: &[Segment],
     ) -> Result<(), DiskIoError> {
+        self.each_slice(mem, offset, segments, |file, slice| {
+            file.write_all_volatile(&slice)
+        })
+    }
+
+    /// Seeks to byte `offset` of the image and hands `transfer` the guest buffers' memory, in
+    /// order, a slice per guest memory region each buffer touches.
+    fn each_slice<'m>(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+        offset: u64,
+        segments: &[Segment],
+        mut transfer: impl FnMut(&mut File, GuestSlice<'m>) -> Result<(), VolatileMemoryError>,
+    ) -> Result<(), DiskIoError> {
         self.file
             .seek(SeekFrom::Start(offset))
             .map_err(DiskIoError::Host)?;
         for segment in segments {
             for slice in GuestMemoryBackend::get_slices(mem, segment.addr, segment.len as usize) {
-                let slice = slice.map_err(DiskIoError::Guest)?;
-                self.file
-                    .write_all_volatile(&slice)
+                transfer(&mut self.file, slice.map_err(DiskIoError::Guest)?)
                     .map_err(from_volatile)?;
             }
         }

@@ -160,7 +160,6 @@ mod tests {
     use std::io::Read;
     use std::os::fd::FromRawFd;
 
-    use vm_superio::Serial;
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     use super::*;
@@ -179,7 +178,8 @@ mod tests {
 
     fn serial(out: Box<dyn Write + Send>) -> Arc<Mutex<SerialDevice>> {
         let trigger = EventFdTrigger(EventFd::new(EFD_NONBLOCK).unwrap());
-        Arc::new(Mutex::new(SerialDevice(Serial::new(trigger, out))))
+        let drained = EventFd::new(EFD_NONBLOCK).unwrap();
+        Arc::new(Mutex::new(SerialDevice::new(trigger, drained, out)))
     }
 
     /// stdout is a pipe nobody reads (it fills at 64 KiB): a vCPU writing 2 MiB of console never

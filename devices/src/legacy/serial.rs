@@ -3,8 +3,9 @@
 
 use std::io::Write;
 
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::SerialEvents;
 use vm_superio::Serial;
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{read_byte_register, write_byte_register, EventFdTrigger};
 use crate::bus::BusDevice;
@@ -14,11 +15,26 @@ pub const SERIAL_PORT_RANGE: u64 = 8;
 
 pub type SerialOut = Box<dyn Write + Send>;
 
-pub struct SerialDevice(pub Serial<EventFdTrigger, NoEvents, SerialOut>);
+pub struct SerialDevice(pub Serial<EventFdTrigger, InputDrained, SerialOut>);
 
 impl SerialDevice {
-    pub fn new(interrupt: EventFdTrigger, out: SerialOut) -> Self {
-        Self(Serial::new(interrupt, out))
+    /// `drained` is signalled each time the guest has read the last byte of its input FIFO:
+    /// the console stops reading stdin while the FIFO is full and starts again then.
+    pub fn new(interrupt: EventFdTrigger, drained: EventFd, out: SerialOut) -> Self {
+        Self(Serial::with_events(interrupt, InputDrained(drained), out))
+    }
+}
+
+/// Signals an eventfd when the guest empties the input FIFO (vm-superio's `in_buffer_empty`).
+pub struct InputDrained(pub EventFd);
+
+impl SerialEvents for InputDrained {
+    fn buffer_read(&self) {}
+    fn out_byte(&self) {}
+    fn tx_lost_byte(&self) {}
+    fn in_buffer_empty(&self) {
+        // A failed write only delays the input until the next time the FIFO drains.
+        let _ = self.0.write(1);
     }
 }
 
@@ -60,7 +76,8 @@ mod tests {
     fn transmitted_bytes_reach_the_output() {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let sink = Sink::default();
-        let mut dev = SerialDevice::new(EventFdTrigger(irq), Box::new(sink.clone()));
+        let drained = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut dev = SerialDevice::new(EventFdTrigger(irq), drained, Box::new(sink.clone()));
         for b in b"hi\n" {
             dev.write(0, &[*b]);
         }
@@ -69,5 +86,27 @@ mod tests {
         let mut lsr = [0u8; 1];
         dev.read(5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0);
+    }
+
+    #[test]
+    fn the_guest_draining_its_input_signals_the_console() {
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let drained = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut dev = SerialDevice::new(
+            EventFdTrigger(irq),
+            drained.try_clone().unwrap(),
+            Box::new(Sink::default()),
+        );
+        dev.0.enqueue_raw_bytes(b"ab").unwrap();
+        let mut byte = [0u8; 1];
+        dev.read(0, &mut byte);
+        assert_eq!(byte[0], b'a');
+        assert!(
+            drained.read().is_err(),
+            "one byte still waits: not drained yet"
+        );
+        dev.read(0, &mut byte);
+        assert_eq!(byte[0], b'b');
+        assert_eq!(drained.read().unwrap(), 1);
     }
 }

@@ -32,3 +32,8 @@ host_result host_ticks_after_resume true
 send_guest "hello 42"
 wait_console 'BALLAST-SYNC got' 60 || exit 1
 host_result host_saw_reply "$(console_line 'guest_got' | sed 's/.*BALLAST-RESULT //')"
+
+# A line longer than the guest's 64-byte input FIFO arrives whole: ballast reads stdin again
+# each time the guest has drained the FIFO (vmm/src/console.rs).
+send_guest "$(printf '%300s' '' | tr ' ' x)"
+wait_console 'BALLAST-SYNC got-long' 60 || exit 1

@@ -43,8 +43,10 @@ pub(super) fn legacy_devices(vm: &Vm, exit: &Arc<ExitState>) -> Result<Legacy, R
     let setup = Box::new(|| seccomp::apply(ThreadKind::Console).map_err(|e| e.to_string()));
     let console = ConsoleOut::start(Box::new(std::io::stdout()), Some(setup))
         .map_err(io("start the console thread"))?;
+    let serial_drained = eventfd()?;
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         EventFdTrigger(serial_irq),
+        clone(&serial_drained)?,
         Box::new(console),
     )));
     pio.insert(serial.clone(), COM1_PORT, SERIAL_PORT_RANGE)?;
@@ -56,7 +58,11 @@ pub(super) fn legacy_devices(vm: &Vm, exit: &Arc<ExitState>) -> Result<Legacy, R
     pio.insert(Arc::new(Mutex::new(pm)), ACPI_PM_PORT, ACPI_PM_PORT_LEN)?;
     Ok(Legacy {
         pio,
-        serial_input: Arc::new(Mutex::new(ConsoleInput::new(serial, exit.clone()))),
+        serial_input: Arc::new(Mutex::new(ConsoleInput::new(
+            serial,
+            serial_drained,
+            exit.clone(),
+        ))),
         poweroff,
         resets: vec![pm_reset, i8042_reset],
     })
