@@ -270,7 +270,8 @@ impl ApiHandler {
 }
 
 /// Where the VM stands against its limit: the manager's state as of its last epoch, told what
-/// comes next when the limit was cut since, and overruled by an agent that does not answer.
+/// comes next when the limit was cut since, and overruled by an agent that does not answer while
+/// the VM is over its limit.
 fn memory_state(
     view: &ManagerView,
     resident_bytes: u64,
@@ -294,7 +295,11 @@ fn memory_state(
             limit_bytes.unwrap_or(0) >> 20
         ));
     }
-    if let Some(a) = agent.filter(|a| a.state == AgentState::Unresponsive) {
+    // Within the limit, a silent agent changes nothing the limit is about (`agent.state` says
+    // it); over it, the manager needs the agent, and the user needs to know it is not there.
+    if let Some(a) =
+        agent.filter(|a| a.state == AgentState::Unresponsive && state != MemoryState::WithinLimit)
+    {
         state = MemoryState::GuestUnresponsive;
         reason = Some(format!(
             "the guest agent does not answer: {}",
@@ -567,5 +572,34 @@ mod tests {
         let (state, reason) = memory_state(&view, 100 << 20, None);
         assert_eq!(state, MemoryState::OverLimit);
         assert_eq!(reason.as_deref(), Some("balloon at its cap"));
+    }
+
+    /// Under network load a guest can answer its agent's polls late for a while: inside the
+    /// limit the VM stays `within_limit` (the agent's own state says the rest); over it, an
+    /// agent that does not answer is what the user must hear.
+    #[test]
+    fn a_silent_agent_overrules_the_state_only_over_the_limit() {
+        let mut view = ManagerView::new(
+            pages::from_mib(512),
+            Some(pages::from_mib(192)),
+            ballast_manager::HostEnforceStatus::off(),
+        );
+        let silent = AgentStatus {
+            state: AgentState::Unresponsive,
+            reason: Some("stats did not answer within 2s".into()),
+            ..AgentStatus::default()
+        };
+        assert_eq!(
+            memory_state(&view, 160 << 20, Some(&silent)),
+            (MemoryState::WithinLimit, None)
+        );
+        let (state, reason) = memory_state(&view, 200 << 20, Some(&silent));
+        assert_eq!(state, MemoryState::GuestUnresponsive);
+        assert!(reason.unwrap().contains("did not answer within 2s"));
+        view.state = ManagerState::Reclaiming;
+        assert_eq!(
+            memory_state(&view, 160 << 20, Some(&silent)).0,
+            MemoryState::GuestUnresponsive
+        );
     }
 }
