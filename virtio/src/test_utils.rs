@@ -10,7 +10,7 @@ use event_manager::{EventManager, MutEventSubscriber};
 use virtio_bindings::virtio_ring::VRING_DESC_F_NEXT;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -52,6 +52,8 @@ pub fn test_interrupt() -> Arc<VirtioInterrupt> {
 pub struct DriverQueue {
     mem: &'static GuestMemoryMmap,
     mock: MockSplitQueue<'static, GuestMemoryMmap>,
+    /// Where the used ring is (see `new`).
+    used_addr: GuestAddress,
     size: u16,
     next_desc: u16,
     used_seen: u16,
@@ -64,12 +66,19 @@ impl DriverQueue {
     /// the device for it.
     pub fn new(mem: &'static GuestMemoryMmap, base: u64, size: u16) -> (Self, QueueEvent) {
         let mock = MockSplitQueue::create(mem, GuestAddress(base), size);
-        let queue: Queue = mock.create_queue().unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        // virtio-queue 0.18's mock puts the used ring `size` bytes after the available ring's
+        // entries rather than `2 * size` + 2 (its `end()` counts elements as bytes), so the two
+        // overlap once more than half the ring is in use: the used ring goes where the spec
+        // puts it instead, and this side reads it there.
+        let used = used_ring_addr(mock.avail_addr(), size);
+        queue.set_used_ring_address(Some(used.0 as u32), Some((used.0 >> 32) as u32));
         let event = EventFd::new(EFD_NONBLOCK).unwrap();
         let kick = event.try_clone().unwrap();
         let driver = DriverQueue {
             mem,
             mock,
+            used_addr: used,
             size,
             next_desc: 0,
             used_seen: 0,
@@ -132,33 +141,28 @@ impl DriverQueue {
 
     /// `avail_event` (EVENT_IDX): the available index at which the device wants a kick.
     pub fn avail_event(&self) -> u16 {
-        let addr = self
-            .mock
-            .used_addr()
-            .unchecked_add(4 + 8 * u64::from(self.size));
+        let addr = self.used_addr.unchecked_add(4 + 8 * u64::from(self.size));
         self.mem.read_obj(addr).unwrap()
     }
 
     /// The used ring's flags (VRING_USED_F_NO_NOTIFY).
     pub fn used_flags(&self) -> u16 {
-        self.mem.read_obj(self.mock.used_addr()).unwrap()
+        self.mem.read_obj(self.used_addr).unwrap()
     }
 
     /// How many chains the device has given back (the used index).
     pub fn used_count(&self) -> u16 {
-        self.mock.used().idx().load()
+        self.mem.read_obj(self.used_addr.unchecked_add(2)).unwrap()
     }
 
     /// The `i`th used element: (head index, length).
     pub fn used(&self, i: u16) -> (u32, u32) {
         let elem = self
-            .mock
-            .used()
-            .ring()
-            .ref_at(usize::from(i % self.size))
-            .unwrap()
-            .load();
-        (elem.id(), elem.len())
+            .used_addr
+            .unchecked_add(4 + 8 * u64::from(i % self.size));
+        let id: u32 = self.mem.read_obj(elem).unwrap();
+        let len: u32 = self.mem.read_obj(elem.unchecked_add(4)).unwrap();
+        (id, len)
     }
 
     /// The used elements added since the last call: (head index, length).
@@ -172,6 +176,12 @@ impl DriverQueue {
         }
         out
     }
+}
+
+/// Where the spec puts a split queue's used ring: after the available ring's flags, index,
+/// `size` entries and `used_event`, aligned to 4 bytes.
+fn used_ring_addr(avail: GuestAddress, size: u16) -> GuestAddress {
+    GuestAddress((avail.0 + 6 + 2 * u64::from(size)).next_multiple_of(4))
 }
 
 /// The driver's side of an activated device: guest memory, the queues it set up, the interrupt
@@ -266,9 +276,37 @@ pub fn run_until<T: MutEventSubscriber>(
 
 #[cfg(test)]
 mod tests {
-    use virtio_queue::QueueT;
+    use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
 
     use super::*;
+
+    #[test]
+    fn a_full_ring_of_used_chains_reads_back() {
+        // The whole ring in flight: the used ring must not overlap the available ring.
+        let mem = leaked_guest_memory(&[(0, 0x10_0000)]);
+        let (mut driver, mut device) = DriverQueue::new(mem, 0, 256);
+        device.queue.set_event_idx(true);
+        driver.set_used_event(300);
+        let heads: Vec<u16> = (0..256u64)
+            .map(|i| driver.add_chain(&[(0x8_0000 + i, 1, VRING_DESC_F_WRITE as u16)]))
+            .collect();
+        for &head in &heads {
+            let chain = device.queue.pop_descriptor_chain(mem).unwrap();
+            assert_eq!(chain.head_index(), head);
+            device
+                .queue
+                .add_used(mem, head, u32::from(head) + 1)
+                .unwrap();
+        }
+        let used = driver.take_used();
+        assert_eq!(used.len(), 256);
+        assert!(used
+            .iter()
+            .zip(&heads)
+            .all(|(&(h, len), &want)| h == want && len == u32::from(want) + 1));
+        assert!(device.queue.enable_notification(mem).is_ok());
+        assert_eq!(driver.avail_event(), 256);
+    }
 
     #[test]
     fn chains_wrap_around_the_descriptor_table_and_the_available_ring() {
