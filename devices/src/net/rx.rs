@@ -199,18 +199,24 @@ impl RxWorker<'_> {
         while self.state.tap_readable && self.work < RUN_BUDGET {
             let n = match self.tap.read(&mut self.state.frame) {
                 Ok(n) => n,
-                Err(e) => {
-                    // Empty; or failing (a TAP whose interface was deleted), which another read
-                    // would not mend: wait for the TAP to say it has frames again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.state.tap_readable = false;
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        report(
-                            &self.metrics.tap_errors,
-                            self.label,
-                            format_args!("cannot read from the TAP: {e}"),
-                        );
-                    }
                     return false;
+                }
+                Err(e) => {
+                    report(
+                        &self.metrics.tap_errors,
+                        self.label,
+                        format_args!("cannot read from the TAP: {e}"),
+                    );
+                    // A frame that could not be copied is gone and the next may be fine; any
+                    // other failure (a TAP whose interface was deleted) another read would not
+                    // mend: wait for the TAP to say it has frames again.
+                    if !matches!(e.raw_os_error(), Some(libc::EFAULT | libc::EINVAL)) {
+                        self.state.tap_readable = false;
+                    }
+                    self.work += 1;
+                    continue;
                 }
             };
             match self.check_frame(n) {
