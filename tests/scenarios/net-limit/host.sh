@@ -1,0 +1,52 @@
+# Traffic both ways while the limit is cut from none to 192 MiB: resident must fall to the
+# limit and stay there while the bytes keep moving, and both transfers complete intact.
+guest=192.168.219.2
+tap=bt-net1
+net_mib() {
+    echo $((($(metric "ballast_net_rx_bytes_total{tap=\"$tap\"}") + $(metric "ballast_net_tx_bytes_total{tap=\"$tap\"}")) >> 20))
+}
+moving() { [ $(($(metric "ballast_net_tx_bytes_total{tap=\"$tap\"}") >> 20)) -ge 16 ]; }
+reclaimed() {
+    r=$(ballast_resident_mib)
+    [ "$r" -le 168 ] && { to_threshold=$(since_s "$t0"); at_threshold=$(net_mib); }
+}
+wait_console 'BALLAST-SYNC ready' || exit 1
+wait_until 60 agent_ready
+mkfifo /tmp/net-hold /tmp/h2g.fifo
+nc -l -p 5001 <>/tmp/net-hold | sha256sum >/tmp/g2h.sum &
+listener=$!
+sha256sum </tmp/h2g.fifo >/tmp/h2g.sum &
+(dd if=/dev/urandom bs=64k count=8192 2>/dev/null | tee /tmp/h2g.fifo | nc "$guest" 5002) &
+sender=$!
+sleep 1
+send_guest go
+# Once bytes are flowing both ways, the limit is cut.
+wait_every 0.5 60 moving
+host_result host_resident_before_mib "$(ballast_resident_mib)"
+host_result host_net_mib_at_cut "$(net_mib)"
+t0=$(now_s)
+ballast limit set 192M >/dev/null || exit 1
+to_threshold=null at_threshold=''
+wait_every 0.5 300 reclaimed
+host_result host_seconds_to_threshold "$to_threshold"
+# Settled: under the limit for the next 10 s, with the traffic going on.
+max=0 i=0
+while [ $i -lt 20 ]; do
+    ballast_alive || exit 1
+    r=$(ballast_resident_mib)
+    [ "$r" -gt "$max" ] && max=$r
+    sleep 0.5
+    i=$((i + 1))
+done
+host_result host_settled_max_resident_mib "$max"
+host_result host_net_mib_while_limited $(($(net_mib) - ${at_threshold:-$(net_mib)}))
+host_result host_state "$(status_field memory state)"
+wait "$sender" "$listener"
+wait_console 'BALLAST-SYNC sent' 900 || exit 1
+sent=$(console_line 'BALLAST-SYNC sent' | awk '{ print $3 }')
+got=$(cut -d' ' -f1 /tmp/g2h.sum)
+host_result host_guest_to_host_matches "$([ -n "$got" ] && [ "$got" = "$sent" ] && echo true || echo false)"
+host_result host_net_mib "$(net_mib)"
+host_result host_final_resident_mib "$(ballast_resident_mib)"
+wait
+send_guest "$(cut -d' ' -f1 /tmp/h2g.sum)"

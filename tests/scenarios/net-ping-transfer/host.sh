@@ -1,0 +1,41 @@
+# The host side (L1 in nested mode): ping the guest, check GET /vm lists the device and the
+# guest's driver took it, receive 256 MiB and compare checksums, send 256 MiB, and read the
+# device's counters.
+guest=192.168.217.2
+tap=bt-net0
+wait_console 'BALLAST-SYNC pinged' || exit 1
+if ping -c 3 -W 5 "$guest" >/dev/null; then host_result host_ping true; else host_result host_ping false; fi
+host_result host_vm_net_tap "$(status_field vm tap)"
+host_result host_vm_net_active "$(status_field vm active)"
+host_result host_vm_net_mac_matches "$([ "$(status_field vm mac)" = "$(console_line 'guest_mac' | sed 's/.*"guest_mac":"\([^"]*\)".*/\1/')" ] && echo true || echo false)"
+
+# Guest to host.
+mkfifo /tmp/net-hold
+nc -l -p 5001 <>/tmp/net-hold | sha256sum >/tmp/g2h.sum &
+listener=$!
+sleep 1
+t0=$(now_s)
+send_guest go
+wait_console 'BALLAST-SYNC sent' 900 || exit 1
+wait "$listener"
+host_result host_guest_to_host_seconds "$(since_s "$t0")"
+sent=$(console_line 'BALLAST-SYNC sent' | awk '{ print $3 }')
+got=$(cut -d' ' -f1 /tmp/g2h.sum)
+host_result host_guest_to_host_matches "$([ -n "$got" ] && [ "$got" = "$sent" ] && echo true || echo false)"
+send_guest ok
+
+# Host to guest.
+wait_console 'BALLAST-SYNC listening' || exit 1
+mkfifo /tmp/h2g.fifo
+sha256sum </tmp/h2g.fifo >/tmp/h2g.sum &
+t0=$(now_s)
+dd if=/dev/urandom bs=64k count=4096 2>/dev/null | tee /tmp/h2g.fifo | nc "$guest" 5002
+host_result host_host_to_guest_seconds "$(since_s "$t0")"
+wait
+send_guest "$(cut -d' ' -f1 /tmp/h2g.sum)"
+
+counter() { metric "ballast_net_$1_total{tap=\"$tap\"}"; }
+host_result host_net_rx_mib $(($(counter rx_bytes) >> 20))
+host_result host_net_tx_mib $(($(counter tx_bytes) >> 20))
+host_result host_net_refused_chains $(($(counter rx_refused_chains) + $(counter tx_refused_chains)))
+host_result host_net_dropped $(($(counter rx_dropped) + $(counter tx_dropped)))
