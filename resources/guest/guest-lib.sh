@@ -31,3 +31,15 @@ disk_reads() { awk '{ print $1 }' "/sys/block/$1/stat"; }
 # now_s: seconds since boot, to the hundredth; seconds_between A B: B - A, to the hundredth.
 now_s() { cut -d' ' -f1 /proc/uptime; }
 seconds_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+# busy_anon MIB: starts a process that keeps MIB of anon memory busy (dd re-reads /dev/zero
+# into one MIB buffer over and over), leaves its pid in $busy, and waits (60 s at most) for all
+# of it to be resident; busy_rss_kib then says how much is.
+busy_anon() {
+    dd if=/dev/zero of=/dev/null bs="$1"M count=2000000000 2>/dev/null &
+    busy=$!
+    _ba_kib=$(($1 * 1024))
+    wait_for 60 _busy_anon_full
+}
+busy_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$busy/status"; }
+_busy_anon_full() { [ "$(busy_rss_kib)" -ge "$_ba_kib" ]; }

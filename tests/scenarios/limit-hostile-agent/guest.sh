@@ -1,12 +1,8 @@
 # A guest that keeps its memory while its agent (hostile-agent) claims to free whatever it is
 # asked and reports a page cache that grows at every poll: a process keeps a 256 MiB anon
 # buffer busy (dd re-reads /dev/zero into it over and over).
-dd if=/dev/zero of=/dev/null bs=256M count=2000000000 2>/dev/null &
-busy=$!
-rss() { awk '/^VmRSS:/ { print $2 }' /proc/$busy/status; }
-busy_full() { [ "$(rss)" -ge 262144 ]; }
-wait_for 60 busy_full
-result busy_rss_kib "$(rss)"
+busy_anon 256
+result busy_rss_kib "$(busy_rss_kib)"
 sync_host ready  # the host cut the limit and watched the state
 if kill -0 "$busy" 2>/dev/null; then result busy_survived true; else result busy_survived false; fi
 kill "$busy"

@@ -244,10 +244,11 @@ impl BalloonStatistics {
 }
 
 /// Where the VM stands against its memory limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemoryState {
     /// Resident guest RAM is at or below the limit, or there is no limit.
+    #[default]
     WithinLimit,
     /// Over the limit and taking memory back (set by the memory manager).
     Reclaiming,
@@ -268,7 +269,7 @@ pub struct GuestMemoryStats {
 }
 
 /// `GET /vm/memory`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryInfo {
     /// Guest RAM size.

@@ -373,21 +373,10 @@ mod tests {
             memory_mib: 512,
             limit_mib: Some(256),
             resident_bytes: 300 << 20,
-            balloon_target_mib: 0,
-            balloon_actual_mib: 0,
-            dirty_rate_bytes_per_s: None,
-            working_set_bytes: None,
-            working_set_dirty_bytes: None,
-            working_set_guest_active_bytes: None,
-            host_idle_page_tracking: false,
-            guest: None,
             state: MemoryState::OverLimit,
             state_reason: Some("why".into()),
-            state_cause: None,
-            max_overshoot_bytes: None,
-            balloon_violation_bytes: 0,
-            agent: None,
             host_enforce: HostEnforceStatus::off(),
+            ..Default::default()
         };
         let balloon = BalloonInfo {
             amount_mib: 64,

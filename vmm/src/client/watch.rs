@@ -203,22 +203,9 @@ mod tests {
         let memory = MemoryInfo {
             memory_mib: 64,
             limit_mib: Some(32),
-            resident_bytes: 0,
-            balloon_target_mib: 0,
-            balloon_actual_mib: 0,
-            dirty_rate_bytes_per_s: None,
-            working_set_bytes: None,
-            working_set_dirty_bytes: None,
-            working_set_guest_active_bytes: None,
-            host_idle_page_tracking: false,
-            guest: None,
             state: MemoryState::Reclaiming,
-            state_reason: None,
-            state_cause: None,
-            max_overshoot_bytes: None,
-            balloon_violation_bytes: 0,
-            agent: None,
             host_enforce: crate::api::HostEnforceStatus::off(),
+            ..Default::default()
         };
         Snapshot::from_parts(vm, memory, samples)
     }

@@ -21,7 +21,10 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 /// `--seccomp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -153,14 +156,34 @@ fn one_malloc_arena() {
 fn one_malloc_arena() {}
 
 fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, SeccompError> {
-    let rules = rules::allowed(kind)
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = rules::allowed(kind)
         .into_iter()
         .map(|syscall| (syscall, Vec::new()))
         .collect();
+    // A thread without ioctl may still put the terminal back (the panic hook does, on whatever
+    // thread panics): `tcsetattr` on stdin and nothing else, so that a panic there prints its
+    // own message instead of ending in a seccomp error with the terminal left raw.
+    if let std::collections::btree_map::Entry::Vacant(ioctl) = rules.entry(libc::SYS_ioctl) {
+        ioctl.insert(vec![
+            terminal_rule(kind, libc::TCGETS)?,
+            terminal_rule(kind, libc::TCSETS)?,
+        ]);
+    }
     let arch = TargetArch::x86_64;
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch)
         .map_err(|e| SeccompError::Build(kind.name(), e))?;
     BpfProgram::try_from(filter).map_err(|e| SeccompError::Compile(kind.name(), e))
+}
+
+/// `ioctl(STDIN_FILENO, request, ...)`: `tcsetattr(0, TCSANOW, ...)` makes TCGETS (glibc reads
+/// the settings first), then TCSETS.
+fn terminal_rule(kind: ThreadKind, request: u64) -> Result<SeccompRule, SeccompError> {
+    let build = |e| SeccompError::Build(kind.name(), e);
+    let arg = |index, value| {
+        SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+            .map_err(build)
+    };
+    SeccompRule::new(vec![arg(0, libc::STDIN_FILENO as u64)?, arg(1, request)?]).map_err(build)
 }
 
 /// Installs `kind`'s filter on the calling thread (nothing if `prepare` was not called, or with
@@ -246,6 +269,50 @@ mod tests {
                 eprintln!("the call went through: {fd}");
                 // SAFETY: closes the descriptor just made (or fails harmlessly on -1).
                 unsafe { libc::close(fd) };
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_thread_without_ioctl_may_restore_the_terminal_and_nothing_else() {
+        let out = run_child("child_disk_io_restores_the_terminal", "on");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // tcsetattr went through the filter (stdin is no terminal here: ENOTTY), then the
+        // other terminal ioctl stopped the process.
+        assert!(stderr.contains("tcsetattr went through"), "{stderr}");
+        assert_eq!(out.status.code(), Some(128 + libc::SIGSYS), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the disk I/O thread made system call {}",
+                libc::SYS_ioctl
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("FIONREAD went through"), "{stderr}");
+    }
+
+    #[test]
+    #[ignore = "run by the test above, in a process of its own"]
+    fn child_disk_io_restores_the_terminal() {
+        if std::env::var("BALLAST_SECCOMP_CHILD").as_deref() != Ok("on") {
+            return;
+        }
+        prepare(SeccompMode::On).unwrap();
+        std::thread::Builder::new()
+            .name("disk-io".into())
+            .spawn(|| {
+                apply(ThreadKind::BlockIo).unwrap();
+                // SAFETY: termios is plain data; tcsetattr only reads it.
+                let settings: libc::termios = unsafe { std::mem::zeroed() };
+                // SAFETY: a valid termios; stdin is not a terminal, so nothing changes.
+                let rc = unsafe { libc::tcsetattr(0, libc::TCSANOW, &settings) };
+                eprintln!("tcsetattr went through: {rc}");
+                let mut n: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one int into `n`.
+                let rc = unsafe { libc::ioctl(0, libc::FIONREAD, &mut n) };
+                eprintln!("FIONREAD went through: {rc}");
             })
             .unwrap()
             .join()

@@ -4,7 +4,9 @@
 //! with a word on what makes it when that is not obvious.
 //!
 //! The lists allow a call whatever its arguments: an argument filter (ioctl numbers, socket
-//! families) is the next step once the lists have settled.
+//! families) is the next step once the lists have settled. One exists already: a thread whose
+//! list has no ioctl may still read and set the terminal's settings on stdin (`mod.rs`), which
+//! the panic hook does to put the terminal back.
 
 use libc::*;
 
