@@ -29,12 +29,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A VM gets two minutes to boot and half a second per MiB it moves at the most (an outage
+# that outlasts that shows as a failed run rather than an L1 test host held for an hour).
+limit_s=$((120 + reps * mib))
+
 one() { # NAME RUN CMD...
     name=$1 run=$2
     shift 2
     rm -f "$fifo"
     mkfifo "$fifo"
-    "$@" >"$fifo" 2>&1 &
+    timeout -s KILL "$limit_s" "$@" >"$fifo" 2>&1 &
     pid=$!
     lines=''
     while IFS= read -r line; do

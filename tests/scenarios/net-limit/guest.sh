@@ -1,5 +1,6 @@
-# 256 MiB of page cache, then 512 MiB of random bytes each way over TCP at once while the host
-# cuts the limit to 192 MiB: the transfers must complete with matching checksums.
+# 256 MiB of page cache, then random bytes both ways over TCP at once, for as long as the host
+# takes to cut the limit to 192 MiB and see it hold (the host says when to stop, so the amount
+# follows the time the limit takes, whatever the throughput): both streams must arrive intact.
 host=192.168.219.1
 grep -q ' /mnt ext4 ro' /proc/mounts || { result mounted false; exit 1; }
 cat /mnt/*.bin >/dev/null
@@ -8,10 +9,17 @@ mkfifo /tmp/hold /tmp/out.fifo
 # The host's bytes come in on port 5002 (a listener whose stdin never ends, so it keeps its
 # side open until the data is in).
 nc -l -p 5002 <>/tmp/hold | sha256sum >/tmp/in.sum &
-sync_host ready # the host listens on 5001, starts sending, answers, and cuts the limit
+sync_host ready # the host listens on 5001, starts sending, and answers
 sha256sum </tmp/out.fifo >/tmp/out.sum &
-dd if=/dev/urandom bs=64k count=8192 2>/dev/null | tee /tmp/out.fifo | nc "$host" 5001
-wait # for what comes in, and the checksums
+# dd's PID is kept so that stopping it ends the stream (nc then closes its sending side).
+{
+    dd if=/dev/urandom bs=64k 2>/dev/null &
+    echo $! >/tmp/dd.pid
+    wait
+} | tee /tmp/out.fifo | nc "$host" 5001 &
+sync_host sending # the host cuts the limit, watches it hold, stops its own stream, answers
+kill "$(cat /tmp/dd.pid)"
+wait # for both streams and their checksums
 result cached_after_kib "$(meminfo_kib Cached)"
 sync_host sent "$(cut -d' ' -f1 /tmp/out.sum)" # the host answers with the checksum it sent
 if [ "$(cut -d' ' -f1 /tmp/in.sum)" = "$host_line" ]; then

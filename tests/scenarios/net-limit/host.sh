@@ -1,27 +1,41 @@
 # Traffic both ways while the limit is cut from none to 192 MiB: resident must fall to the
-# limit and stay there while the bytes keep moving, and both transfers complete intact.
+# limit and stay there while the bytes keep moving, and both streams arrive intact. The
+# streams run until the limit has held for 10 s (this script stops its own and tells the
+# guest to stop its), so the test does not hang on the throughput of the environment.
 guest=192.168.219.2
 tap=bt-net1
 net_mib() {
     echo $((($(metric "ballast_net_rx_bytes_total{tap=\"$tap\"}") + $(metric "ballast_net_tx_bytes_total{tap=\"$tap\"}")) >> 20))
 }
-moving() { [ $(($(metric "ballast_net_tx_bytes_total{tap=\"$tap\"}") >> 20)) -ge 16 ]; }
+# Both ways under way: the guest has sent and received a few MiB.
+moving() {
+    [ $(($(metric "ballast_net_tx_bytes_total{tap=\"$tap\"}") >> 20)) -ge 4 ] &&
+        [ $(($(metric "ballast_net_rx_bytes_total{tap=\"$tap\"}") >> 20)) -ge 4 ]
+}
 reclaimed() {
     r=$(ballast_resident_mib)
     [ "$r" -le 168 ] && { to_threshold=$(since_s "$t0"); at_threshold=$(net_mib); }
 }
 wait_console 'BALLAST-SYNC ready' || exit 1
 wait_until 60 agent_ready
-mkfifo /tmp/net-hold /tmp/h2g.fifo
-nc -l -p 5001 <>/tmp/net-hold | sha256sum >/tmp/g2h.sum &
+rm -f /tmp/net-limit-hold /tmp/net-limit-h2g.fifo
+mkfifo /tmp/net-limit-hold /tmp/net-limit-h2g.fifo
+nc -l -p 5001 <>/tmp/net-limit-hold | sha256sum >/tmp/net-limit-g2h.sum &
 listener=$!
-sha256sum </tmp/h2g.fifo >/tmp/h2g.sum &
-(dd if=/dev/urandom bs=64k count=8192 2>/dev/null | tee /tmp/h2g.fifo | nc "$guest" 5002) &
+sha256sum </tmp/net-limit-h2g.fifo >/tmp/net-limit-h2g.sum &
+(
+    {
+        dd if=/dev/urandom bs=64k 2>/dev/null &
+        echo $! >/tmp/net-limit-dd.pid
+        wait
+    } | tee /tmp/net-limit-h2g.fifo | nc "$guest" 5002
+) &
 sender=$!
 sleep 1
 send_guest go
+wait_console 'BALLAST-SYNC sending' || exit 1
 # Once bytes are flowing both ways, the limit is cut.
-wait_every 0.5 60 moving
+wait_every 0.5 120 moving || exit 1
 host_result host_resident_before_mib "$(ballast_resident_mib)"
 host_result host_net_mib_at_cut "$(net_mib)"
 t0=$(now_s)
@@ -41,12 +55,15 @@ done
 host_result host_settled_max_resident_mib "$max"
 host_result host_net_mib_while_limited $(($(net_mib) - ${at_threshold:-$(net_mib)}))
 host_result host_state "$(status_field memory state)"
+# Both streams end: this side's now, the guest's when it reads the line.
+kill "$(cat /tmp/net-limit-dd.pid)"
+send_guest stop
 wait "$sender" "$listener"
-wait_console 'BALLAST-SYNC sent' 900 || exit 1
+wait_console 'BALLAST-SYNC sent' 300 || exit 1
 sent=$(console_line 'BALLAST-SYNC sent' | awk '{ print $3 }')
-got=$(cut -d' ' -f1 /tmp/g2h.sum)
+got=$(cut -d' ' -f1 /tmp/net-limit-g2h.sum)
 host_result host_guest_to_host_matches "$([ -n "$got" ] && [ "$got" = "$sent" ] && echo true || echo false)"
 host_result host_net_mib "$(net_mib)"
 host_result host_final_resident_mib "$(ballast_resident_mib)"
 wait
-send_guest "$(cut -d' ' -f1 /tmp/h2g.sum)"
+send_guest "$(cut -d' ' -f1 /tmp/net-limit-h2g.sum)"

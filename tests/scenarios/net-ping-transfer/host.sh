@@ -1,7 +1,8 @@
 # The host side (L1 in nested mode): ping the guest, check GET /vm lists the device and the
-# guest's driver took it, receive 256 MiB and compare checksums, send 256 MiB, and read the
+# guest's driver took it, receive 32 MiB and compare checksums, send 32 MiB, and read the
 # device's counters.
 guest=192.168.217.2
+mib=32
 tap=bt-net0
 wait_console 'BALLAST-SYNC pinged' || exit 1
 if ping -c 3 -W 5 "$guest" >/dev/null; then host_result host_ping true; else host_result host_ping false; fi
@@ -10,8 +11,9 @@ host_result host_vm_net_active "$(status_field vm active)"
 host_result host_vm_net_mac_matches "$([ "$(status_field vm mac)" = "$(console_line 'guest_mac' | sed 's/.*"guest_mac":"\([^"]*\)".*/\1/')" ] && echo true || echo false)"
 
 # Guest to host.
-mkfifo /tmp/net-hold
-nc -l -p 5001 <>/tmp/net-hold | sha256sum >/tmp/g2h.sum &
+rm -f /tmp/npt-hold
+mkfifo /tmp/npt-hold
+nc -l -p 5001 <>/tmp/npt-hold | sha256sum >/tmp/npt-g2h.sum &
 listener=$!
 sleep 1
 t0=$(now_s)
@@ -20,19 +22,20 @@ wait_console 'BALLAST-SYNC sent' 900 || exit 1
 wait "$listener"
 host_result host_guest_to_host_seconds "$(since_s "$t0")"
 sent=$(console_line 'BALLAST-SYNC sent' | awk '{ print $3 }')
-got=$(cut -d' ' -f1 /tmp/g2h.sum)
+got=$(cut -d' ' -f1 /tmp/npt-g2h.sum)
 host_result host_guest_to_host_matches "$([ -n "$got" ] && [ "$got" = "$sent" ] && echo true || echo false)"
 send_guest ok
 
 # Host to guest.
 wait_console 'BALLAST-SYNC listening' || exit 1
-mkfifo /tmp/h2g.fifo
-sha256sum </tmp/h2g.fifo >/tmp/h2g.sum &
+rm -f /tmp/npt-h2g.fifo
+mkfifo /tmp/npt-h2g.fifo
+sha256sum </tmp/npt-h2g.fifo >/tmp/npt-h2g.sum &
 t0=$(now_s)
-dd if=/dev/urandom bs=64k count=4096 2>/dev/null | tee /tmp/h2g.fifo | nc "$guest" 5002
+dd if=/dev/urandom bs=64k count=$((mib * 16)) 2>/dev/null | tee /tmp/npt-h2g.fifo | nc "$guest" 5002
 host_result host_host_to_guest_seconds "$(since_s "$t0")"
 wait
-send_guest "$(cut -d' ' -f1 /tmp/h2g.sum)"
+send_guest "$(cut -d' ' -f1 /tmp/npt-h2g.sum)"
 
 counter() { metric "ballast_net_$1_total{tap=\"$tap\"}"; }
 host_result host_net_rx_mib $(($(counter rx_bytes) >> 20))
