@@ -18,7 +18,7 @@ reclaimed() {
 }
 wait_console 'BALLAST-SYNC ready' || exit 1
 wait_until 60 agent_ready
-rm -f /tmp/net-limit-hold /tmp/net-limit-h2g.fifo
+rm -f /tmp/net-limit-hold /tmp/net-limit-h2g.fifo /tmp/net-limit-g2h.sum /tmp/net-limit-h2g.sum
 mkfifo /tmp/net-limit-hold /tmp/net-limit-h2g.fifo
 nc -l -p 5001 <>/tmp/net-limit-hold | sha256sum >/tmp/net-limit-g2h.sum &
 listener=$!
@@ -65,5 +65,7 @@ got=$(cut -d' ' -f1 /tmp/net-limit-g2h.sum)
 host_result host_guest_to_host_matches "$([ -n "$got" ] && [ "$got" = "$sent" ] && echo true || echo false)"
 host_result host_net_mib "$(net_mib)"
 host_result host_final_resident_mib "$(ballast_resident_mib)"
-wait
+# Bounded, and by PID: a bare `wait` here never returned in the first nested run.
+h2g_summed() { [ -s /tmp/net-limit-h2g.sum ]; }
+wait_until 60 h2g_summed || { echo "the checksum of what was sent never came; processes:"; ps; exit 1; }
 send_guest "$(cut -d' ' -f1 /tmp/net-limit-h2g.sum)"

@@ -34,7 +34,9 @@ sha256sum </tmp/npt-h2g.fifo >/tmp/npt-h2g.sum &
 t0=$(now_s)
 dd if=/dev/urandom bs=64k count=$((mib * 16)) 2>/dev/null | tee /tmp/npt-h2g.fifo | nc "$guest" 5002
 host_result host_host_to_guest_seconds "$(since_s "$t0")"
-wait
+# Bounded, and by PID: a bare `wait` here never returned in the first nested run.
+h2g_summed() { [ -s /tmp/npt-h2g.sum ]; }
+wait_until 60 h2g_summed || { echo "the checksum of what was sent never came; processes:"; ps; exit 1; }
 send_guest "$(cut -d' ' -f1 /tmp/npt-h2g.sum)"
 
 counter() { metric "ballast_net_$1_total{tap=\"$tap\"}"; }
