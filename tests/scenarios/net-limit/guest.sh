@@ -21,9 +21,7 @@ sync_host sending # the host cuts the limit, watches it hold, stops its own stre
 kill "$(cat /tmp/dd.pid)"
 wait # for both streams and their checksums
 result cached_after_kib "$(meminfo_kib Cached)"
-sync_host sent "$(cut -d' ' -f1 /tmp/out.sum)" # the host answers with the checksum it sent
-if [ "$(cut -d' ' -f1 /tmp/in.sum)" = "$host_line" ]; then
-    result guest_received_matches true
-else
-    result guest_received_matches false
-fi
+# Both checksums go to the host, which compares them with its own (a 64-character line sent
+# the other way, to the guest's console, never arrived in two nested runs); its short answer
+# says it has read the VM's counters, so the guest may end.
+sync_host sums "$(cut -d' ' -f1 /tmp/out.sum)" "$(cut -d' ' -f1 /tmp/in.sum)"

@@ -59,13 +59,14 @@ host_result host_state "$(status_field memory state)"
 kill "$(cat /tmp/net-limit-dd.pid)"
 send_guest stop
 wait "$sender" "$listener"
-wait_console 'BALLAST-SYNC sent' 300 || exit 1
-sent=$(console_line 'BALLAST-SYNC sent' | awk '{ print $3 }')
-got=$(cut -d' ' -f1 /tmp/net-limit-g2h.sum)
-host_result host_guest_to_host_matches "$([ -n "$got" ] && [ "$got" = "$sent" ] && echo true || echo false)"
-host_result host_net_mib "$(net_mib)"
-host_result host_final_resident_mib "$(ballast_resident_mib)"
-# Bounded, and by PID: a bare `wait` here never returned in the first nested run.
+wait_console 'BALLAST-SYNC sums' 300 || exit 1
+sums=$(console_line 'BALLAST-SYNC sums')
+sent=$(echo "$sums" | awk '{ print $3 }') received=$(echo "$sums" | awk '{ print $4 }')
 h2g_summed() { [ -s /tmp/net-limit-h2g.sum ]; }
 wait_until 60 h2g_summed || { echo "the checksum of what was sent never came; processes:"; ps; exit 1; }
-send_guest "$(cut -d' ' -f1 /tmp/net-limit-h2g.sum)"
+got=$(cut -d' ' -f1 /tmp/net-limit-g2h.sum) ours=$(cut -d' ' -f1 /tmp/net-limit-h2g.sum)
+host_result host_guest_to_host_matches "$([ -n "$got" ] && [ "$got" = "$sent" ] && echo true || echo false)"
+host_result host_host_to_guest_matches "$([ -n "$ours" ] && [ "$ours" = "$received" ] && echo true || echo false)"
+host_result host_net_mib "$(net_mib)"
+host_result host_final_resident_mib "$(ballast_resident_mib)"
+send_guest done

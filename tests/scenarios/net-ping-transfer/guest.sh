@@ -26,11 +26,8 @@ sync_host sent "$(cut -d' ' -f1 /tmp/out.sum)" # the host compares
 mkfifo /tmp/hold
 nc -l -p 5002 <>/tmp/hold | sha256sum >/tmp/in.sum &
 sleep 1
-sync_host listening # the host sends 32 MiB, then the checksum of what it sent
+sync_host listening # the host answers, then sends 32 MiB
 wait
-if [ "$(cut -d' ' -f1 /tmp/in.sum)" = "$host_line" ]; then
-    result guest_received_matches true
-else
-    result guest_received_matches false
-    echo "received $(cat /tmp/in.sum), the host sent $host_line"
-fi
+# The host compares (a 64-character line sent the other way, to the guest's console, never
+# arrived in two nested runs), reads the VM's counters, and says when the guest may end.
+sync_host received "$(cut -d' ' -f1 /tmp/in.sum)"

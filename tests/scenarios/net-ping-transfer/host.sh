@@ -31,16 +31,20 @@ wait_console 'BALLAST-SYNC listening' || exit 1
 rm -f /tmp/npt-h2g.fifo
 mkfifo /tmp/npt-h2g.fifo
 sha256sum </tmp/npt-h2g.fifo >/tmp/npt-h2g.sum &
+send_guest sending
 t0=$(now_s)
 dd if=/dev/urandom bs=64k count=$((mib * 16)) 2>/dev/null | tee /tmp/npt-h2g.fifo | nc "$guest" 5002
 host_result host_host_to_guest_seconds "$(since_s "$t0")"
-# Bounded, and by PID: a bare `wait` here never returned in the first nested run.
 h2g_summed() { [ -s /tmp/npt-h2g.sum ]; }
 wait_until 60 h2g_summed || { echo "the checksum of what was sent never came; processes:"; ps; exit 1; }
-send_guest "$(cut -d' ' -f1 /tmp/npt-h2g.sum)"
+wait_console 'BALLAST-SYNC received' 300 || exit 1
+received=$(console_line 'BALLAST-SYNC received' | awk '{ print $3 }')
+ours=$(cut -d' ' -f1 /tmp/npt-h2g.sum)
+host_result host_host_to_guest_matches "$([ -n "$ours" ] && [ "$ours" = "$received" ] && echo true || echo false)"
 
 counter() { metric "ballast_net_$1_total{tap=\"$tap\"}"; }
 host_result host_net_rx_mib $(($(counter rx_bytes) >> 20))
 host_result host_net_tx_mib $(($(counter tx_bytes) >> 20))
 host_result host_net_refused_chains $(($(counter rx_refused_chains) + $(counter tx_refused_chains)))
 host_result host_net_dropped $(($(counter rx_dropped) + $(counter tx_dropped)))
+send_guest done
