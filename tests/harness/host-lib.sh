@@ -137,18 +137,20 @@ metric() {
 metric_mib() {
     local bytes
     bytes=$(metric "$1")
-    bytes=${bytes%.*}
-    case $bytes in '' | *[!0-9]*) return 1 ;; esac
-    echo $((bytes >> 20))
+    mib_of_bytes "${bytes%.*}"
+}
+
+# mib_of_bytes BYTES: whole MiB in BYTES; nothing (and false) when BYTES is no whole number
+# (an API that did not answer gives nothing).
+mib_of_bytes() {
+    case $1 in '' | *[!0-9]*) return 1 ;; esac
+    echo $(($1 >> 20))
 }
 
 # ballast_resident_mib: guest RAM resident on the host, in MiB, as ballast's API
 # measures it; nothing (and false) when the API does not answer.
 ballast_resident_mib() {
-    local bytes
-    bytes=$(status_field memory resident_bytes)
-    case $bytes in '' | *[!0-9]*) return 1 ;; esac
-    echo $((bytes >> 20))
+    mib_of_bytes "$(status_field memory resident_bytes)"
 }
 
 # resident_at_most MIB: whether resident guest RAM is at most MIB.

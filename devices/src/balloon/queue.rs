@@ -341,15 +341,9 @@ fn inflate_chain(
     pages: &mut BalloonBitmap,
     metrics: &BalloonMetrics,
 ) -> u64 {
-    let mut pfns = [0u32; MAX_PFNS_PER_DESCRIPTOR];
-    let mut spent = 0;
-    for desc in bounded(chain, BalloonQueue::Inflate, metrics) {
-        if let Some(count) = read_pfn_array(mem, &desc, &mut pfns, metrics, BalloonQueue::Inflate) {
-            release_pfns(mem, &pfns[..count], pages, metrics);
-            spent += count as u64;
-        }
-    }
-    spent
+    pfn_arrays(mem, chain, BalloonQueue::Inflate, metrics, |pfns| {
+        release_pfns(mem, pfns, pages, metrics)
+    })
 }
 
 fn deflate_chain(
@@ -358,15 +352,8 @@ fn deflate_chain(
     pages: &mut BalloonBitmap,
     metrics: &BalloonMetrics,
 ) -> u64 {
-    let mut pfns = [0u32; MAX_PFNS_PER_DESCRIPTOR];
-    let mut spent = 0;
-    for desc in bounded(chain, BalloonQueue::Deflate, metrics) {
-        let Some(count) = read_pfn_array(mem, &desc, &mut pfns, metrics, BalloonQueue::Deflate)
-        else {
-            continue;
-        };
-        spent += count as u64;
-        for &pfn in &pfns[..count] {
+    pfn_arrays(mem, chain, BalloonQueue::Deflate, metrics, |pfns| {
+        for &pfn in pfns {
             let pfn = u64::from(pfn);
             if !pages.is_guest_page(pfn) {
                 metrics.invalid_pfns.inc();
@@ -378,6 +365,25 @@ fn deflate_chain(
             if !pages.remove(pfn) {
                 metrics.deflate_absent_pfns.inc();
             }
+        }
+    })
+}
+
+/// Hands each PFN array of `chain` (its descriptors bounded) to `each`; the PFNs read, which the
+/// queue's run budget counts.
+fn pfn_arrays(
+    mem: &GuestMemoryMmap,
+    chain: DescriptorChain<&GuestMemoryMmap>,
+    which: BalloonQueue,
+    metrics: &BalloonMetrics,
+    mut each: impl FnMut(&[u32]),
+) -> u64 {
+    let mut pfns = [0u32; MAX_PFNS_PER_DESCRIPTOR];
+    let mut spent = 0;
+    for desc in bounded(chain, which, metrics) {
+        if let Some(count) = read_pfn_array(mem, &desc, &mut pfns, metrics, which) {
+            each(&pfns[..count]);
+            spent += count as u64;
         }
     }
     spent

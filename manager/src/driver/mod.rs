@@ -111,7 +111,7 @@ impl Driver {
 
     pub fn run(mut self) {
         let mut next = Instant::now();
-        while let Some((limit, answered)) = self.wait(next) {
+        while let Some((limit, user_balloon, answered)) = self.wait(next) {
             if limit != self.policy.limit_pages() {
                 log::info!(
                     "memory manager: limit {}",
@@ -125,7 +125,6 @@ impl Driver {
                     self.hot_window.clear();
                 }
             }
-            let user_balloon = self.shared.view().user_balloon_pages;
             self.policy.set_user_balloon_pages(user_balloon);
             // An epoch for an agent's answer keeps the cadence of the others.
             if !answered {
@@ -135,9 +134,9 @@ impl Driver {
         }
     }
 
-    /// Sleeps until `next`, a limit change, an agent's answer, or a stop (`None`); the limit to
-    /// run with, and whether it woke for an answer.
-    fn wait(&mut self, next: Instant) -> Option<(Option<u64>, bool)> {
+    /// Sleeps until `next`, a limit change, an agent's answer, or a stop (`None`); the limit and
+    /// the balloon size the user set by hand to run with, and whether it woke for an answer.
+    fn wait(&mut self, next: Instant) -> Option<(Option<u64>, u64, bool)> {
         let shared = self.shared.clone();
         let mut view = shared.view();
         let mut answered = false;
@@ -165,7 +164,7 @@ impl Driver {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        Some((view.limit_pages, answered))
+        Some((view.limit_pages, view.user_balloon_pages, answered))
     }
 
     /// One epoch: sample, release what the guest took back from the balloon, decide, act,

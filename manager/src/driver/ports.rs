@@ -58,7 +58,7 @@ impl std::fmt::Display for AgentRequest {
             AgentRequest::Anon { pages, urgent } => write!(
                 f,
                 "anon request ({}) for {}",
-                if urgent { "page out" } else { "deactivate" },
+                crate::policy::anon_verb(urgent),
                 crate::pages::Shown(pages)
             ),
         }

@@ -160,6 +160,14 @@ pub struct Policy {
     /// The balloon target the user set by hand (`PATCH /balloon`): a raised or cleared limit
     /// gives the balloon back down to it, not below.
     user_balloon_pages: u64,
+    /// The guest's memory off the LRU lists as it was when the balloon's squeeze began (the
+    /// first episode since the balloon was empty): the kernel figure the cap leaves is not
+    /// raised above it while the balloon holds pages. That figure is what meminfo does not
+    /// explain (total − free − file − anon), and free page reporting takes up to 128 MiB of
+    /// free pages off the free lists while the host releases them: seen as 131 MiB "kernel"
+    /// against 30 MiB without reporting, which left the balloon's cap short of the limit
+    /// (`limit-reclaim-fpr`).
+    kernel_bound: Option<u64>,
 }
 
 impl Policy {
@@ -181,6 +189,7 @@ impl Policy {
             last_state: ManagerState::WithinLimit,
             counters: PolicyCounters::default(),
             user_balloon_pages: 0,
+            kernel_bound: None,
         }
     }
 
@@ -201,6 +210,7 @@ impl Policy {
         }
         if limit_pages.is_none() {
             self.need_hold.clear();
+            self.kernel_bound = None;
         }
         self.deflate = match (old, limit_pages) {
             (Some(_), None) => Some(DeflateBudget::Unbounded),
@@ -217,6 +227,35 @@ impl Policy {
     /// stops there.
     pub fn set_user_balloon_pages(&mut self, pages: u64) {
         self.user_balloon_pages = pages;
+    }
+
+    /// Takes or lets go of [`Policy::kernel_bound`]: taken at the last epoch of an episode (or
+    /// one starting) with an empty balloon, let go once the balloon is empty with no episode
+    /// (or the limit is cleared).
+    fn update_kernel_bound(&mut self, obs: &Observation) {
+        if obs.balloon_target_pages != 0 || obs.balloon_actual_pages != 0 {
+            return;
+        }
+        // Nothing squeezes the guest: its figure is what it needs.
+        let squeeze_due =
+            self.episode.is_some() || self.limit.is_some_and(|l| obs.resident_pages > l);
+        self.kernel_bound = squeeze_due
+            .then(|| obs.guest.as_ref().map(|g| g.kernel_pages))
+            .flatten();
+    }
+
+    /// `obs` with the guest's kernel figure held to [`Policy::kernel_bound`], when that lowers
+    /// it: what the policy decides from.
+    pub(crate) fn kernel_bounded(&self, obs: &Observation) -> Option<Observation> {
+        let bound = self.kernel_bound?;
+        if obs.guest.as_ref()?.kernel_pages <= bound {
+            return None;
+        }
+        let mut bounded = obs.clone();
+        if let Some(guest) = bounded.guest.as_mut() {
+            guest.kernel_pages = bound;
+        }
+        Some(bounded)
     }
 
     /// L − L/8.
@@ -244,6 +283,15 @@ impl Policy {
     /// Called once per epoch (and again whenever the driver likes, e.g. when an agent request
     /// answered: a balloon on its way to a target is waited for, not pushed again).
     pub fn decide(&mut self, obs: &Observation) -> Decision {
+        self.update_kernel_bound(obs);
+        let bounded;
+        let obs = match self.kernel_bounded(obs) {
+            Some(b) => {
+                bounded = b;
+                &bounded
+            }
+            None => obs,
+        };
         // Agent requests answer in their own time; a balloon target is recorded at once.
         let before = self.pending.len();
         self.pending.retain(|p| matches!(p, Pending::Agent { .. }));

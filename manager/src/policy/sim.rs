@@ -109,6 +109,9 @@ pub struct SimGuest {
     pub agent: bool,
     /// The VM has no vsock device: no agent link at all.
     pub no_vsock: bool,
+    /// Free pages the guest took off its free lists to report them (free page reporting): its
+    /// meminfo shows them as neither free nor cached nor anon, so they read as kernel memory.
+    pub reporting_isolated: u64,
     pub free_page_reporting: bool,
     pub working_set_known: bool,
     pub psi_full_avg10: f64,
@@ -156,6 +159,7 @@ impl SimGuest {
             balloon_responds: spec.balloon_responds,
             agent: spec.agent,
             no_vsock: false,
+            reporting_isolated: 0,
             free_page_reporting: spec.free_page_reporting,
             working_set_known: spec.working_set_known,
             psi_full_avg10: 0.0,
@@ -210,7 +214,8 @@ impl SimGuest {
             guest: self.agent.then(|| GuestView {
                 file_pages: self.file.saturating_add(self.cache_lie),
                 anon_pages: self.anon_hot + self.anon_cold,
-                free_pages: self.free_touched + self.free_untouched,
+                free_pages: (self.free_touched + self.free_untouched)
+                    .saturating_sub(self.reporting_isolated),
                 swap_total_pages: self.swap_total,
                 swap_used_pages: self.swapped,
                 psi_full_avg10: self.psi_full_avg10,
@@ -218,7 +223,7 @@ impl SimGuest {
                 active_file_pages: self.reported_active(self.file_hot),
                 active_anon_pages: self.reported_active(self.anon_hot),
                 refaults: self.refaults,
-                kernel_pages: self.kernel,
+                kernel_pages: self.kernel + self.reporting_isolated,
             }),
             agent_absent: self.no_vsock,
         }

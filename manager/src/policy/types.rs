@@ -126,6 +126,15 @@ pub enum Action {
     SetBalloon { target_pages: u64 },
 }
 
+/// What an anon request asks of the guest, in a log line.
+pub(crate) fn anon_verb(urgent: bool) -> &'static str {
+    if urgent {
+        "page out"
+    } else {
+        "deactivate"
+    }
+}
+
 /// As the driver's log shows an action: what is asked, in pages and MiB.
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -136,7 +145,7 @@ impl fmt::Display for Action {
             Action::DeactivateAnon { pages, urgent } => write!(
                 f,
                 "ask the agent to {} {} of anon memory",
-                if urgent { "page out" } else { "deactivate" },
+                anon_verb(urgent),
                 Shown(pages)
             ),
             Action::SetBalloon { target_pages } => {

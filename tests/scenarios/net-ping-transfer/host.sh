@@ -11,15 +11,16 @@ host_result host_vm_net_active "$(status_field vm active)"
 host_result host_vm_net_mac_matches "$([ "$(status_field vm mac)" = "$(console_line 'guest_mac' | sed 's/.*"guest_mac":"\([^"]*\)".*/\1/')" ] && echo true || echo false)"
 
 # Guest to host.
-rm -f /tmp/npt-hold
+rm -f /tmp/npt-hold /tmp/npt-g2h.sum
 mkfifo /tmp/npt-hold
 nc -l -p 5001 <>/tmp/npt-hold | sha256sum >/tmp/npt-g2h.sum &
-listener=$!
 sleep 1
 t0=$(now_s)
 send_guest go
 wait_console 'BALLAST-SYNC sent' 900 || exit 1
-wait "$listener"
+# The checksum is written once the guest's stream has ended here (bounded, not a bare `wait`).
+g2h_summed() { [ -s /tmp/npt-g2h.sum ]; }
+wait_until 60 g2h_summed || { echo "the checksum of what was received never came; processes:"; ps; exit 1; }
 host_result host_guest_to_host_seconds "$(since_s "$t0")"
 sent=$(console_line 'BALLAST-SYNC sent' | awk '{ print $3 }')
 got=$(cut -d' ' -f1 /tmp/npt-g2h.sum)
@@ -28,7 +29,7 @@ send_guest ok
 
 # Host to guest.
 wait_console 'BALLAST-SYNC listening' || exit 1
-rm -f /tmp/npt-h2g.fifo
+rm -f /tmp/npt-h2g.fifo /tmp/npt-h2g.sum
 mkfifo /tmp/npt-h2g.fifo
 sha256sum </tmp/npt-h2g.fifo >/tmp/npt-h2g.sum &
 send_guest sending
@@ -42,9 +43,14 @@ received=$(console_line 'BALLAST-SYNC received' | awk '{ print $3 }')
 ours=$(cut -d' ' -f1 /tmp/npt-h2g.sum)
 host_result host_host_to_guest_matches "$([ -n "$ours" ] && [ "$ours" = "$received" ] && echo true || echo false)"
 
+# The device's counters; null, not a shell arithmetic error, when the API does not answer.
 counter() { metric "ballast_net_$1_total{tap=\"$tap\"}"; }
-host_result host_net_rx_mib $(($(counter rx_bytes) >> 20))
-host_result host_net_tx_mib $(($(counter tx_bytes) >> 20))
-host_result host_net_refused_chains $(($(counter rx_refused_chains) + $(counter tx_refused_chains)))
-host_result host_net_dropped $(($(counter rx_dropped) + $(counter tx_dropped)))
+counters() {
+    _a=$(counter "$1") _b=$(counter "$2")
+    case "$_a:$_b" in *[!0-9:]* | :* | *:) echo null ;; *) echo $((_a + _b)) ;; esac
+}
+host_result host_net_rx_mib "$(metric_mib "ballast_net_rx_bytes_total{tap=\"$tap\"}" || echo null)"
+host_result host_net_tx_mib "$(metric_mib "ballast_net_tx_bytes_total{tap=\"$tap\"}" || echo null)"
+host_result host_net_refused_chains "$(counters rx_refused_chains tx_refused_chains)"
+host_result host_net_dropped "$(counters rx_dropped tx_dropped)"
 send_guest done

@@ -99,7 +99,7 @@ fn cleared_limit_deflates_to_zero_in_steps() {
 fn cleared_or_raised_limit_gives_back_only_the_managers_pages() {
     // The user set a 100 MiB balloon by hand before the limit; the manager inflates past it.
     let mut h = Harness::new(busy_guest(), Some(192));
-    h.policy.set_user_balloon_pages(100 * MIB);
+    h.set_balloon_by_hand(100 * MIB);
     h.run_episode(100);
     assert!(h.guest.balloon > 100 * MIB);
     h.policy.set_limit(Some(512 * MIB));
@@ -191,7 +191,7 @@ fn starvation_without_a_limit_deflates_too() {
     };
     let mut h = Harness::new(spec, None);
     // Someone set the balloon by hand.
-    h.guest.balloon_target = 200 * MIB;
+    h.set_balloon_by_hand(200 * MIB);
     h.run(5);
     assert_eq!(h.guest.balloon, 200 * MIB);
     assert!(h.actions().is_empty());

@@ -130,6 +130,13 @@ impl Harness {
     }
 
     /// Runs until the state is no longer `Reclaiming` (at most `epochs`).
+    /// The user sets the balloon by hand (`PATCH /balloon`), as the API does it: the device's
+    /// target, and the manager told.
+    fn set_balloon_by_hand(&mut self, pages: u64) {
+        self.guest.balloon_target = pages;
+        self.policy.set_user_balloon_pages(pages);
+    }
+
     fn run_episode(&mut self, epochs: usize) -> Decision {
         for _ in 0..epochs {
             let decision = self.epoch();
@@ -181,8 +188,10 @@ impl Harness {
                     panic!("a balloon bigger than guest RAM: {action:?} for {obs:?}")
                 }
                 Action::SetBalloon { target_pages } if target_pages > obs.balloon_target_pages => {
+                    let bounded = self.policy.kernel_bounded(obs);
+                    let seen = bounded.as_ref().unwrap_or(obs);
                     let (cap, _) =
-                        held_balloon_cap(&self.config, obs, self.policy.need_hold.held());
+                        held_balloon_cap(&self.config, seen, self.policy.need_hold.held());
                     assert!(
                         target_pages <= cap,
                         "inflated past the cap {cap}: {action:?}"

@@ -449,3 +449,25 @@ fn anon_turns_urgent_when_nothing_moves() {
     ));
     assert!(d.actions.is_empty());
 }
+
+#[test]
+fn pages_isolated_for_free_page_reporting_do_not_shrink_the_balloons_cap() {
+    // limit-reclaim-fpr: the file step frees the cache, the guest starts reporting the free
+    // pages, and up to 128 MiB of them read as kernel memory while the host releases them.
+    let spec = SimSpec {
+        kernel_mib: 30,
+        file_mib: 256,
+        anon_hot_mib: 48,
+        free_touched_mib: 120,
+        free_page_reporting: true,
+        ..Default::default()
+    };
+    let mut h = Harness::new(spec, Some(192));
+    while h.guest.balloon_target == 0 {
+        h.epoch();
+    }
+    h.guest.reporting_isolated = 128 * MIB;
+    let end = h.run_episode(100);
+    assert_eq!(end.state, ManagerState::WithinLimit, "{:?}", end.state);
+    assert!(h.guest.resident() <= 168 * MIB);
+}

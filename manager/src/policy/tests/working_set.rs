@@ -217,7 +217,7 @@ fn a_deflate_on_oom_leaves_a_hand_set_target_alone() {
     };
     let mut h = Harness::new(spec, None);
     // Someone set the balloon by hand, with no limit.
-    h.guest.balloon_target = 160 * MIB;
+    h.set_balloon_by_hand(160 * MIB);
     h.run(5);
     assert_eq!(h.guest.balloon, 160 * MIB);
 
