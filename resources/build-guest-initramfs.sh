@@ -35,6 +35,7 @@ MODULES=(
     net/vmw_vsock/vmw_vsock_virtio_transport
     mm/zsmalloc drivers/block/zram/zram
     drivers/char/virtio_console
+    net/core/failover drivers/net/net_failover drivers/net/virtio_net
 )
 
 guest_base() {

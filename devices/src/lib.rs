@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | `balloon/` | virtio-balloon: inflate, deflate, free page reporting, statistics; a guest PFN's journey (`queue.rs` → `bitmap.rs` → `release.rs`: descriptor → bitmap → madvise) |
 //! | `block/` | virtio-blk over a raw disk image |
+//! | `net/` | virtio-net over a TAP interface of the host |
 //! | `vsock/` | virtio-vsock with Firecracker's hybrid Unix socket backend (the agent's link) |
 //! | `legacy/` | COM1, the i8042 and the ACPI power-management register on the port-I/O bus |
 //! | `bus.rs` | the port-I/O and MMIO buses the vCPUs dispatch exits to |
@@ -16,6 +17,7 @@ pub mod balloon;
 pub mod block;
 pub mod bus;
 pub mod legacy;
+pub mod net;
 pub mod unix_socket;
 pub mod vsock;
 

@@ -34,6 +34,13 @@ run_l1() {
     shift 3
     l1="$(dirname "$payload")/l1.cpio.gz"
     "$(dirname "${BASH_SOURCE[0]}")/../harness/build-l1-initramfs.sh" --payload "$payload" -o "$l1"
+    # One L1 test host at a time, as run-scenario.sh does (BALLAST_L1_LOCK): a benchmark beside
+    # another L1 would measure the two sharing the cores.
+    exec 9>"${BALLAST_L1_LOCK:-/tmp/ballast-l1.lock}"
+    if ! flock -n 9; then
+        echo "another L1 test host runs on this machine; waiting for it to end" >&2
+        flock 9
+    fi
     timeout 3600 bash -c "$(declare -f l1_qemu); l1_qemu \"\$@\"" l1 \
         "$mem" "$l1" "$@" </dev/null 2>&"$errfd" | tr -d '\r' | grep --line-buffered -v "TCG doesn't support" |
         tee "$out" | grep --line-buffered '^BENCH' || true

@@ -2,8 +2,8 @@
 # Builds the initramfs of the L1 test host:  build-l1-initramfs.sh [--payload DIR] -o OUT.cpio.gz
 #
 # Base segment (cached in $BALLAST_CACHE/images): busybox, the KVM and virtio-blk
-# (virtio-pci) module chains of the L1 kernel (BALLAST_L1_MODULES, see
-# resources/fetch.sh), the guest kernel as /guest/bzImage, /init
+# (virtio-pci) module chains of the L1 kernel and its tun module, for the scenarios'
+# TAP interfaces (BALLAST_L1_MODULES, see resources/fetch.sh), the guest kernel as /guest/bzImage, /init
 # (tests/harness/l1-init), /etc/ballast/{run-one.sh,host-lib.sh}.
 # Second segment: the contents of DIR as they are, as run-scenario.sh lays them out:
 #   bin/ballast, etc/ballast/{timeout,cmdline},
@@ -29,7 +29,8 @@ l1_base() {
     busybox_root "$1"
     for m in virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm arch/x86/kvm/kvm-amd \
         drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev \
-        drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk; do
+        drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
+        drivers/net/tun; do
         # l1-init loads them in this order; a kernel that has one built in skips it.
         if copy_module "$m" "$1/lib/modules" "$BALLAST_L1_MODULES"; then
             echo "${m##*/}" >>"$1/etc/ballast/l1-modules"

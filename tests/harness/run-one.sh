@@ -12,6 +12,8 @@
 #             sees them: QEMU virtio-blk-pci disks)
 #   host.sh   run while ballast runs, with host-lib.sh (next to this script) sourced
 #             first; ballast then gets --api-sock, and a FIFO as its stdin
+#   taps      TAP interfaces to make before ballast starts and delete after it ends,
+#             `NAME ADDRESS/PREFIX` a line (ballast attaches to a TAP, never makes one)
 #
 # stdout, in whole lines (two writers never cut each other's lines):
 #   BALLAST-BEGIN N
@@ -71,9 +73,32 @@ line_tee() {
     fi
 }
 
+# taps_up, taps_down: the scenario's TAP interfaces, with iproute2 or busybox's tunctl.
+taps_up() {
+    [ -f "$d/taps" ] || return 0
+    while read -r tap addr; do
+        [ -n "$tap" ] || continue
+        if { ip tuntap add dev "$tap" mode tap 2>/dev/null || tunctl -t "$tap" >/dev/null; } &&
+            ip addr add "$addr" dev "$tap" && ip link set "$tap" up; then
+            say "TAP interface $tap is up with $addr"
+        else
+            say "cannot make the TAP interface $tap with $addr (is the tun module loaded?)"
+            return 1
+        fi
+    done <"$d/taps"
+}
+taps_down() {
+    [ -f "$d/taps" ] || return 0
+    while read -r tap _; do
+        [ -n "$tap" ] || continue
+        ip tuntap del dev "$tap" mode tap 2>/dev/null || tunctl -d "$tap" >/dev/null 2>&1
+    done <"$d/taps"
+}
+
 printf '\nBALLAST-BEGIN %s\n' "$n"
 t0=$(now)
 finish() { # finish RC: the closing marker
+    taps_down
     if [ -e "$tmp/timedout" ]; then
         printf '\nBALLAST-TIMEOUT %s\n' "$n"
         exit 1
@@ -116,6 +141,8 @@ if [ -f "$d/disks" ]; then
         args="$args --disk $spec"
     done <"$d/disks"
 fi
+
+taps_up || finish 1
 
 stdin=/dev/null
 if [ -f "$d/host.sh" ]; then

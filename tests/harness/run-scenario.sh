@@ -16,6 +16,9 @@
 #                 host-lib.sh sourced: gen_bytes SEED SIZE makes reproducible data);
 #                 neither: an empty file system. size= defaults to what the files need
 #                 plus room (build-disk-image.sh). ballast gets --disk IMG[,readonly=on].
+#   taps          TAP interfaces for the scenario's --net devices, `NAME ADDRESS/PREFIX`
+#                 a line: made (and given the address) where ballast runs, before it
+#                 starts, and deleted after it ends (tests/harness/run-one.sh)
 #   host.sh       run on the host side of ballast while ballast runs (inside the L1
 #                 test host in nested mode): see tests/harness/run-one.sh and the
 #                 helpers in tests/harness/host-lib.sh (wait_console, send_guest,
@@ -231,6 +234,9 @@ for i in "${!dirs[@]}"; do
         { grep -v '^[[:space:]]*#' "$d/cmdline" || true; } | tr '\n' ' ' >"$s/cmdline"
     fi
     [ ! -f "$d/host.sh" ] || install -m 644 "$d/host.sh" "$s/host.sh"
+    if [ -f "$d/taps" ]; then
+        { grep -v '^[[:space:]]*#' "$d/taps" || true; } >"$s/taps"
+    fi
     [ ! -f "$d/disks" ] || build_disks "$nn" "$d" "$s"
     read -ra a <"$s/args" || true
     for j in "${!a[@]}"; do

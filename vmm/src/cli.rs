@@ -6,6 +6,7 @@ use ballast_devices::balloon::BalloonConfig;
 use ballast_manager::pages;
 
 use ballast_devices::block::BlockConfig;
+use ballast_devices::net::NetConfig;
 use ballast_devices::vsock::VsockConfig;
 use clap::{Args, Parser, Subcommand};
 
@@ -40,7 +41,7 @@ pub enum Command {
     /// Exit status: 0 when the guest powers off or reboots (ballast does not restart it) or when
     /// ballast is stopped (Ctrl-A x, SIGINT, SIGTERM, the API); 1 when a vCPU fails (the reason
     /// is printed); 2 when the VM cannot be set up.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show a running VM's state, memory and balloon.
     Status(ClientArgs),
     /// Print a running VM's metrics (`GET /metrics`, Prometheus text).
@@ -207,6 +208,13 @@ pub struct RunArgs {
     /// A raw disk image, PATH[,readonly=on]; repeat for more disks. The first is /dev/vda.
     #[arg(long = "disk", value_name = "PATH[,readonly=on]")]
     pub disks: Vec<BlockConfig>,
+    /// A network device on an existing TAP interface of the host, tap=NAME[,mac=MAC]; repeat
+    /// for more (the first is the guest's eth0). ballast does not create the TAP: make it with
+    /// `ip tuntap add dev NAME mode tap user $USER`, then give it an address or a bridge and
+    /// set it up. Without mac=, the guest gets a stable address derived from this host's name
+    /// and the TAP's.
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    pub net: Vec<NetConfig>,
     /// Unix socket of the guest's vsock device: a host program connects and writes
     /// `CONNECT <port>`; guest connections to the host's port P reach `PATH_P`.
     #[arg(long)]
@@ -384,6 +392,7 @@ impl RunArgs {
                 guest_cid: self.vsock_cid,
                 uds_path,
             }),
+            net: self.net,
             // Bytes on the command line, guest pages from here on.
             limit_pages: self.limit.map(pages::from_bytes),
             // Checked to be 10 ms to an hour when parsed.
@@ -485,8 +494,33 @@ mod tests {
         let mut args = vec!["ballast", "run", "--kernel", "/k"];
         args.extend_from_slice(extra);
         match Cli::try_parse_from(args)?.command {
-            Command::Run(run) => Ok(run),
+            Command::Run(run) => Ok(*run),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn net_devices_come_in_order_and_bad_ones_are_refused_with_the_reason() {
+        let config = run_args(&[
+            "--net",
+            "tap=tap0",
+            "--net",
+            "tap=tap1,mac=06:00:00:00:00:01",
+        ])
+        .unwrap()
+        .into_config();
+        let taps: Vec<_> = config.net.iter().map(|n| n.tap.as_str()).collect();
+        assert_eq!(taps, ["tap0", "tap1"]);
+        assert_eq!(config.net[1].mac.unwrap().to_string(), "06:00:00:00:00:01");
+        assert!(run_args(&[]).unwrap().into_config().net.is_empty());
+        for (bad, why) in [
+            ("tap0", "needs a value"),
+            ("mac=06:00:00:00:00:01", "needs a TAP interface"),
+            ("tap=tap0,mac=01:00:00:00:00:01", "multicast"),
+            ("tap=tap0,queues=2", "unknown network option `queues`"),
+        ] {
+            let err = run_args(&["--net", bad]).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
         }
     }
 

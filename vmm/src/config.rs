@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use ballast_devices::balloon::BalloonConfig;
 use ballast_devices::block::BlockConfig;
+use ballast_devices::net::NetConfig;
 use ballast_devices::vsock::VsockConfig;
 use ballast_manager::host_enforce::HostEnforceConfig;
 use ballast_manager::{limit, pages, LimitError};
@@ -24,6 +25,8 @@ pub struct VmConfig {
     /// Disks in the order the guest sees them (/dev/vda first).
     pub disks: Vec<BlockConfig>,
     pub vsock: Option<VsockConfig>,
+    /// Network devices in the order the guest sees them (eth0 first).
+    pub net: Vec<NetConfig>,
     /// The memory limit in guest pages: resident guest RAM is kept at or under it.
     pub limit_pages: Option<u64>,
     /// How often the memory manager samples residency and dirtiness.

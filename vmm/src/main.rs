@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     .format_timestamp_millis()
     .init();
     match cli.command {
-        Command::Run(args) => run_vm(args),
+        Command::Run(args) => run_vm(*args),
         // Every other subcommand talks to a running ballast over its API socket.
         command => ballast::client::commands::run(command).unwrap_or(ExitCode::FAILURE),
     }

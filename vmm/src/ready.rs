@@ -28,6 +28,9 @@ pub fn ready_line(config: &VmConfig, pid: u32) -> String {
     if let Some(vsock) = &config.vsock {
         line.push_str(&format!(", vsock {}", vsock.uds_path.display()));
     }
+    for net in &config.net {
+        line.push_str(&format!(", TAP {}", net.tap));
+    }
     line
 }
 
@@ -85,7 +88,7 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            crate::cli::Command::Run(run) => run.into_config(),
+            crate::cli::Command::Run(run) => (*run).into_config(),
             _ => unreachable!(),
         }
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ballast_devices::balloon::Balloon;
+use ballast_devices::net::Net;
 use ballast_manager::policy::ManagerState;
 use ballast_manager::{pages, ManagerHandle, ManagerView};
 use ballast_virtio::GuestMemoryMmap;
@@ -17,7 +18,7 @@ use super::residency::Residency;
 use super::{
     AgentInfo, ApiError, ApiMessage, ApiReceiver, ApiReply, ApiRequest, ApiResult, BalloonInfo,
     BalloonStatistics, BalloonStatsUpdate, BalloonUpdate, GuestMemoryStats, MemoryInfo,
-    MemoryLimitUpdate, MemoryState, VmAction, VmInfo, VmState, VmmMetrics,
+    MemoryLimitUpdate, MemoryState, NetDeviceInfo, VmAction, VmInfo, VmState, VmmMetrics,
 };
 use crate::agent::{AgentHandle, AgentState, AgentStatus};
 use crate::vstate::exit::{ExitState, VmExit};
@@ -36,6 +37,8 @@ pub struct VmHandles {
     pub mem: GuestMemoryMmap,
     pub mem_size: u64,
     pub balloon: Arc<Mutex<Balloon>>,
+    /// The network devices, in the guest's order.
+    pub net: Vec<Arc<Mutex<Net>>>,
     /// When the vCPUs started.
     pub started: Instant,
     /// The guest agent service, when the VM has a vsock device.
@@ -61,6 +64,13 @@ impl ApiHandler {
 
     fn balloon(&self) -> MutexGuard<'_, Balloon> {
         self.vm.balloon.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn net(&self) -> impl Iterator<Item = MutexGuard<'_, Net>> {
+        self.vm
+            .net
+            .iter()
+            .map(|n| n.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn memory_mib(&self) -> u64 {
@@ -100,6 +110,17 @@ impl ApiHandler {
             memory_mib: self.memory_mib(),
             uptime_ms: self.vm.started.elapsed().as_millis() as u64,
             ballast_version: env!("CARGO_PKG_VERSION").to_string(),
+            net: self
+                .net()
+                .map(|net| {
+                    let info = net.info();
+                    NetDeviceInfo {
+                        tap: info.tap,
+                        mac: info.mac.to_string(),
+                        active: info.active,
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -249,6 +270,10 @@ impl ApiHandler {
             balloon_target_pages: balloon.target_pages(),
             balloon_actual_pages: balloon.actual_pages(),
             balloon: balloon.metrics().snapshot(),
+            net: self
+                .net()
+                .map(|net| (net.tap_name().to_string(), net.metrics().snapshot()))
+                .collect(),
             memory,
             manager: self.vm.manager.view(),
         };
@@ -387,6 +412,7 @@ mod tests {
             mem: create_guest_memory(64 << 20).unwrap(),
             mem_size: 64 << 20,
             balloon: Arc::new(Mutex::new(Balloon::new(config).unwrap())),
+            net: Vec::new(),
             started: Instant::now(),
             agent: None,
             manager: ManagerHandle::without_driver(pages::from_mib(64)),

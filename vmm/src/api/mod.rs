@@ -31,6 +31,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use ballast_devices::balloon::{BalloonError, BalloonMetricsSnapshot, BalloonStats};
+use ballast_devices::net::NetMetricsSnapshot;
 use ballast_manager::{pages, LimitError, ManagerView};
 use serde::{Deserialize, Deserializer, Serialize};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -42,7 +43,7 @@ pub use ballast_manager::{HostEnforceState, HostEnforceStatus};
 /// One action the API asks of the VMM: the whole surface between the API thread and the VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiRequest {
-    /// `GET /vm`: state, vCPUs, memory, uptime, version.
+    /// `GET /vm`: state, vCPUs, memory, uptime, version, network devices.
     GetVm,
     /// `PUT /vm/actions`: pause, resume or shut down the VM.
     VmAction(VmAction),
@@ -139,6 +140,21 @@ pub struct VmInfo {
     pub memory_mib: u64,
     pub uptime_ms: u64,
     pub ballast_version: String,
+    /// The network devices, in the order the guest sees them.
+    #[serde(default)]
+    pub net: Vec<NetDeviceInfo>,
+}
+
+/// A network device in `GET /vm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetDeviceInfo {
+    /// The host's TAP interface behind it.
+    pub tap: String,
+    /// The guest's MAC address.
+    pub mac: String,
+    /// Whether the guest's driver has set the device up.
+    pub active: bool,
 }
 
 /// `GET /balloon`: Firecracker's fields first, then the driver's side of the balloon.
@@ -322,6 +338,8 @@ pub struct VmmMetrics {
     pub balloon_target_pages: u32,
     pub balloon_actual_pages: u32,
     pub balloon: BalloonMetricsSnapshot,
+    /// Each network device's counters, by its TAP's name.
+    pub net: Vec<(String, NetMetricsSnapshot)>,
     /// The memory manager's view.
     pub manager: ManagerView,
 }

@@ -10,7 +10,7 @@
 //! | `host.rs` | host setup: signals, the open-files limit, the seccomp filters compiled, checks against the host, `--host-enforce`'s cgroup, KVM, the API socket |
 //! | `memory.rs` | the VM, guest RAM, KVM's dirty log, the kernel and initrd |
 //! | `buses.rs` | the legacy devices on the port-I/O bus, and the guest's power-off and reset eventfds |
-//! | `virtio.rs` | the balloon, disks and vsock on the MMIO bus |
+//! | `virtio.rs` | the balloon, disks, network devices and vsock on the MMIO bus |
 //! | `boot_tables.rs` | ACPI tables, the command line and boot parameters |
 //! | `vcpus.rs` | creating, starting and stopping the vCPU threads |
 //! | `services.rs` | the guest agent service, the memory manager, and the API |
@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use ballast_devices::balloon::BalloonError;
 use ballast_devices::block::BlockError;
 use ballast_devices::bus::BusError;
+use ballast_devices::net::NetError;
 use ballast_devices::vsock::VsockError;
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -61,6 +62,8 @@ pub enum RunError {
     Balloon(#[from] BalloonError),
     #[error(transparent)]
     Block(#[from] BlockError),
+    #[error(transparent)]
+    Net(#[from] NetError),
     #[error(transparent)]
     Vsock(#[from] VsockError),
     #[error("cannot attach a virtio device: {0}")]
@@ -128,6 +131,7 @@ pub fn run(config: VmConfig) -> Result<VmExit, RunError> {
             config: &config,
             guest: &mut guest,
             balloon: &virtio.balloon,
+            net: &virtio.net,
             agent_connector: virtio.agent_connector,
             host_enforcer: host.host_enforcer,
             api,

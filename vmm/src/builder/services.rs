@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use ballast_devices::balloon::Balloon;
+use ballast_devices::net::Net;
 use ballast_devices::unix_socket::BoundSocket;
 use ballast_devices::vsock::LocalConnector;
 use ballast_manager::host_enforce::HostEnforcer;
@@ -51,6 +52,7 @@ pub(super) struct Parts<'a> {
     pub config: &'a VmConfig,
     pub guest: &'a mut Guest,
     pub balloon: &'a Arc<Mutex<Balloon>>,
+    pub net: &'a [Arc<Mutex<Net>>],
     pub agent_connector: Option<LocalConnector>,
     pub host_enforcer: HostEnforcer,
     pub api: Option<Api>,
@@ -121,6 +123,7 @@ pub(super) fn start(
             mem: parts.guest.mem.clone(),
             mem_size: parts.config.mem_size,
             balloon: parts.balloon.clone(),
+            net: parts.net.to_vec(),
             started: parts.vcpus.started,
             agent: agent.as_ref().map(AgentService::handle),
             manager: manager.handle(),

@@ -1,11 +1,12 @@
-//! The virtio devices on the MMIO bus: the balloon (always), a block device per disk, and the
-//! vsock device (whose in-process end the guest agent service dials).
+//! The virtio devices on the MMIO bus: the balloon (always), a block device per disk, a network
+//! device per TAP, and the vsock device (whose in-process end the guest agent service dials).
 
 use std::sync::{Arc, Mutex};
 
 use ballast_devices::balloon::Balloon;
 use ballast_devices::block::Block;
 use ballast_devices::bus::Bus;
+use ballast_devices::net::Net;
 use ballast_devices::vsock::{LocalConnector, Vsock};
 use ballast_virtio::VirtioDevice;
 use event_manager::MutEventSubscriber;
@@ -26,6 +27,8 @@ pub(super) struct Virtio {
     pub slots: Vec<MmioSlot>,
     pub balloon: Arc<Mutex<Balloon>>,
     pub agent_connector: Option<LocalConnector>,
+    /// The network devices, for the API.
+    pub net: Vec<Arc<Mutex<Net>>>,
     /// Every device, for the event loop.
     pub subscribers: Vec<Subscriber>,
 }
@@ -38,6 +41,13 @@ pub(super) fn devices(config: &VmConfig, guest: &Guest) -> Result<Virtio, RunErr
         let setup = Box::new(|| seccomp::apply(ThreadKind::BlockIo).map_err(|e| e.to_string()));
         let block = Block::with_worker_setup(disk.clone(), Some(setup))?;
         devices.push(Arc::new(Mutex::new(block)));
+    }
+    let host = host_name();
+    let mut net = Vec::with_capacity(config.net.len());
+    for nic in &config.net {
+        let device = Arc::new(Mutex::new(Net::new(nic, nic.mac_or_derived(&host))?));
+        net.push(device.clone());
+        devices.push(device);
     }
     // The guest agent is reached through the VMM's own end of the vsock device.
     let mut agent_connector = None;
@@ -63,6 +73,15 @@ pub(super) fn devices(config: &VmConfig, guest: &Guest) -> Result<Virtio, RunErr
         slots,
         balloon,
         agent_connector,
+        net,
         subscribers: devices.into_iter().map(|d| d as Subscriber).collect(),
     })
+}
+
+/// What a default MAC is derived from, with the TAP's name: this host's name, so the same VM
+/// (the VM on that TAP) keeps its address across restarts, and VMs on other hosts differ.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
 }

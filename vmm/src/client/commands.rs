@@ -229,6 +229,17 @@ pub fn format_status(vm: &VmInfo, memory: &MemoryInfo, balloon: &BalloonInfo) ->
         ),
     );
     line("host enforce", host_enforce(&memory.host_enforce));
+    for net in &vm.net {
+        let waiting = if net.active {
+            ""
+        } else {
+            " (the guest's driver has not set it up)"
+        };
+        line(
+            "net",
+            format!("{}, guest MAC {}{waiting}", net.tap, net.mac),
+        );
+    }
     out
 }
 
@@ -335,7 +346,7 @@ fn action(args: &ClientArgs, action_type: VmAction) -> Result<String, ClientErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MemoryState, VmState};
+    use crate::api::{MemoryState, NetDeviceInfo, VmState};
 
     #[test]
     fn uptime_reads_naturally() {
@@ -352,6 +363,11 @@ mod tests {
             memory_mib: 512,
             uptime_ms: 61_000,
             ballast_version: "0.1.0".into(),
+            net: vec![NetDeviceInfo {
+                tap: "tap0".into(),
+                mac: "06:00:ac:10:00:02".into(),
+                active: true,
+            }],
         };
         let memory = MemoryInfo {
             memory_mib: 512,
@@ -378,6 +394,10 @@ mod tests {
         assert!(text.contains("memory state: over_limit (why)\n"), "{text}");
         assert!(text.contains("balloon:      target 64 MiB, guest holds 32 MiB\n"));
         assert!(text.contains("host enforce: off\n"), "{text}");
+        assert!(
+            text.contains("net:          tap0, guest MAC 06:00:ac:10:00:02\n"),
+            "{text}"
+        );
         assert!(!text.contains("working set"));
     }
 

@@ -198,6 +198,7 @@ mod tests {
             memory_mib: 64,
             uptime_ms: 0,
             ballast_version: String::new(),
+            net: Vec::new(),
         };
         let memory = MemoryInfo {
             memory_mib: 64,

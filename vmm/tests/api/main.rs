@@ -6,6 +6,7 @@ mod console;
 mod firecracker;
 mod http;
 mod memory;
+mod net;
 mod openapi;
 mod ready;
 mod refusals;

@@ -1,6 +1,7 @@
 //! `GET /metrics` in the Prometheus text exposition format (version 0.0.4): VM and memory
 //! gauges, the memory manager's gauges and per-step counters, `--host-enforce`'s state, the
-//! balloon device's counters, and the API's own request counters.
+//! balloon device's counters, each network device's counters, and the API's own request
+//! counters.
 //!
 //! | file | job |
 //! | --- | --- |
@@ -14,6 +15,7 @@ pub mod text;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use ballast_devices::net::NetMetricsSnapshot;
 use ballast_manager::pages;
 
 use super::{MemoryInfo, MemoryState, VmInfo, VmState, VmmMetrics};
@@ -70,6 +72,7 @@ pub fn render(vmm: &VmmMetrics, requests: &[(RequestKey, u64)]) -> String {
     memory::manager(&mut out, &vmm.manager);
     memory::host_enforce(&mut out, &vmm.memory.host_enforce);
     balloon(&mut out, vmm);
+    net(&mut out, &vmm.net);
     api_requests(&mut out, requests);
     out
 }
@@ -153,6 +156,31 @@ fn balloon(out: &mut String, vmm: &VmmMetrics) {
                 let name = format!("ballast_balloon_{field}_total");
                 let help = format!("Balloon device counter {field}.");
                 Family::new(out, &name, "counter", &help).sample(&[], value);
+            }
+        }
+    }
+}
+
+/// Every network device counter, by its field name, one sample per device labelled with its
+/// TAP's name (`ballast_net_rx_packets_total{tap="tap0"}`).
+fn net(out: &mut String, devices: &[(String, NetMetricsSnapshot)]) {
+    let devices: Vec<(&str, serde_json::Map<String, serde_json::Value>)> = devices
+        .iter()
+        .filter_map(|(tap, snapshot)| match serde_json::to_value(snapshot) {
+            Ok(serde_json::Value::Object(counters)) => Some((tap.as_str(), counters)),
+            _ => None,
+        })
+        .collect();
+    let Some((_, first)) = devices.first() else {
+        return;
+    };
+    for field in first.keys() {
+        let name = format!("ballast_net_{field}_total");
+        let help = format!("Network device counter {field}, per TAP interface.");
+        let mut family = Family::new(out, &name, "counter", &help);
+        for (tap, counters) in &devices {
+            if let Some(value) = counters.get(field).and_then(|v| v.as_u64()) {
+                family.sample(&[("tap", tap)], value);
             }
         }
     }
@@ -246,6 +274,7 @@ mod tests {
                 memory_mib: 512,
                 uptime_ms: 1500,
                 ballast_version: "0.1.0".into(),
+                net: Vec::new(),
             },
             memory: MemoryInfo {
                 memory_mib: 512,
@@ -261,6 +290,18 @@ mod tests {
             balloon_target_pages: 256,
             balloon_actual_pages: 0,
             balloon: Default::default(),
+            net: vec![
+                (
+                    "tap0".into(),
+                    NetMetricsSnapshot {
+                        rx_packets: 7,
+                        tx_bytes: 1500,
+                        tx_refused_chains: 2,
+                        ..Default::default()
+                    },
+                ),
+                ("tap1".into(), Default::default()),
+            ],
             manager: view,
         }
     }
@@ -301,6 +342,11 @@ mod tests {
             2.0
         );
         assert!(text.contains("# TYPE ballast_api_requests_total counter\n"));
+        let tap = |t| [("tap", t)];
+        assert_eq!(v("ballast_net_rx_packets_total", &tap("tap0")), 7.0);
+        assert_eq!(v("ballast_net_tx_bytes_total", &tap("tap0")), 1500.0);
+        assert_eq!(v("ballast_net_tx_refused_chains_total", &tap("tap0")), 2.0);
+        assert_eq!(v("ballast_net_rx_dropped_total", &tap("tap1")), 0.0);
     }
 
     #[test]
@@ -419,6 +465,7 @@ mod tests {
         view.working_set_pages = None;
         view.dirty_rate_pages_per_s = None;
         view.state = ManagerState::WithinLimit;
+        metrics.net.clear();
         let text = render(&metrics, &[]);
         let samples = parse(&text).unwrap();
         for absent in [
@@ -427,6 +474,7 @@ mod tests {
             "ballast_memory_working_set_bytes",
             "ballast_memory_dirty_rate_bytes_per_second",
             "ballast_host_enforce_memory_high_bytes",
+            "ballast_net_",
         ] {
             assert!(!text.contains(absent), "{absent}");
         }
