@@ -3,8 +3,9 @@
 //! sequence, as QEMU's, stops the VM: `Ctrl-A x`. `Ctrl-A Ctrl-A` sends one Ctrl-A to the
 //! guest. The terminal is restored when ballast exits, also after a panic.
 
+use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ballast_devices::legacy::serial::SerialDevice;
@@ -113,7 +114,10 @@ impl Drop for RawMode {
 /// stdin is a raw terminal.
 pub struct ConsoleInput {
     serial: Arc<Mutex<SerialDevice>>,
-    stdin: std::io::Stdin,
+    /// stdin, unbuffered (a copy of the descriptor): `std::io::Stdin` reads ahead into a buffer
+    /// of its own, and bytes there are invisible to epoll, so the end of a line longer than the
+    /// guest's FIFO waited there until the next key. `None` when it could not be copied.
+    stdin: Option<File>,
     /// Signalled when the guest has emptied its input FIFO (`SerialDevice::new`).
     drained: EventFd,
     /// stdin is out of the epoll set because the guest's FIFO was full: back in on `drained`.
@@ -129,7 +133,12 @@ impl ConsoleInput {
     pub fn new(serial: Arc<Mutex<SerialDevice>>, drained: EventFd, exit: Arc<ExitState>) -> Self {
         Self {
             serial,
-            stdin: std::io::stdin(),
+            stdin: std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(File::from)
+                .inspect_err(|e| log::warn!("console: cannot use stdin ({e}); no console input"))
+                .ok(),
             drained,
             paused: false,
             closed: false,
@@ -138,8 +147,9 @@ impl ConsoleInput {
         }
     }
 
-    fn stdin_events(&self) -> Events {
-        Events::new_raw(self.stdin.as_raw_fd(), EventSet::IN)
+    fn stdin_events(&self) -> Option<Events> {
+        let stdin = self.stdin.as_ref()?;
+        Some(Events::new_raw(stdin.as_raw_fd(), EventSet::IN))
     }
 
     /// The guest emptied its FIFO: read stdin again if it was paused.
@@ -147,7 +157,10 @@ impl ConsoleInput {
         let _ = self.drained.read();
         if self.paused && !self.closed {
             self.paused = false;
-            if let Err(e) = ops.add(self.stdin_events()) {
+            let Some(stdin) = self.stdin_events() else {
+                return;
+            };
+            if let Err(e) = ops.add(stdin) {
                 log::debug!("console: cannot poll stdin again ({e:?}); no more console input");
                 self.closed = true;
             }
@@ -158,7 +171,11 @@ impl ConsoleInput {
 impl MutEventSubscriber for ConsoleInput {
     fn init(&mut self, ops: &mut EventOps) {
         // epoll refuses regular files and /dev/null: then there simply is no console input.
-        if let Err(e) = ops.add(Events::new(&self.stdin, EventSet::IN)) {
+        let Some(stdin) = self.stdin_events() else {
+            self.closed = true;
+            return;
+        };
+        if let Err(e) = ops.add(stdin) {
             log::debug!("console: stdin is not pollable ({e:?}); no console input");
             self.closed = true;
             return;
@@ -182,12 +199,15 @@ impl MutEventSubscriber for ConsoleInput {
             // The guest is not draining its FIFO: the bytes wait in the pipe, and stdin leaves
             // the (level-triggered) epoll set until the guest has read its FIFO empty, or the
             // event loop would spin on a readable stdin it cannot take from.
-            if ops.remove(self.stdin_events()).is_ok() {
-                self.paused = true;
+            if let Some(stdin) = self.stdin_events() {
+                self.paused = ops.remove(stdin).is_ok();
             }
             return;
         }
-        let n = match self.stdin.lock().read(&mut buf[..room]) {
+        let Some(file) = self.stdin.as_mut() else {
+            return;
+        };
+        let n = match file.read(&mut buf[..room]) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
             Err(_) => 0,
@@ -195,7 +215,9 @@ impl MutEventSubscriber for ConsoleInput {
         if n == 0 {
             // End of input (a hang-up is, once what is left has been read): stop polling, or
             // epoll would report it forever.
-            let _ = ops.remove(self.stdin_events());
+            if let Some(stdin) = self.stdin_events() {
+                let _ = ops.remove(stdin);
+            }
             self.closed = true;
             return;
         }
