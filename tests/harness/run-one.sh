@@ -31,7 +31,7 @@
 # with everything it started (it runs in a session of its own). A ballast that outlives
 # the SIGKILL of the timeout by 30 s (stuck in the kernel) is reported and left behind.
 set -u
-ballast='' kernel='' cmdline='' timeout=600 tmp=''
+ballast='' kernel='' cmdline='' timeout=900 tmp=''
 while [ $# -gt 2 ]; do
     case $1 in
     --ballast) ballast=$2 ;;

@@ -48,7 +48,7 @@
 # /dev/kvm opens; nested otherwise (ballast inside an L1 test host under TCG with
 # nested SVM, all scenarios in one L1 boot; the disk images become QEMU virtio-blk
 # disks of L1, and ballast gets L1's /dev/vdX). BALLAST_E2E_MODE=direct|nested forces it.
-# Other knobs: BALLAST_E2E_TIMEOUT (seconds per scenario, default 600),
+# Other knobs: BALLAST_E2E_TIMEOUT (seconds per scenario, default 900: limit-cycles took 310-441 s pinned),
 # BALLAST_GUEST_CMDLINE, BALLAST_L1_MEMORY (MiB), BALLAST_E2E_OUT (log folder),
 # BALLAST_E2E_KEEP_DISKS=1 (keep the disk images next to the logs); nested mode:
 # BALLAST_L1_QEMU, BALLAST_L1_CMDLINE, BALLAST_L1_SMP (tests/harness/l1-lib.sh),
@@ -83,7 +83,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#dirs[@]} -gt 0 ] || [ "$check" = 1 ] || die "usage: $0 [--ballast PATH] [--agent PATH] [--stream] [--l1-check] SCENARIO_DIR..."
 
-timeout=${BALLAST_E2E_TIMEOUT:-600}
+timeout=${BALLAST_E2E_TIMEOUT:-900}
 cmdline=${BALLAST_GUEST_CMDLINE:-console=ttyS0 reboot=k panic=-1 rdinit=/init quiet}
 mode=${BALLAST_E2E_MODE:-}
 if [ -z "$mode" ]; then

@@ -18,6 +18,7 @@ mod rules;
 mod sigsys;
 
 use std::cell::Cell;
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -160,19 +161,68 @@ fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, Secc
         .into_iter()
         .map(|syscall| (syscall, Vec::new()))
         .collect();
-    // A thread without ioctl may still put the terminal back (the panic hook does, on whatever
-    // thread panics): `tcsetattr` on stdin and nothing else, so that a panic there prints its
-    // own message instead of ending in a seccomp error with the terminal left raw.
-    if let std::collections::btree_map::Entry::Vacant(ioctl) = rules.entry(libc::SYS_ioctl) {
-        ioctl.insert(vec![
-            terminal_rule(kind, libc::TCGETS)?,
-            terminal_rule(kind, libc::TCSETS)?,
-        ]);
+    let build = |e| SeccompError::Build(kind.name(), e);
+    match rules.entry(libc::SYS_ioctl) {
+        // A thread without ioctl may still put the terminal back (the panic hook does, on
+        // whatever thread panics): `tcsetattr` on stdin and nothing else, so that a panic there
+        // prints its own message instead of ending in a seccomp error with the terminal left raw.
+        Entry::Vacant(ioctl) => {
+            ioctl.insert(vec![
+                terminal_rule(kind, libc::TCGETS)?,
+                terminal_rule(kind, libc::TCSETS)?,
+            ]);
+        }
+        // A thread with ioctl: KVM's, and the 'T' family (terminal settings, FIONBIO, FIOCLEX,
+        // the TAP's TUNSET*) without the terminal calls that reach other processes or the
+        // console (TIOCSTI types into a terminal, TIOCLINUX, TIOCCONS, TIOCSETD).
+        Entry::Occupied(mut ioctl) => {
+            *ioctl.get_mut() = ioctl_rules().map_err(build)?;
+        }
+    }
+    // Sockets are Unix sockets (the vsock device's host side, the agent link's pair).
+    for call in [libc::SYS_socket, libc::SYS_socketpair] {
+        if let Some(socket) = rules.get_mut(&call) {
+            *socket = vec![SeccompRule::new(vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::AF_UNIX as u64,
+            )
+            .map_err(build)?])
+            .map_err(build)?];
+        }
     }
     let arch = TargetArch::x86_64;
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch)
         .map_err(|e| SeccompError::Build(kind.name(), e))?;
     BpfProgram::try_from(filter).map_err(|e| SeccompError::Compile(kind.name(), e))
+}
+
+/// The ioctl type byte (bits 8-15 of the request) of KVM's calls and of the 'T' family.
+const KVMIO: u64 = 0xAE;
+const TTY_AND_TUN: u64 = b'T' as u64;
+
+/// The 'T' ioctls no thread of ballast makes, and which reach beyond the VMM.
+const TERMINAL_REACH: [u64; 4] = [
+    libc::TIOCSTI,
+    libc::TIOCLINUX,
+    libc::TIOCCONS,
+    libc::TIOCSETD,
+];
+
+/// ioctl for a thread whose list has it: a KVM request, or a 'T' one other than
+/// `TERMINAL_REACH`.
+fn ioctl_rules() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let request = |op, value| SeccompCondition::new(1, SeccompCmpArgLen::Dword, op, value);
+    let of_type = |t: u64| request(SeccompCmpOp::MaskedEq(0xff00), t << 8);
+    let mut tty = vec![of_type(TTY_AND_TUN)?];
+    for denied in TERMINAL_REACH {
+        tty.push(request(SeccompCmpOp::Ne, denied)?);
+    }
+    Ok(vec![
+        SeccompRule::new(vec![of_type(KVMIO)?])?,
+        SeccompRule::new(tty)?,
+    ])
 }
 
 /// `ioctl(STDIN_FILENO, request, ...)`: `tcsetattr(0, TCSANOW, ...)` makes TCGETS (glibc reads
@@ -313,6 +363,82 @@ mod tests {
                 // SAFETY: FIONREAD writes one int into `n`.
                 let rc = unsafe { libc::ioctl(0, libc::FIONREAD, &mut n) };
                 eprintln!("FIONREAD went through: {rc}");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// The event loop's calls that pass the argument filters, then `forbidden`: the process
+    /// must stop on it, naming `syscall`.
+    fn event_loop_stops_on(forbidden: &str, syscall: libc::c_long) {
+        let out = run_child("child_event_loop_makes_calls", forbidden);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("allowed calls went through"), "{stderr}");
+        assert_eq!(out.status.code(), Some(128 + libc::SIGSYS), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the event loop thread made system call {syscall}, which its filter does not allow"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("the forbidden call went through"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn tiocsti_is_refused_to_a_thread_with_ioctl() {
+        event_loop_stops_on("tiocsti", libc::SYS_ioctl);
+    }
+
+    #[test]
+    fn an_ioctl_of_another_family_is_refused() {
+        event_loop_stops_on("blkgetsize64", libc::SYS_ioctl);
+    }
+
+    #[test]
+    fn an_inet_socket_is_refused() {
+        event_loop_stops_on("inet", libc::SYS_socket);
+    }
+
+    #[test]
+    #[ignore = "run by the tests above, in a process of its own"]
+    fn child_event_loop_makes_calls() {
+        let Ok(forbidden) = std::env::var("BALLAST_SECCOMP_CHILD") else {
+            return;
+        };
+        prepare(SeccompMode::On).unwrap();
+        std::thread::Builder::new()
+            .name("event-loop".into())
+            .spawn(move || {
+                apply(ThreadKind::EventLoop).unwrap();
+                let mut n: libc::c_int = 0;
+                // SAFETY: each ioctl gets a valid pointer to an int (or none); on stdin, which
+                // is no terminal or KVM descriptor here, they fail with ENOTTY after the filter.
+                unsafe {
+                    libc::ioctl(0, libc::FIONREAD, &mut n);
+                    libc::ioctl(0, libc::TCGETS, &mut [0u8; 64]);
+                    libc::ioctl(0, 0xAE00); // KVM_GET_API_VERSION
+                    libc::ioctl(0, 0xc008_aec0_u64, &mut [0u64; 4]); // KVM_CLEAR_DIRTY_LOG
+                }
+                // SAFETY: a plain system call; the descriptor is closed right away.
+                let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+                assert!(fd >= 0);
+                // SAFETY: closes the descriptor just made.
+                unsafe { libc::close(fd) };
+                eprintln!("allowed calls went through");
+                let c = b'x';
+                // SAFETY: as above: plain calls with valid pointers, on stdin or a new socket.
+                let rc = unsafe {
+                    match forbidden.as_str() {
+                        "tiocsti" => libc::ioctl(0, libc::TIOCSTI, &c),
+                        "blkgetsize64" => libc::ioctl(0, 0x8008_1272_u64, &mut [0u64; 1]),
+                        _ => libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0),
+                    }
+                };
+                eprintln!("the forbidden call went through: {rc}");
             })
             .unwrap()
             .join()

@@ -3,10 +3,11 @@
 //! one shows up with `--seccomp log` (see `mod.rs`) and goes in the list of its thread kind,
 //! with a word on what makes it when that is not obvious.
 //!
-//! The lists allow a call whatever its arguments: an argument filter (ioctl numbers, socket
-//! families) is the next step once the lists have settled. One exists already: a thread whose
-//! list has no ioctl may still read and set the terminal's settings on stdin (`mod.rs`), which
-//! the panic hook does to put the terminal back.
+//! Three calls are filtered on their arguments too (`mod.rs`): `ioctl` is KVM's requests and
+//! the 'T' family (terminal settings, FIONBIO, the TAP's TUNSET*) less the terminal calls that
+//! reach beyond ballast (TIOCSTI and kin); `socket` and `socketpair` make Unix sockets only; and
+//! a thread whose list has no ioctl may still read and set the terminal's settings on stdin,
+//! which the panic hook does to put the terminal back.
 
 use libc::*;
 
