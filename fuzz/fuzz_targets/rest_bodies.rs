@@ -53,6 +53,7 @@ fn api() -> &'static Api {
             started: Instant::now(),
             agent: None,
             manager: ManagerHandle::without_driver(mem_size / 4096),
+            net: Vec::new(),
         };
         let handler = Arc::new(Mutex::new(ApiHandler::new(receiver, vm)));
         std::thread::spawn(move || {
