@@ -3,19 +3,21 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use ballast::layout::{COM1_PORT, HIMEM_START};
-use ballast::vstate::exit::{ExitState, VmExit};
+use ballast::vstate::exit::VmExit;
 use ballast::vstate::memory::create_guest_memory;
 use ballast::vstate::regs::write_boot_structures;
-use ballast::vstate::vcpu::Vcpu;
 use ballast::vstate::vm::{open_kvm, Vm};
-use ballast_devices::bus::{Bus, BusDevice};
+use ballast_devices::bus::Bus;
 use ballast_devices::legacy::serial::SerialDevice;
 use ballast_devices::legacy::EventFdTrigger;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+#[path = "support/one_vcpu.rs"]
+mod one_vcpu;
+use one_vcpu::run_one_vcpu;
 
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -29,17 +31,6 @@ impl Write for Sink {
     }
 }
 
-/// Port 0x600: any write is a power-off, as the guest's ACPI S5 write would be.
-struct PowerOff(Arc<ExitState>);
-impl BusDevice for PowerOff {
-    fn read(&mut self, _: u64, data: &mut [u8]) {
-        data.fill(0);
-    }
-    fn write(&mut self, _: u64, _: &[u8]) {
-        self.0.request(VmExit::Poweroff);
-    }
-}
-
 /// Boots `payload` at 1 MiB in long mode on one vCPU; returns the exit and the serial output.
 fn run_payload(payload: &[u8]) -> (VmExit, Vec<u8>) {
     let kvm = open_kvm().expect("/dev/kvm");
@@ -49,7 +40,6 @@ fn run_payload(payload: &[u8]) -> (VmExit, Vec<u8>) {
     write_boot_structures(&mem).unwrap();
     mem.write_slice(payload, GuestAddress(HIMEM_START)).unwrap();
 
-    let exit = Arc::new(ExitState::new().unwrap());
     let sink = Sink::default();
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     let mut pio = Bus::new();
@@ -63,19 +53,10 @@ fn run_payload(payload: &[u8]) -> (VmExit, Vec<u8>) {
         8,
     )
     .unwrap();
-    pio.insert(Arc::new(Mutex::new(PowerOff(exit.clone()))), 0x600, 1)
-        .unwrap();
-
-    let vcpu = Vcpu::new(&kvm, &vm, 0, 1, GuestAddress(HIMEM_START), true).unwrap();
-    let handle = vcpu.start(pio, Bus::new(), exit.clone()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !handle.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(handle.is_finished(), "payload did not finish");
-    handle.join().unwrap();
+    // Port 0x600: the payload's power-off.
+    let exit = run_one_vcpu(&kvm, &vm, pio, 0x600);
     let out = sink.0.lock().unwrap().clone();
-    (exit.reason().expect("an exit reason"), out)
+    (exit.expect("an exit reason"), out)
 }
 
 #[test]

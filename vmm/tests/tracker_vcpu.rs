@@ -11,16 +11,18 @@
 //!
 //! The payload uses no stack and takes no interrupt, so nothing else may appear.
 
+#[path = "support/one_vcpu.rs"]
+mod one_vcpu;
+use one_vcpu::run_one_vcpu;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use ballast::layout::{BOOT_GDT_START, HIMEM_START, PDE_START, PDPTE_START, PML4_START};
 use ballast::vstate::dirty_log::{ClearMode, KvmDirtyLog};
-use ballast::vstate::exit::{ExitState, VmExit};
+use ballast::vstate::exit::VmExit;
 use ballast::vstate::memory::create_guest_memory;
 use ballast::vstate::regs::write_boot_structures;
-use ballast::vstate::vcpu::Vcpu;
 use ballast::vstate::vm::{open_kvm, Vm};
 use ballast_devices::balloon::BalloonBitmap;
 use ballast_devices::bus::{Bus, BusDevice};
@@ -157,16 +159,6 @@ impl BusDevice for Epochs {
     }
 }
 
-struct PowerOff(Arc<ExitState>);
-impl BusDevice for PowerOff {
-    fn read(&mut self, _: u64, data: &mut [u8]) {
-        data.fill(0);
-    }
-    fn write(&mut self, _: u64, _: &[u8]) {
-        self.0.request(VmExit::Poweroff);
-    }
-}
-
 /// One page is resident per touched page, whatever the host's transparent huge page setting.
 fn no_huge_pages(mem: &GuestMemoryMmap) {
     for region in mem.iter() {
@@ -217,27 +209,11 @@ fn two_epochs(mode: ClearMode) {
         assert_eq!(sample.resident_pages, 5);
     }
 
-    let exit = Arc::new(ExitState::new().unwrap());
     let mut pio = Bus::new();
     pio.insert(epochs.clone(), u64::from(SAMPLE_PORT), 1)
         .unwrap();
-    pio.insert(
-        Arc::new(Mutex::new(PowerOff(exit.clone()))),
-        u64::from(POWEROFF_PORT),
-        1,
-    )
-    .unwrap();
-    let vcpu = Vcpu::new(&kvm, &vm, 0, 1, GuestAddress(HIMEM_START), true).unwrap();
-    let handle = vcpu.start(pio, Bus::new(), exit.clone()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !handle.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(handle.is_finished(), "payload did not finish");
-    handle
-        .join()
-        .expect("the vCPU thread (and the sample on it)");
-    assert_eq!(exit.reason(), Some(VmExit::Poweroff));
+    let exit = run_one_vcpu(&kvm, &vm, pio, u64::from(POWEROFF_PORT));
+    assert_eq!(exit, Some(VmExit::Poweroff));
 
     // Two pages go into the balloon before epoch 2: one of each batch.
     let ballooned_1 = *BATCH1.pfns().last().unwrap();
