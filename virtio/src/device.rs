@@ -3,6 +3,7 @@
 use std::fmt::Display;
 use std::sync::Arc;
 
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -47,6 +48,24 @@ impl Activation {
     /// Guest memory, the interrupt and the queues.
     pub fn into_parts(self) -> (GuestMemoryMmap, Arc<VirtioInterrupt>, Vec<QueueEvent>) {
         (self.mem, self.interrupt, self.queues)
+    }
+
+    /// What a device with exactly `N` queues does first: refuses a second activation (`what`
+    /// names the device), takes its queues and prepares each (`names`, in queue-index order:
+    /// "rx" is "the rx queue" in an error). Returns the parts, as `into_parts` does.
+    pub fn take_queues<const N: usize>(
+        self,
+        core: &DeviceCore,
+        what: &str,
+        names: [&str; N],
+    ) -> Result<(GuestMemoryMmap, Arc<VirtioInterrupt>, [QueueEvent; N]), ActivateError> {
+        core.ensure_inactive(what)?;
+        let mut queues = exact_queues(self.queues)?;
+        let event_idx = core.has_acked(VIRTIO_RING_F_EVENT_IDX);
+        for (queue, name) in queues.iter_mut().zip(names) {
+            queue.prepare(&self.mem, event_idx, format_args!("the {name} queue"))?;
+        }
+        Ok((self.mem, self.interrupt, queues))
     }
 
     pub fn new(

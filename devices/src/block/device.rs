@@ -14,8 +14,8 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
 use ballast_virtio::{
-    exact_queues, ActivateError, Activation, DeviceCore, DeviceErrors, GuestMemoryMmap, QueueEvent,
-    VirtioDevice, VirtioInterrupt,
+    ActivateError, Activation, DeviceCore, DeviceErrors, GuestMemoryMmap, QueueEvent, VirtioDevice,
+    VirtioInterrupt,
 };
 
 use super::io::DiskImage;
@@ -268,14 +268,8 @@ impl VirtioDevice for Block {
     // offered): the default `write_config` ignores the driver's writes.
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let (mem, interrupt, queues) = activation.into_parts();
-        self.core.ensure_inactive("block device")?;
-        let [mut queue] = exact_queues(queues)?;
-        queue.prepare(
-            &mem,
-            self.core.has_acked(VIRTIO_RING_F_EVENT_IDX),
-            "the request queue",
-        )?;
+        let (mem, interrupt, [queue]) =
+            activation.take_queues(&self.core, "block device", ["request"])?;
         self.active = Some(ActiveQueue {
             mem,
             interrupt: interrupt.clone(),

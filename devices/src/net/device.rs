@@ -13,8 +13,8 @@ use virtio_bindings::virtio_net::{
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
 use ballast_virtio::{
-    exact_queues, ActivateError, Activation, DeviceCore, DeviceErrors, GuestMemoryMmap, QueueEvent,
-    VirtioDevice, VirtioInterrupt,
+    ActivateError, Activation, DeviceCore, DeviceErrors, GuestMemoryMmap, QueueEvent, VirtioDevice,
+    VirtioInterrupt,
 };
 
 use super::config::MacAddr;
@@ -173,12 +173,8 @@ impl VirtioDevice for Net {
     // ignores the driver's writes.
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let (mem, interrupt, queues) = activation.into_parts();
-        self.core.ensure_inactive("network device")?;
-        let [mut rx, mut tx] = exact_queues(queues)?;
-        let event_idx = self.core.has_acked(VIRTIO_RING_F_EVENT_IDX);
-        rx.prepare(&mem, event_idx, "the rx queue")?;
-        tx.prepare(&mem, event_idx, "the tx queue")?;
+        let (mem, interrupt, [rx, tx]) =
+            activation.take_queues(&self.core, "network device", ["rx", "tx"])?;
         self.active = Some(ActiveQueues {
             mem,
             interrupt: interrupt.clone(),

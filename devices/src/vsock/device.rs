@@ -13,8 +13,8 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::timerfd::TimerFd;
 
 use ballast_virtio::{
-    exact_queues, ActivateError, Activation, DeviceCore, DeviceErrors, GuestMemoryMmap, QueueEvent,
-    VirtioDevice, VirtioInterrupt,
+    ActivateError, Activation, DeviceCore, DeviceErrors, GuestMemoryMmap, QueueEvent, VirtioDevice,
+    VirtioInterrupt,
 };
 
 use super::config::{bind, VsockConfig, VsockError};
@@ -178,13 +178,8 @@ impl VirtioDevice for Vsock {
     // guest_cid is the device's: the default `write_config` ignores the driver's writes.
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let (mem, interrupt, queues) = activation.into_parts();
-        self.core.ensure_inactive("vsock device")?;
-        let [mut rx, mut tx, mut event] = exact_queues(queues)?;
-        let event_idx = self.core.has_acked(VIRTIO_RING_F_EVENT_IDX);
-        for (name, queue) in [("rx", &mut rx), ("tx", &mut tx), ("event", &mut event)] {
-            queue.prepare(&mem, event_idx, format_args!("the {name} queue"))?;
-        }
+        let (mem, interrupt, [rx, tx, event]) =
+            activation.take_queues(&self.core, "vsock device", ["rx", "tx", "event"])?;
         self.active = Some(ActiveQueues {
             mem,
             interrupt: interrupt.clone(),
