@@ -156,7 +156,7 @@ fn firecracker_requests_get_firecracker_answers() {
         send_fc(&b, &fc("patchVm", "PATCH", "/vm", Some(paused), &[204]));
         assert_eq!(b.json("/vm")["state"], "paused");
     }
-    let ticks = b.stdout_len();
+    let ticks = b.settled_stdout_len();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(b.stdout_len(), ticks, "the guest ran while paused");
     for _ in 0..2 {

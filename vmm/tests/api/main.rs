@@ -117,7 +117,7 @@ fn pause_parks_every_vcpu_until_resume() {
     let answer = action(&b, "Pause");
     assert_eq!(answer.status, 204, "{}", answer.body);
     assert_eq!(b.json("/vm")["state"], "paused");
-    let ticks = b.stdout_len();
+    let ticks = b.settled_stdout_len();
     let cpu = support::thread_cpu_ticks(b.pid(), "vcpu");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(b.stdout_len(), ticks, "the guest ran while paused");

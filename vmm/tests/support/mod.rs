@@ -245,6 +245,22 @@ impl Ballast {
         self.stdout.lock().unwrap().len()
     }
 
+    /// stdout's length once it has stopped growing for 200 ms (at most 5 s): what a paused
+    /// guest wrote just before the pause is still on its way through the console thread and
+    /// the pipe when the pause is answered.
+    pub fn settled_stdout_len(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut len = self.stdout_len();
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.stdout_len();
+            if now == len || Instant::now() >= deadline {
+                return now;
+            }
+            len = now;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
