@@ -23,6 +23,7 @@ fn on_a_terminal_keys_reach_the_guest_and_ctrl_a_x_stops_it() {
         &format!("sh -c \"{}\"", script.replace('"', "\\\"")),
     );
     tmux.wait_for(&["before: icanon"]);
+    tmux.wait_for_raw_mode();
     // Typed keys are echoed once, by the guest: the terminal neither echoes nor waits for Enter.
     tmux.cmd(&["send-keys", "-t", "top", "-l", "hello"])
         .status()

@@ -110,6 +110,26 @@ impl Tmux {
         screen
     }
 
+    /// Waits until the program in the pane has put its terminal in raw mode (`stty` on the
+    /// pane's tty shows `-icanon`): keys typed before that would be the terminal's, echoed and
+    /// held for a whole line.
+    pub fn wait_for_raw_mode(&self) {
+        let out = self
+            .cmd(&["display-message", "-p", "-t", "top", "#{pane_tty}"])
+            .output()
+            .unwrap();
+        let tty = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut settings = String::new();
+        let raw = eventually(Duration::from_secs(30), || {
+            let out = Command::new("stty").args(["-F", &tty, "-a"]).output();
+            settings = out.map_or(String::new(), |o| {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            });
+            settings.split_whitespace().any(|w| w == "-icanon")
+        });
+        assert!(raw, "the terminal {tty} never went raw: {settings}");
+    }
+
     fn running(&self) -> bool {
         self.cmd(&["has-session", "-t", "top"])
             .stderr(std::process::Stdio::null())
