@@ -207,6 +207,21 @@ impl VnetHeader {
     }
 }
 
+/// A TSO frame as Linux hands it over: TCP over IPv4, 1448-byte segments, the checksum left
+/// for the host (at the TCP header's checksum field). For the tests here and in `net/tests`.
+#[cfg(test)]
+pub(super) fn tso4_header() -> VnetHeader {
+    VnetHeader {
+        flags: NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 66,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,23 +233,11 @@ mod tests {
         | (1 << VIRTIO_NET_F_GUEST_TSO4)
         | (1 << VIRTIO_NET_F_GUEST_TSO6);
 
-    fn tso4() -> VnetHeader {
-        VnetHeader {
-            flags: NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 66,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-            num_buffers: 0,
-        }
-    }
-
     #[test]
     fn headers_read_back() {
         let header = VnetHeader {
             num_buffers: 3,
-            ..tso4()
+            ..tso4_header()
         };
         let bytes = header.to_bytes();
         assert_eq!(bytes, [1, 1, 66, 0, 0xa8, 5, 34, 0, 16, 0, 3, 0]);
@@ -246,18 +249,18 @@ mod tests {
         let plain = VnetHeader::default();
         for direction in [Direction::Tx, Direction::Rx] {
             assert_eq!(plain.check(0, direction, 60), Ok(()));
-            assert_eq!(tso4().check(ALL, direction, 9000), Ok(()));
+            assert_eq!(tso4_header().check(ALL, direction, 9000), Ok(()));
         }
         let tx_only = (1 << VIRTIO_NET_F_CSUM) | (1 << VIRTIO_NET_F_HOST_TSO4);
-        assert_eq!(tso4().check(tx_only, Direction::Tx, 9000), Ok(()));
+        assert_eq!(tso4_header().check(tx_only, Direction::Tx, 9000), Ok(()));
         assert_eq!(
-            tso4().check(tx_only, Direction::Rx, 9000),
+            tso4_header().check(tx_only, Direction::Rx, 9000),
             Err(HeaderError::ChecksumNotNegotiated)
         );
         let csum_only = VnetHeader {
             gso_type: GSO_NONE,
             gso_size: 0,
-            ..tso4()
+            ..tso4_header()
         };
         assert_eq!(
             csum_only.check(1 << VIRTIO_NET_F_CSUM, Direction::Tx, 100),
@@ -265,7 +268,7 @@ mod tests {
         );
         let v6 = VnetHeader {
             gso_type: GSO_TCPV6,
-            ..tso4()
+            ..tso4_header()
         };
         assert_eq!(
             v6.check(tx_only, Direction::Tx, 9000),
@@ -289,19 +292,22 @@ mod tests {
         for gso in [3, GSO_TCPV4 | 0x80, 9] {
             let h = VnetHeader {
                 gso_type: gso,
-                ..tso4()
+                ..tso4_header()
             };
             assert_eq!(check(h, 9000), Err(HeaderError::Gso(gso)));
         }
-        let h = VnetHeader { flags: 0, ..tso4() };
+        let h = VnetHeader {
+            flags: 0,
+            ..tso4_header()
+        };
         assert_eq!(check(h, 9000), Err(HeaderError::GsoWithoutChecksum));
         let h = VnetHeader {
             gso_size: 0,
-            ..tso4()
+            ..tso4_header()
         };
         assert_eq!(check(h, 9000), Err(HeaderError::GsoSizeZero));
         assert_eq!(
-            check(tso4(), 51),
+            check(tso4_header(), 51),
             Err(HeaderError::ChecksumOutside {
                 start: 34,
                 offset: 16,
@@ -309,7 +315,7 @@ mod tests {
             })
         );
         assert_eq!(
-            check(tso4(), 52),
+            check(tso4_header(), 52),
             Err(HeaderError::HdrLenOutside {
                 hdr_len: 66,
                 frame_len: 52

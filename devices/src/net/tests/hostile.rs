@@ -5,9 +5,9 @@
 use ballast_virtio::interrupt::VIRTIO_MMIO_INT_CONFIG;
 use ballast_virtio::VirtioDevice;
 
+use super::super::header::tso4_header;
 use super::super::header::VnetHeader;
 use super::super::{MAX_FRAME_LEN, QUEUE_SIZE, VNET_HDR_LEN};
-use super::tx::tso4_header;
 use super::util::*;
 
 /// Makes every class of bad tx chain available, in turn; returns how many there are and the

@@ -6,10 +6,10 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM,
 };
 
+use super::super::header::tso4_header;
 use super::super::header::VnetHeader;
 use super::super::queue::RUN_BUDGET;
 use super::super::{MAX_FRAME_LEN, MAX_PACKET_LEN, VNET_HDR_LEN};
-use super::tx::tso4_header;
 use super::util::*;
 
 #[test]

@@ -2,29 +2,14 @@
 //! budget of one run.
 
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_HDR_F_NEEDS_CSUM,
-    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_HDR_GSO_TCPV6,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
-use super::super::header::VnetHeader;
+use super::super::header::{tso4_header, VnetHeader};
 use super::super::queue::RUN_BUDGET;
 use super::super::{MAX_FRAME_LEN, VNET_HDR_LEN};
 use super::util::*;
-
-/// A TSO frame as Linux hands it over: TCP over IPv4, 1448-byte segments, the checksum left
-/// for the host (at the TCP header's checksum field).
-pub fn tso4_header() -> VnetHeader {
-    VnetHeader {
-        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM as u8,
-        gso_type: VIRTIO_NET_HDR_GSO_TCPV4 as u8,
-        hdr_len: 66,
-        gso_size: 1448,
-        csum_start: 34,
-        csum_offset: 16,
-        num_buffers: 0,
-    }
-}
 
 #[test]
 fn a_frame_reaches_the_tap_with_its_header_and_comes_back_used() {
